@@ -1,0 +1,3 @@
+from ernie.cli import main
+
+main()
