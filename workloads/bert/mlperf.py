@@ -1,0 +1,80 @@
+"""MLPerf-format logging (`:::MLLOG {...}` lines) through mlperf-logging, from rank 0 only.
+
+Lines go to OUT/mlperf.log and to stdout: stdout is how ernie streams a remote run's progress, from the
+"tracked_stats" lines (metadata.step; value holds loss, samples/s, ...). Keys come from
+`mlperf_logging.mllog.constants`; the submission keys say what ran (division "open": ernie's runs are
+not reviewed MLPerf submissions).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlperf_logging.mllog.mllog import MLLogger
+from mlperf_logging.mllog import constants
+
+LOG_FILE = "mlperf.log"
+TRACKED_STATS = "tracked_stats"
+
+
+class MLPerfLogger:
+    """Writes :::MLLOG lines when `rank` is 0 and nothing otherwise, so every rank can call it."""
+
+    def __init__(self, out_dir: str | os.PathLike, *, rank: int = 0, append: bool = False) -> None:
+        self.enabled = rank == 0
+        self.path = Path(out_dir) / LOG_FILE
+        self._handlers: list[logging.Handler] = []
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        logger = logging.getLogger(f"ernie.mlperf.{id(self)}")  # private: never the shared mllog logger
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        self._handlers = [logging.FileHandler(self.path, mode="a" if append else "w"), logging.StreamHandler(sys.stdout)]
+        for handler in self._handlers:
+            logger.addHandler(handler)
+        self._logger = logger
+        self._mllog = MLLogger(logger=logger)
+
+    def _emit(self, event_type: str, key: str, value: Any, metadata: dict | None) -> None:
+        if self.enabled:
+            emit = {"start": self._mllog.start, "end": self._mllog.end, "event": self._mllog.event}[event_type]
+            # Two frames (a public method, then this one) lie between the trainer and mllog: skip them so
+            # the file/lineno metadata names the trainer's line.
+            emit(key=key, value=value, metadata=metadata, stack_offset=3)
+
+    def event(self, key: str, value: Any = None, metadata: dict | None = None) -> None:
+        self._emit("event", key, value, metadata)
+
+    def start(self, key: str, value: Any = None, metadata: dict | None = None) -> None:
+        self._emit("start", key, value, metadata)
+
+    def end(self, key: str, value: Any = None, metadata: dict | None = None) -> None:
+        self._emit("end", key, value, metadata)
+
+    def submission(self, *, platform: str, benchmark: str = constants.BERT, org: str = "ernie") -> None:
+        """The submission_* keys and cache_clear, as an MLPerf run opens."""
+        for key, value in (
+            (constants.SUBMISSION_BENCHMARK, benchmark),
+            (constants.SUBMISSION_ORG, org),
+            (constants.SUBMISSION_DIVISION, constants.OPEN),
+            (constants.SUBMISSION_STATUS, constants.CLOUD),
+            (constants.SUBMISSION_PLATFORM, platform),
+        ):
+            self._emit("event", key, value, None)
+        self._emit("event", constants.CACHE_CLEAR, True, None)
+
+    def tracked_stats(self, step: int, **values: float) -> None:
+        """Progress for ernie's stream: the step and whatever figures the trainer tracks."""
+        self._emit("event", TRACKED_STATS, values, {"step": step})
+
+    def close(self) -> None:
+        for handler in self._handlers:
+            handler.flush()
+            handler.close()
+            self._logger.removeHandler(handler)
+        self._handlers = []

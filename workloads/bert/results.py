@@ -1,0 +1,145 @@
+"""Throughput, MFU and result.json, computed the same way for both BERT trainers.
+
+result.json is the contract of docs/workloads.md: ernie's reports read nothing else. Throughput is
+measured over a timed region that excludes warm-up steps (compilation, allocator growth, first data
+reads); step times are wall-clock seconds per optimizer step, taken after the device has finished the
+step. Parameters are counted once per tensor: the MLM decoder's weight is tied to the word embeddings
+and counted with them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from flops import flops_per_sequence
+from presets import Preset
+
+EVAL_METRIC = "masked_lm_accuracy"
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Steady-state speed over the timed steps."""
+
+    timed_steps: int
+    samples_per_s: float
+    tokens_per_s: float
+    step_time_ms_p50: float
+    step_time_ms_p90: float
+
+
+def summarize_steps(
+    step_times_s: Sequence[float], *, warmup_steps: int, global_batch_size: int, seq_len: int
+) -> Throughput:
+    """Throughput over `step_times_s[warmup_steps:]`: samples/s is samples over the summed step time."""
+    timed = np.asarray(step_times_s[warmup_steps:], dtype=np.float64)
+    if timed.size == 0:
+        raise ValueError(
+            f"no timed steps: {len(step_times_s)} step(s) ran and the first {warmup_steps} are warm-up; "
+            "run more steps or lower the warm-up"
+        )
+    samples_per_s = timed.size * global_batch_size / timed.sum()
+    return Throughput(
+        timed_steps=int(timed.size),
+        samples_per_s=float(samples_per_s),
+        tokens_per_s=float(samples_per_s * seq_len),
+        step_time_ms_p50=float(np.percentile(timed, 50) * 1e3),
+        step_time_ms_p90=float(np.percentile(timed, 90) * 1e3),
+    )
+
+
+def mfu(samples_per_s: float, flops_per_sample: float, peak_flops_per_device: float | None, chips: int) -> float | None:
+    """Model-FLOPs utilisation: achieved model FLOP/s over the chips' peak; None when the peak is unknown."""
+    if peak_flops_per_device is None:
+        return None
+    return samples_per_s * flops_per_sample / (peak_flops_per_device * chips)
+
+
+def write_result(
+    path: str | os.PathLike,
+    *,
+    workload: str,
+    framework: str,
+    framework_version: str,
+    preset: Preset,
+    params: int,
+    accelerator: str,
+    device_name: str,
+    chips: int,
+    hosts: int,
+    global_batch_size: int,
+    seq_len: int,
+    max_predictions: int,
+    precision: str,
+    steps: int,
+    throughput: Throughput,
+    peak_flops_per_device: float | None,
+    eval_value: float | None,
+    eval_target: float,
+    time_to_target_s: float | None,
+    train_time_s: float,
+    versions: dict[str, str | None],
+    command: str,
+) -> dict:
+    """Write result.json (docs/workloads.md) and return it.
+
+    `params`: the model's trainable parameters, each tensor once (tied decoder counted with the
+    embeddings). `versions`: the framework's packages; python is added, image and runtime default to
+    None (ernie's runner knows them). `eval_value`: the last masked-LM accuracy, None if never evaluated.
+    """
+    flops_per_sample = flops_per_sequence(preset, seq_len, max_predictions)
+    result = {
+        "workload": workload,
+        "framework": framework,
+        "framework_version": framework_version,
+        "model": {
+            "preset": preset.name,
+            "hidden": preset.hidden,
+            "layers": preset.layers,
+            "heads": preset.heads,
+            "intermediate": preset.intermediate,
+            "vocab": preset.vocab_size,
+            "params": params,
+        },
+        "accelerator": accelerator,
+        "device_name": device_name,
+        "chips": chips,
+        "hosts": hosts,
+        "global_batch_size": global_batch_size,
+        "seq_len": seq_len,
+        "max_predictions": max_predictions,
+        "precision": precision,
+        "steps": steps,
+        "timed_steps": throughput.timed_steps,
+        "samples_per_s": round(throughput.samples_per_s, 3),
+        "tokens_per_s": round(throughput.tokens_per_s, 1),
+        "words_per_s": None,  # a translation figure; BERT counts tokens
+        "step_time_ms_p50": round(throughput.step_time_ms_p50, 2),
+        "step_time_ms_p90": round(throughput.step_time_ms_p90, 2),
+        "flops_per_sample": flops_per_sample,
+        "peak_flops_per_device": peak_flops_per_device,
+        "mfu": mfu(throughput.samples_per_s, flops_per_sample, peak_flops_per_device, chips),
+        "eval": {
+            "metric": EVAL_METRIC,
+            "value": eval_value,
+            "target": eval_target,
+            "reached": eval_value is not None and eval_value >= eval_target,
+        },
+        "time_to_target_s": time_to_target_s,
+        "train_time_s": round(train_time_s, 3),
+        "versions": {"python": platform.python_version(), "image": None, "runtime": None, **versions},
+        "command": command,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+    return result
