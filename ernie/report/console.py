@@ -1,0 +1,32 @@
+"""What `ernie report` and `ernie demo` print: the MLPerf comparison, what did not complete, where the report is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from ernie.report import ReportFiles, report_runs
+from ernie.report.render import to_rich
+from ernie.report.tables import comparison_table, problems_table
+from ernie.results import RunSummary, compare
+
+
+def print_summary(console: Console, files: ReportFiles, runs: list[RunSummary]) -> None:
+    """The comparison table, the runs that are not results and why, and the report's paths."""
+    comparisons = compare(runs)
+    if comparisons:
+        console.print(to_rich(comparison_table(comparisons)))
+    else:
+        console.print("No complete run to compare with MLPerf.")
+    problems = problems_table(runs)
+    if problems.rows:
+        console.print(to_rich(problems))
+    done = sum(r.succeeded for r in runs)
+    console.print(f"{len(runs)} run(s), {done} complete. Report: {files.markdown} and {files.html}")
+
+
+def report_command(results: Path, run_ids: list[str], all_runs: bool, out: Path | None) -> None:
+    """`ernie report`: index, write the report, print its summary."""
+    files, runs = report_runs(results, run_ids, all_runs, out)
+    print_summary(Console(), files, runs)

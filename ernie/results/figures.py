@@ -1,0 +1,230 @@
+"""Derived figures of one run, computed from its collected files every time (never stored by a workload).
+
+- time-to-train: MLPerf's method, worker 0's `run_stop.time_ms - run_start.time_ms`.
+- time-to-target: from `run_start` to the first `eval_accuracy` at or above the target (result.json's
+  `eval.target`); when the log has no evaluation, the workload's own `time_to_target_s`.
+- throughput: result.json's `samples_per_s` (or `words_per_s` where a workload counts words), timed by the
+  workload with its warm-up excluded.
+- MFU: throughput x FLOPs per sample / (peak FLOP/s per device x devices), only where the peak is known.
+- wall time from timeline.json: provisioning = provision + wait_ssh, setup = push + setup, training = run,
+  collection = collect, teardown = destroy; the stack's lifetime runs from the first step's start to the
+  last step's end.
+- cost = the inventory's price per hour x that lifetime; dollars to target = that cost when the target was
+  reached (what was paid, provisioning and teardown included, to get the model); dollars per million samples
+  = price per hour / samples per hour at the measured throughput (the steady-state rate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ernie.results.rundir import MllogEvent, RunFiles
+
+#: The report's wall-time buckets and the timeline steps each one sums.
+WALL_SPLIT: dict[str, tuple[str, ...]] = {
+    "provisioning": ("provision", "wait_ssh"),
+    "setup": ("push", "setup"),
+    "training": ("run",),
+    "collection": ("collect",),
+    "teardown": ("destroy",),
+}
+
+#: MLPerf benchmark of a workload, by the quality metric it evaluates (when its log names no benchmark).
+BENCHMARK_BY_METRIC = {"masked_lm_accuracy": "bert", "bleu": "transformer"}
+
+
+@dataclass
+class RunSummary:
+    """One run as the report shows it: identity, status, derived figures and provenance."""
+
+    run_id: str
+    status: str  # complete | failed | incomplete
+    problems: list[str] = field(default_factory=list)
+    workload: str | None = None
+    benchmark: str | None = None
+    framework: str | None = None
+    created: str | None = None
+    cloud: str | None = None
+    stack: str | None = None
+    runner: str | None = None
+    accelerator: str | None = None
+    device_name: str | None = None
+    chips: int | None = None
+    hosts: int | None = None
+    preset: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    global_batch_size: int | None = None
+    seq_len: int | None = None
+    precision: str | None = None
+    steps: int | None = None
+    throughput: float | None = None
+    throughput_unit: str | None = None  # "samples" or "words"
+    tokens_per_s: float | None = None
+    step_time_ms_p50: float | None = None
+    step_time_ms_p90: float | None = None
+    mfu: float | None = None
+    eval_metric: str | None = None
+    eval_value: float | None = None
+    eval_target: float | None = None
+    target_reached: bool = False
+    time_to_train_s: float | None = None
+    run_stop_status: str | None = None
+    time_to_target_s: float | None = None
+    wall_s: dict[str, float] = field(default_factory=dict)
+    lifetime_s: float | None = None
+    price_per_hour_usd: float | None = None
+    price_source: str | None = None
+    cost_usd: float | None = None
+    usd_per_million: float | None = None  # per million of `throughput_unit`
+    usd_to_target: float | None = None
+    versions: dict[str, Any] = field(default_factory=dict)
+    image: str | None = None
+    runtime: str | None = None
+    command: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    config_hash: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "complete"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSummary:
+        return cls(**json.loads(text))
+
+
+def summarize(run: RunFiles) -> RunSummary:
+    """Every figure the report shows for `run`, from its files alone."""
+    result = run.result or {}
+    inventory = run.inventory
+    manifest = run.manifest
+    problems = list(run.problems)
+    s = RunSummary(run_id=run.run_id, status="incomplete", problems=problems)
+
+    s.workload = manifest.get("workload") or result.get("workload")
+    s.created = manifest.get("created")
+    s.params = dict(manifest.get("params") or {})
+    s.cloud, s.stack, s.runner = inventory.get("cloud"), inventory.get("stack"), inventory.get("runner")
+    inv_hosts = [h for h in inventory.get("hosts") or [] if isinstance(h, dict)]
+    s.accelerator = _first(inv_hosts[0].get("accelerator") if inv_hosts else None, result.get("accelerator"))
+    s.chips = _first(result.get("chips"), sum(int(h.get("chips") or 0) for h in inv_hosts) or None)
+    s.hosts = _first(result.get("hosts"), len(inv_hosts) or None)
+    s.framework = result.get("framework")
+    s.device_name = result.get("device_name")
+    s.model = dict(result.get("model") or {})
+    s.preset = _first(s.model.get("preset"), s.params.get("preset"))
+    for key in ("global_batch_size", "seq_len", "precision", "steps", "tokens_per_s",
+                "step_time_ms_p50", "step_time_ms_p90", "command"):
+        setattr(s, key, result.get(key))
+
+    _throughput(s, result)
+    _evaluation(s, result, run.events)
+    _wall(s, run.steps, problems)
+    _cost(s, inventory)
+    _provenance(s, result, inventory)
+
+    s.status = _status(run, s)
+    return s
+
+
+def _throughput(s: RunSummary, result: dict[str, Any]) -> None:
+    if result.get("samples_per_s") is not None:
+        s.throughput, s.throughput_unit = float(result["samples_per_s"]), "samples"
+    elif result.get("words_per_s") is not None:
+        s.throughput, s.throughput_unit = float(result["words_per_s"]), "words"
+    flops, peak = result.get("flops_per_sample"), result.get("peak_flops_per_device")
+    if s.throughput_unit == "samples" and flops and peak and s.chips:
+        s.mfu = s.throughput * float(flops) / (float(peak) * s.chips)
+
+
+def _evaluation(s: RunSummary, result: dict[str, Any], events: list[MllogEvent]) -> None:
+    ev = result.get("eval") or {}
+    s.eval_metric, s.eval_target = ev.get("metric"), ev.get("target")
+    by_key: dict[str, list[MllogEvent]] = {}
+    for e in events:
+        by_key.setdefault(e.key, []).append(e)
+    bench = by_key.get("submission_benchmark")
+    s.benchmark = str(bench[0].value) if bench else BENCHMARK_BY_METRIC.get(str(s.eval_metric))
+
+    start, stop = by_key.get("run_start"), by_key.get("run_stop")
+    if start and stop:
+        s.time_to_train_s = (stop[-1].time_ms - start[0].time_ms) / 1000.0
+        s.run_stop_status = stop[-1].metadata.get("status")
+    elif events:
+        s.problems.append("worker 0's MLPerf log lacks " + " and ".join(
+            k for k, v in (("run_start", start), ("run_stop", stop)) if not v) + ": no time-to-train")
+
+    evals = [e for e in by_key.get("eval_accuracy", []) if isinstance(e.value, (int, float))]
+    if evals:
+        s.eval_value = float(evals[-1].value)
+        if s.eval_target is not None and start:
+            hit = next((e for e in evals if e.value >= float(s.eval_target)), None)
+            if hit is not None:
+                s.target_reached = True
+                s.time_to_target_s = (hit.time_ms - start[0].time_ms) / 1000.0
+    elif ev:
+        s.eval_value = ev.get("value")
+        s.target_reached = bool(ev.get("reached"))
+        s.time_to_target_s = result.get("time_to_target_s") if s.target_reached else None
+
+
+def _wall(s: RunSummary, steps: list[dict[str, Any]], problems: list[str]) -> None:
+    timed = [st for st in steps if isinstance(st.get("start"), (int, float)) and isinstance(st.get("end"), (int, float))]
+    if not timed:
+        if steps or not any("timeline.json" in p for p in problems):
+            problems.append("timeline.json has no timed steps: no wall-time split and no cost")
+        return
+    durations: dict[str, float] = {}
+    for st in timed:
+        durations[st["name"]] = durations.get(st["name"], 0.0) + float(st["end"]) - float(st["start"])
+    s.wall_s = {bucket: sum(durations.get(n, 0.0) for n in names) for bucket, names in WALL_SPLIT.items()}
+    s.lifetime_s = max(float(st["end"]) for st in timed) - min(float(st["start"]) for st in timed)
+    failed = [st["name"] for st in timed if st.get("ok") is False]
+    if failed:
+        problems.append(f"timeline steps failed: {', '.join(failed)}")
+
+
+def _cost(s: RunSummary, inventory: dict[str, Any]) -> None:
+    price = inventory.get("price_per_hour_usd")
+    s.price_source = inventory.get("price_source")
+    if price is None:
+        return
+    s.price_per_hour_usd = float(price)
+    if s.lifetime_s is not None:
+        s.cost_usd = s.price_per_hour_usd * s.lifetime_s / 3600.0
+        if s.target_reached:
+            s.usd_to_target = s.cost_usd
+    if s.throughput:
+        s.usd_per_million = s.price_per_hour_usd / (s.throughput * 3600.0) * 1e6
+
+
+def _provenance(s: RunSummary, result: dict[str, Any], inventory: dict[str, Any]) -> None:
+    s.versions = dict(result.get("versions") or {})
+    s.image = _first(s.versions.get("image"), inventory.get("image"))
+    s.runtime = s.versions.get("runtime")
+    config = {"workload": s.workload, "params": s.params, "command": s.command}
+    s.config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _status(run: RunFiles, s: RunSummary) -> str:
+    """`complete` only when every worker was collected and verified, and the result and timings were read."""
+    if any(w.state == "failed" for w in run.workers) or any(st.get("ok") is False for st in run.steps):
+        return "failed"
+    complete = (
+        bool(run.workers)
+        and all(w.state == "complete" for w in run.workers)
+        and run.result is not None
+        and s.time_to_train_s is not None
+        and s.lifetime_s is not None
+    )
+    return "complete" if complete and not s.problems else "incomplete"
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)

@@ -1,0 +1,161 @@
+"""Read one collected run directory (docs/workloads.md, "What ernie writes") into plain facts.
+
+Nothing here derives a figure: it reads `manifest.json`, `timeline.json`, worker 0's `result.json` and the
+`:::MLLOG` lines, and records every file it expected but could not read, so a report can say what is missing
+and still show the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The parser of the latest training ruleset; the line format is the same in every round.
+from mlperf_logging.compliance_checker.mlp_parser.ruleset_610 import parse_generator
+
+MANIFEST = "manifest.json"
+TIMELINE = "timeline.json"
+RESULT = "result.json"
+MLPERF_LOG = "mlperf.log"
+STDOUT_LOG = "stdout.log"
+
+
+@dataclass(frozen=True)
+class MllogEvent:
+    """One `:::MLLOG` line: its key, time in ms since the epoch, value and metadata."""
+
+    key: str
+    time_ms: float
+    value: Any
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One host's part of a run as the manifest records it."""
+
+    name: str
+    worker: int
+    state: str  # complete | failed | missing (docs/workloads.md)
+    exit_code: int | None
+    directory: Path
+
+
+@dataclass
+class RunFiles:
+    """Everything read from a run directory, and what could not be read."""
+
+    run_id: str
+    path: Path
+    manifest: dict[str, Any] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    events: list[MllogEvent] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def inventory(self) -> dict[str, Any]:
+        return self.manifest.get("inventory") or {}
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory ernie wrote for a run: it holds a manifest or a timeline."""
+    return path.is_dir() and ((path / MANIFEST).is_file() or (path / TIMELINE).is_file())
+
+
+def read_run(path: Path) -> RunFiles:
+    """Read the run directory `path`; never raises for a missing or unreadable file, records it instead."""
+    run = RunFiles(run_id=path.name, path=path)
+    manifest = _read_json(path / MANIFEST, run.problems)
+    if manifest is not None:
+        run.manifest = manifest
+    timeline = _read_json(path / TIMELINE, run.problems)
+    if timeline is not None:
+        run.steps = [s for s in timeline.get("steps", []) if isinstance(s, dict)]
+    run.workers = _workers(run)
+    for w in run.workers:
+        _check_worker(run, w)
+    first = next((w for w in run.workers if w.worker == 0), None)
+    if first is None:
+        run.problems.append("worker 0 is not in the run: no result.json and no MLPerf log to read")
+        return run
+    run.result = _read_json(first.directory / RESULT, run.problems, owner=f"worker 0 ({first.name})")
+    run.events = _read_mllog(first, run.problems)
+    return run
+
+
+def _workers(run: RunFiles) -> list[Worker]:
+    """The workers the manifest names; without a manifest, every host directory found beside it."""
+    hosts = run.manifest.get("hosts")
+    if isinstance(hosts, dict) and hosts:
+        return sorted(
+            (
+                Worker(
+                    name=name,
+                    worker=int(h.get("worker", -1)),
+                    state=str(h.get("state", "missing")),
+                    exit_code=h.get("exit_code"),
+                    directory=run.path / name,
+                )
+                for name, h in hosts.items()
+            ),
+            key=lambda w: w.worker,
+        )
+    found = sorted(p for p in run.path.iterdir() if p.is_dir())
+    if not found:
+        return []
+    # Without a manifest nobody verified these files: the run cannot count as complete, but its logs still read.
+    run.problems.append(f"manifest.json names no hosts; read {len(found)} host director(ies) as found")
+    return [Worker(p.name, i, "missing", None, p) for i, p in enumerate(found)]
+
+
+def _check_worker(run: RunFiles, w: Worker) -> None:
+    """Record a worker that failed, could not be collected, or lost a file the manifest lists."""
+    where = f"worker {w.worker} ({w.name})"
+    if w.state == "missing":
+        run.problems.append(f"{where} was not collected (state 'missing')")
+    elif w.state == "failed":
+        run.problems.append(f"{where} failed with exit code {w.exit_code}")
+    elif w.state != "complete":
+        run.problems.append(f"{where} has unknown state {w.state!r}")
+    files = ((run.manifest.get("hosts") or {}).get(w.name) or {}).get("files") or {}
+    for rel in files:
+        if not (w.directory / rel).is_file():
+            run.problems.append(f"{where}: {rel} is listed in manifest.json but not in {w.directory}")
+
+
+def _read_mllog(w: Worker, problems: list[str]) -> list[MllogEvent]:
+    """Worker 0's `:::MLLOG` lines, from mlperf.log or, failing that, its stdout.log."""
+    for name in (MLPERF_LOG, STDOUT_LOG):
+        path = w.directory / name
+        if path.is_file():
+            with path.open(encoding="utf-8", errors="replace") as f:
+                lines, errors = parse_generator(f)
+            if errors:
+                problems.append(f"worker 0 ({w.name}): {len(errors)} unreadable :::MLLOG line(s) in {name}")
+            if lines:
+                return [
+                    MllogEvent(ll.key, ll.timestamp, ll.value.get("value"), ll.value.get("metadata") or {})
+                    for ll in lines
+                ]
+    problems.append(f"worker 0 ({w.name}): no :::MLLOG lines in {MLPERF_LOG} or {STDOUT_LOG}")
+    return []
+
+
+def _read_json(path: Path, problems: list[str], owner: str | None = None) -> dict[str, Any] | None:
+    where = f"{owner}: " if owner else ""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(f"{where}{path.name} is missing")
+        return None
+    except (OSError, ValueError) as exc:
+        problems.append(f"{where}{path.name} is unreadable ({exc})")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{where}{path.name} is not a JSON object")
+        return None
+    return data

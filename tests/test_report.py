@@ -1,0 +1,113 @@
+"""`ernie report` as a user runs it, on the recorded runs: the Markdown, the HTML page, the plots, bad input."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.test_results import BERT_TF, BERT_TORCH, INCOMPLETE, RUNS, TRANSLATION
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    dst = tmp_path / "results"
+    shutil.copytree(RUNS, dst, ignore=shutil.ignore_patterns("README.md"))
+    return dst
+
+
+def _ernie(cmd: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "250", "HOME": "/tmp"})
+
+
+def test_report_all_writes_markdown_html_and_plots(ernie_cmd: list[str], results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _ernie(ernie_cmd, "report", "--all", "--results", str(results), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "4 run(s), 3 complete" in proc.stdout
+    assert "Against MLPerf Training" in proc.stdout  # the comparison table, printed
+    assert (results / "ernie.db").is_file()
+
+    md = (out / "report.md").read_text()
+    for run in (BERT_TORCH, BERT_TF, TRANSLATION, INCOMPLETE):
+        assert run in md
+    # The runs table: complete results with their derived figures, the incomplete run marked as such.
+    row = next(line for line in md.splitlines() if line.startswith(f"| {BERT_TORCH} | bert-torch"))
+    assert "| complete |" in row and "4,000.0 samples/s" in row and "11.2%" in row and "$13.20" in row
+    incomplete = next(line for line in md.splitlines() if line.startswith(f"| {INCOMPLETE} | bert-torch"))
+    assert "| incomplete |" in incomplete and "$6.44" in incomplete
+    # Every comparison carries its scale difference; the incomplete run is not compared.
+    comparisons = [line for line in md.split("## Against MLPerf Training")[1].split("##")[0].splitlines()
+                   if line.startswith("| 2026")]
+    assert len(comparisons) == 18
+    assert INCOMPLETE not in "".join(comparisons)
+    assert all(re.search(r"\| \d+x .* vs \d+x .*: ", line) for line in comparisons)
+    assert "| MLPerf v0.7 Google TPU v3-32 | 56.74 min | 4x v3-8 vs 16x TPU v3: 4x the chips" in md
+    # Provenance: image, runtime, command and config hash per run.
+    assert "tpu-vm-tf-2.17.0-pjrt" in md and "python train_tf.py --preset base" in md
+    assert "Cheapest to its quality target: bert-torch (pytorch) on 8x A100" in md
+
+    for name in ("throughput", "cost", "target", "wall"):
+        png = (out / "plots" / f"{name}.png").read_bytes()
+        assert png.startswith(PNG_MAGIC) and f"plots/{name}.png" in md
+
+    page = (out / "report.html").read_text()
+    assert page.count("<img src='data:image/png;base64,") == 4
+    assert not re.search(r"""(src|href)=['"](?!data:)""", page)  # self-contained: nothing fetched
+    assert "<td class='incomplete'>incomplete</td>" in page
+
+
+def test_report_on_a_run_missing_result_json_says_so_and_reports_the_rest(
+    ernie_cmd: list[str], results: Path
+) -> None:
+    proc = _ernie(ernie_cmd, "report", INCOMPLETE, "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    assert "worker 0 (tpu-0): result.json is missing" in proc.stdout
+    assert "worker 1 (tpu-1) was not collected" in proc.stdout
+    assert "1 run(s), 0 complete" in proc.stdout
+    md = (results / "report" / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith(f"| {INCOMPLETE} |"))
+    assert "4.00 min" in row and "$6.44" in row  # time-to-train from the log, cost from the timeline
+    assert "No complete run reached its quality target." in md
+
+
+def test_report_indexes_incrementally_and_accumulates(ernie_cmd: list[str], results: Path, tmp_path: Path) -> None:
+    first = _ernie(ernie_cmd, "report", BERT_TORCH, "--results", str(results))
+    assert first.returncode == 0, first.stderr
+    again = _ernie(ernie_cmd, "report", "--all", "--results", str(results))
+    assert again.returncode == 0 and "4 run(s), 3 complete" in again.stdout
+    shutil.rmtree(results / BERT_TF)  # runs stay in the database once indexed
+    kept = _ernie(ernie_cmd, "report", "--all", "--results", str(results))
+    assert "4 run(s), 3 complete" in kept.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "name the runs to report (RUN_ID ...) or pass --all"),
+        (("--all", BERT_TF), "not both"),
+        (("20990101-000000-nope",), "no run 20990101-000000-nope under"),
+    ],
+)
+def test_report_bad_input_is_one_clear_line(
+    ernie_cmd: list[str], results: Path, args: tuple[str, ...], message: str
+) -> None:
+    proc = _ernie(ernie_cmd, "report", *args, "--results", str(results))
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (results / "report").exists()
+
+
+def test_report_all_on_an_empty_results_dir(ernie_cmd: list[str], tmp_path: Path) -> None:
+    proc = _ernie(ernie_cmd, "report", "--all", "--results", str(tmp_path / "none"))
+    assert proc.returncode == 2 and "no results directory" in proc.stderr
+    assert not (tmp_path / "none").exists()
+    (tmp_path / "empty").mkdir()
+    proc = _ernie(ernie_cmd, "report", "--all", "--results", str(tmp_path / "empty"))
+    assert proc.returncode == 2 and "no runs under" in proc.stderr

@@ -1,0 +1,234 @@
+"""Reading run directories, the derived figures, the results database and the MLPerf rows.
+
+The recorded runs in tests/data/runs (README there) hold the inputs: prices, timelines, MLLOG times, peaks.
+Each expected figure below is worked out from those inputs by hand, and the mutation tests prove the code
+derives them (change an input, the figure follows) rather than reading a stored number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ernie.errors import ErnieError
+from ernie.results import ResultsIndex, compare, mlperf_rows, read_run, summarize
+from ernie.results.index import SCHEMA_VERSION
+from ernie.results.mlperf import accelerator_family, scale_label
+
+RUNS = Path(__file__).parent / "data" / "runs"
+BERT_TORCH = "20261128-081500-bert-torch-3fa2"  # aws p4d (8x A100), reaches the target
+BERT_TF = "20261128-093000-bert-tf-7c1e"  # gcp TPU v3-8 (4 chips), stops short of it
+TRANSLATION = "20261128-105500-translation-b21d"  # local CPU, words/s, no price
+INCOMPLETE = "20261128-114000-bert-torch-9d04"  # v4-16: worker 1 missing, no result.json
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """A writable copy of the recorded runs."""
+    dst = tmp_path / "results"
+    shutil.copytree(RUNS, dst, ignore=shutil.ignore_patterns("README.md"))
+    return dst
+
+
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_bert_torch_figures_follow_from_its_files() -> None:
+    s = summarize(read_run(RUNS / BERT_TORCH))
+    assert s.status == "complete" and s.problems == []
+    assert (s.workload, s.framework, s.benchmark, s.cloud) == ("bert-torch", "pytorch", "bert", "aws")
+    assert (s.accelerator, s.chips, s.hosts) == ("A100", 8, 1)
+    # MLLOG: run_start at +4.000 s, run_stop 900.02 s later; the third eval (0.7215) passes 0.72 at +900 s.
+    assert s.time_to_train_s == pytest.approx(900.02)
+    assert s.run_stop_status == "success"
+    assert s.target_reached and s.time_to_target_s == pytest.approx(900.0)
+    assert s.eval_value == pytest.approx(0.7215)
+    # 4000 samples/s x 70 GFLOP / (312 TFLOP/s x 8 chips)
+    assert s.mfu == pytest.approx(4000 * 7.0e10 / (3.12e14 * 8))
+    # timeline: provision 180 + wait_ssh 60 | push 10 + setup 150 | run 910 | collect 20 | destroy 120
+    assert s.wall_s == pytest.approx(
+        {"provisioning": 240, "setup": 160, "training": 910, "collection": 20, "teardown": 120})
+    assert s.lifetime_s == pytest.approx(1450)
+    assert s.cost_usd == pytest.approx(32.77 * 1450 / 3600)
+    assert s.usd_to_target == pytest.approx(s.cost_usd)
+    assert s.usd_per_million == pytest.approx(32.77 / (4000 * 3600) * 1e6)
+    assert s.image and s.image.endswith("pytorch-training:2.9.0-gpu-py312-cu130-ubuntu22.04-ec2")
+    assert s.versions["torch"] == "2.9.0" and s.command.startswith("python train_torch.py")
+    assert s.config_hash and len(s.config_hash) == 12
+
+
+def test_bert_tf_run_short_of_its_target_has_no_time_or_cost_to_target() -> None:
+    s = summarize(read_run(RUNS / BERT_TF))
+    assert s.status == "complete"
+    assert not s.target_reached and s.time_to_target_s is None and s.usd_to_target is None
+    assert s.eval_value == pytest.approx(0.548) and s.run_stop_status == "aborted"
+    assert s.time_to_train_s == pytest.approx(300.02)
+    assert s.mfu == pytest.approx(1500 * 7.0e10 / (1.23e14 * 4))
+    assert s.cost_usd == pytest.approx(8.0 * 830 / 3600)
+    assert s.runtime == "tpu-vm-tf-2.17.0-pjrt"
+
+
+def test_translation_counts_words_and_has_no_mfu_without_a_peak() -> None:
+    s = summarize(read_run(RUNS / TRANSLATION))
+    assert s.status == "complete" and s.benchmark == "transformer"
+    assert (s.throughput, s.throughput_unit) == (5200.0, "words")
+    assert s.mfu is None  # the CPU's peak is unknown: never invented
+    assert s.wall_s["provisioning"] == 0 and s.wall_s["teardown"] == 0  # local: nothing provisioned
+    assert s.lifetime_s == pytest.approx(30.5)
+    assert s.cost_usd == 0.0 and s.usd_per_million == 0.0
+    assert s.eval_metric == "bleu" and s.eval_value == pytest.approx(11.56)
+
+
+def test_incomplete_run_says_what_is_missing_and_keeps_the_rest() -> None:
+    s = summarize(read_run(RUNS / INCOMPLETE))
+    assert s.status == "incomplete" and not s.succeeded
+    assert any("result.json is missing" in p and "worker 0" in p for p in s.problems)
+    assert any("worker 1 (tpu-1) was not collected" in p for p in s.problems)
+    # What the files still hold is reported: MLPerf timing from worker 0's log, wall time and cost.
+    assert s.time_to_train_s == pytest.approx(240.02)
+    assert s.chips == 8 and s.accelerator == "v4-16"  # from the inventory when result.json is gone
+    assert s.cost_usd == pytest.approx(25.76 * 900 / 3600)
+    assert s.throughput is None and s.mfu is None and s.usd_per_million is None
+
+
+def test_cost_and_mfu_are_computed_from_inputs(runs: Path) -> None:
+    run = runs / BERT_TORCH
+    _edit_json(run / "manifest.json", lambda m: m["inventory"].update(price_per_hour_usd=10.0))
+    _edit_json(run / "gpu-0" / "result.json", lambda r: r.update(peak_flops_per_device=1.0e15, mfu=0.99))
+    _edit_json(run / "timeline.json", lambda t: t["steps"][-1].update(end=t["steps"][-1]["end"] + 550))
+    s = summarize(read_run(run))
+    assert s.lifetime_s == pytest.approx(2000)
+    assert s.cost_usd == pytest.approx(10.0 * 2000 / 3600)
+    assert s.usd_per_million == pytest.approx(10.0 / (4000 * 3600) * 1e6)
+    assert s.mfu == pytest.approx(4000 * 7.0e10 / (1.0e15 * 8))  # not the 0.99 the workload wrote
+
+
+def test_time_to_target_comes_from_the_mlperf_log(runs: Path) -> None:
+    log = runs / BERT_TORCH / "gpu-0" / "mlperf.log"
+    lines = log.read_text().splitlines()
+    kept = [ln for ln in lines if not ('"eval_accuracy"' in ln and "0.7215" in ln)]
+    assert len(kept) == len(lines) - 1
+    log.write_text("\n".join(kept) + "\n")
+    s = summarize(read_run(runs / BERT_TORCH))
+    assert not s.target_reached and s.time_to_target_s is None and s.usd_to_target is None
+    assert s.eval_value == pytest.approx(0.614)
+
+
+def test_mllog_lines_are_read_from_stdout_when_mlperf_log_is_gone(runs: Path) -> None:
+    (runs / BERT_TF / "tpu-0" / "mlperf.log").unlink()
+    _edit_json(runs / BERT_TF / "manifest.json", lambda m: m["hosts"]["tpu-0"]["files"].pop("mlperf.log"))
+    s = summarize(read_run(runs / BERT_TF))
+    assert s.time_to_train_s == pytest.approx(300.02) and s.status == "complete"
+
+
+def test_a_failed_worker_makes_a_failed_run(runs: Path) -> None:
+    _edit_json(runs / BERT_TF / "manifest.json",
+               lambda m: m["hosts"]["tpu-0"].update(state="failed", exit_code=1))
+    s = summarize(read_run(runs / BERT_TF))
+    assert s.status == "failed" and not s.succeeded
+    assert any("failed with exit code 1" in p for p in s.problems)
+
+
+def test_missing_timeline_and_lost_files_are_problems_not_successes(runs: Path) -> None:
+    (runs / BERT_TORCH / "timeline.json").unlink()
+    (runs / BERT_TORCH / "gpu-0" / "stderr.log").unlink()
+    s = summarize(read_run(runs / BERT_TORCH))
+    assert s.status == "incomplete"
+    assert "timeline.json is missing" in s.problems
+    assert any("stderr.log is listed in manifest.json" in p for p in s.problems)
+    assert s.cost_usd is None and s.wall_s == {}
+    assert s.throughput == 4000.0  # the rest still reads
+
+
+def test_a_run_without_manifest_reads_its_host_directories(runs: Path) -> None:
+    (runs / TRANSLATION / "manifest.json").unlink()
+    s = summarize(read_run(runs / TRANSLATION))
+    assert s.status == "incomplete"
+    assert "manifest.json is missing" in s.problems
+    assert s.throughput == 5200.0 and s.time_to_train_s == pytest.approx(12.02)
+    assert s.cost_usd is None  # no inventory, no price
+
+
+def test_index_reads_only_changed_runs_and_keeps_deleted_ones(runs: Path) -> None:
+    index = ResultsIndex(runs)
+    dirs = index.run_dirs()
+    assert [d.name for d in dirs] == sorted([BERT_TORCH, BERT_TF, TRANSLATION, INCOMPLETE])
+    assert index.refresh(dirs) == 4
+    assert index.refresh(dirs) == 0
+    assert (runs / "ernie.db").is_file()
+
+    result = runs / BERT_TF / "tpu-0" / "result.json"
+    _edit_json(result, lambda r: r.update(samples_per_s=3000.0))
+    st = result.stat()
+    os.utime(result, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert index.refresh(dirs) == 1
+    assert index.summaries([BERT_TF])[0].throughput == 3000.0
+
+    shutil.rmtree(runs / TRANSLATION)
+    index.refresh(index.run_dirs())
+    by_id = {s.run_id: s for s in index.summaries()}
+    assert set(by_id) == {BERT_TORCH, BERT_TF, TRANSLATION, INCOMPLETE}
+    assert by_id[INCOMPLETE].status == "incomplete"
+    assert by_id[TRANSLATION].throughput == 5200.0
+
+
+def test_index_rebuilds_when_the_derivation_changes(runs: Path) -> None:
+    index = ResultsIndex(runs)
+    index.refresh(index.run_dirs())
+    with sqlite3.connect(runs / "ernie.db") as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 100}")
+    assert index.refresh(index.run_dirs()) == 4
+
+
+def test_index_names_an_unknown_run(runs: Path) -> None:
+    index = ResultsIndex(runs)
+    index.refresh(index.run_dirs())
+    with pytest.raises(ErnieError, match="no run 20990101-nope"):
+        index.summaries([BERT_TF, "20990101-nope"])
+
+
+def test_mlperf_rows_ship_with_sources() -> None:
+    rows = mlperf_rows()
+    assert len(rows) == 11
+    assert all(r.source.startswith("https://github.com/mlcommons/training_results_v") for r in rows)
+    tpu = next(r for r in rows if r.system == "Google TPU v3-32" and r.benchmark == "bert")
+    assert (tpu.chips, tpu.minutes, tpu.quality_target) == (16, 56.74, 0.712)
+    assert {r.benchmark for r in rows} == {"bert", "transformer"}
+
+
+def test_comparisons_label_the_scale_and_skip_incomplete_runs() -> None:
+    summaries = [summarize(read_run(RUNS / r)) for r in (BERT_TORCH, BERT_TF, TRANSLATION, INCOMPLETE)]
+    comparisons = compare(summaries)
+    assert INCOMPLETE not in {c.run.run_id for c in comparisons}
+    assert all(c.row.benchmark == c.run.benchmark for c in comparisons)
+    assert len(comparisons) == 7 + 7 + 4  # bert rows for both BERT runs, transformer rows for translation
+
+    tf = summaries[1]
+    v3_32 = next(r for r in mlperf_rows() if r.system == "Google TPU v3-32" and r.benchmark == "bert")
+    label = scale_label(tf, v3_32)
+    assert label.startswith("4x v3-8 vs 16x TPU v3: 4x the chips")
+    assert "other accelerator" not in label  # both TPU v3
+    assert "target 0.72 vs 0.712" in label and "BERT-large, seq 512" in label
+
+    cpu = summaries[2]
+    pod = next(r for r in mlperf_rows() if r.system == "Google TPU v3-2048")
+    assert scale_label(cpu, pod).startswith("1x cpu vs 1024x TPU v3: 1,024x the chips; other accelerator")
+    reached = next(c for c in comparisons if c.run.run_id == BERT_TORCH)
+    assert reached.ours == "15.00 min to masked_lm_accuracy 0.72"
+
+
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [("v3-8", "tpu v3"), ("TPU v3", "tpu v3"), ("v5litepod-16", "tpu v5e"), ("v5p-8", "tpu v5p"), ("v4-16", "tpu v4"),
+     ("NVIDIA A100-SXM4-40GB", "a100"), ("A100", "a100"), ("H100", "h100"), ("cpu", "cpu")],
+)
+def test_accelerator_family(name: str, family: str) -> None:
+    assert accelerator_family(name) == family
