@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -22,6 +23,19 @@ err_console = Console(stderr=True)
 @app.callback()
 def _root() -> None:
     """Benchmark ML training across clouds and accelerators, and serve the result."""
+
+
+@app.command()
+def report(
+    run_ids: list[str] = typer.Argument(None, metavar="[RUN_ID]...", help="Runs to report (directories under --results)."),
+    all_runs: bool = typer.Option(False, "--all", help="Report every run under --results and in its database."),
+    out: Path = typer.Option(None, "--out", help="Where report.md and report.html go [default: RESULTS/report]."),
+    results: Path = typer.Option(Path("results"), "--results", help="Where runs are collected; holds ernie.db."),
+) -> None:
+    """Write a Markdown and a self-contained HTML report: speed, cost, time-to-target, against MLPerf."""
+    from ernie.report.console import report_command  # matplotlib loads only when a report is made
+
+    report_command(results, run_ids or [], all_runs, out)
 
 
 def main() -> None:
