@@ -76,7 +76,7 @@ def _bars(data: dict[str, dict[str, float]], ylabel: str, empty: str) -> bytes:
         ax.bar_label(bars, labels=[f"{v:,.2f}" for v in values], padding=3, fontsize=8)
         ax.set_xlabel(ylabel.format(unit=unit))
         ax.invert_yaxis()
-        ax.margins(x=0.15)
+        ax.set_xlim(0, max(values) * 1.18 or 1.0)  # room for the labels; an all-zero panel still has an axis
         ax.tick_params(axis="y", labelsize=8)
     return _png(fig)
 
