@@ -38,6 +38,19 @@ def report(
     report_command(results, run_ids or [], all_runs, out)
 
 
+# --- offline plan (ernie/check.py): check ---
+@app.command()
+def check(
+    stack: str = typer.Option(None, "-s", "--stack", help="The stack whose Pulumi.STACK.yaml to check (gcp, aws)."),
+    config: Path = typer.Option(None, "--config", help="A config file in the stack files' shape instead."),
+) -> None:
+    """Offline, before `pulumi up`: resources, workers, $/hour and guardrail findings (exit 1 on a finding)."""
+    from ernie.check import run_check  # Pulumi and the cloud SDKs load only for this command
+
+    raise typer.Exit(run_check(stack, config, Console()))
+# --- end offline plan ---
+
+
 def main() -> None:
     """Console entry point: a user error is one red line and exit status 2, never a traceback."""
     try:

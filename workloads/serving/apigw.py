@@ -1,0 +1,121 @@
+"""API Gateway HTTP API (payload format 2.0) plumbing shared by the serving handlers.
+
+A handler is a route table, `{(method, path): function(request) -> (status, body)}`, passed to `dispatch`.
+A route raises `HttpError` for anything the caller got wrong; the caller then gets that status and a JSON
+`{"error": message}`. Anything else is a fault of ours: logged with its traceback, answered with a bare
+500 that carries the request id and never the traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+JSON_HEADERS = {"content-type": "application/json"}
+# Lambda's synchronous payload limit is 6 MB; refuse well before it, with a message rather than a 413 from AWS.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class HttpError(Exception):
+    """A request the caller can fix: answered with `status` and `{"error": message}`."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+@dataclass(frozen=True)
+class Request:
+    """The parts of a payload 2.0 event a route needs."""
+
+    method: str
+    path: str
+    body: bytes
+    request_id: str
+
+    def json(self) -> Any:
+        """The body parsed as strict JSON (no NaN/Infinity); 400 when it is not, 413 when it is too large."""
+        if len(self.body) > MAX_BODY_BYTES:
+            raise HttpError(413, f"request body is {len(self.body)} bytes; the limit is {MAX_BODY_BYTES}")
+        if not self.body.strip():
+            raise HttpError(400, "request body is empty; send a JSON object")
+        try:
+            return json.loads(self.body, parse_constant=_refuse_constant)
+        except UnicodeDecodeError:
+            raise HttpError(400, "request body is not UTF-8 text") from None
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError, and so is _refuse_constant's
+            raise HttpError(400, f"malformed JSON: {exc}") from None
+
+
+Route = Callable[[Request], tuple[int, Any]]
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A payload 2.0 response with a JSON body."""
+    return {
+        "statusCode": status,
+        "headers": {**JSON_HEADERS, **(headers or {})},
+        "body": json.dumps(body, allow_nan=False),
+        "isBase64Encoded": False,
+    }
+
+
+def parse_event(event: Any) -> Request:
+    """Method, path and body of a payload 2.0 event; 400 for anything that is not one."""
+    try:
+        http = event["requestContext"]["http"]
+        method, path = str(http["method"]).upper(), str(event.get("rawPath") or http["path"])
+        request_id = str(event["requestContext"].get("requestId", ""))
+    except (KeyError, TypeError, AttributeError):
+        raise HttpError(400, "not an API Gateway HTTP API payload 2.0 event (requestContext.http is missing)") from None
+    raw = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise HttpError(400, "isBase64Encoded is true but the body is not valid base64") from None
+    else:
+        body = raw.encode() if isinstance(raw, str) else bytes(raw)
+    return Request(method=method, path=path.rstrip("/") or "/", body=body, request_id=request_id)
+
+
+def dispatch(routes: Mapping[tuple[str, str], Route], event: Any) -> dict[str, Any]:
+    """Answer one event from the route table: 404/405 for unknown routes, never a traceback in a response."""
+    request_id = ""
+    try:
+        request = parse_event(event)
+        request_id = request.request_id
+        route = routes.get((request.method, request.path))
+        if route is None:
+            allowed = sorted(method for method, path in routes if path == request.path)
+            if allowed:
+                raise HttpError(405, f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}",
+                                {"allow": ", ".join(allowed)})
+            known = ", ".join(f"{method} {path}" for method, path in sorted(routes, key=lambda r: (r[1], r[0])))
+            raise HttpError(404, f"no route for {request.method} {request.path}; routes: {known}")
+        status, body = route(request)
+        return response(status, body)
+    except HttpError as exc:
+        return response(exc.status, {"error": exc.message}, exc.headers)
+    except Exception:
+        logger.exception("unhandled error serving request %s", request_id or "<unknown>")
+        return response(500, {"error": "internal error", "request_id": request_id})
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number that a model can take: int or float, finite, and not a boolean."""
+    return type(value) in (int, float) and math.isfinite(value)
