@@ -31,3 +31,13 @@ def _offline_hub() -> None:
     """No model or data set may be downloaded at run time: make any hub access fail fast."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def pulumi_mocks():
+    """Pulumi's runtime pointed at fresh ErnieMocks (ernie/mocks.py): realistic ids, IPs and ARNs per resource
+    type, invokes such as aws:ec2/getAmi:getAmi and gcp TPU lookups answered. `.resources` records every
+    resource declared, with its inputs as the engine sees them (camelCase). Use with `@pulumi.runtime.test`."""
+    from ernie import mocks
+
+    return mocks.install(stack="test")

@@ -1,0 +1,66 @@
+"""The Pulumi program: validate the stack's config, build its hosts, export the inventory.
+
+Pulumi runs this file with infra/ as the working directory (Pulumi.yaml `main: infra/`); the repository root
+goes first on sys.path so the modules beside it import as the `infra` package, exactly as `ernie check` and
+the tests import them.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pulumi  # noqa: E402
+import pulumi_tls as tls  # noqa: E402
+
+from infra import config, pricing  # noqa: E402
+from infra.aws_gpu import GpuFleet, GpuFleetArgs  # noqa: E402
+from infra.gcp_tpu import TpuSlice, TpuSliceArgs  # noqa: E402
+from infra.gpu_catalog import AMI_SSH_USER, DLC_DEFAULT_ACCOUNT, DLC_OTHER_ACCOUNTS, DLC_REPOSITORIES  # noqa: E402
+from infra.inventory import build_inventory  # noqa: E402
+
+TPU_SSH_USER = "ernie"
+
+cfg = config.load()
+# GCP label values: lowercase letters, digits, - and _.
+labels = {"ernie-stack": re.sub(r"[^a-z0-9_-]", "-", cfg.stack.lower()), "ernie-ttl": f"{cfg.ttl_minutes}m"}
+
+if cfg.access.ssh_public_key is None:
+    ssh_key = tls.PrivateKey("ssh", algorithm="ED25519")
+    ssh_public_key: pulumi.Input[str] = ssh_key.public_key_openssh
+    ssh_private_key: pulumi.Input[str] | None = pulumi.Output.secret(ssh_key.private_key_openssh)
+else:
+    ssh_public_key, ssh_private_key = cfg.access.ssh_public_key, None
+
+if cfg.tpu is not None:
+    tpu = cfg.tpu
+    machines = TpuSlice("tpu", TpuSliceArgs(
+        project=tpu.project, zone=tpu.zone, region=tpu.region, node_name=f"ernie-{labels['ernie-stack']}",
+        accelerator_type=tpu.tpu.name, runtime_version=tpu.runtime_version, hosts=tpu.tpu.hosts,
+        chips_per_host=tpu.tpu.chips_per_host, spot=cfg.spot, ssh_allowed_cidrs=cfg.access.ssh_allowed_cidrs,
+        ssh_user=TPU_SSH_USER, ssh_public_key=ssh_public_key, ttl_minutes=cfg.ttl_minutes, labels=labels))
+    quote = pricing.quote("gcp", tpu.tpu.generation.name, tpu.tpu.chips)
+    runner, ssh_user, image = "tpu-vm", TPU_SSH_USER, None
+else:
+    gpu = cfg.gpu
+    machines = GpuFleet("gpu", GpuFleetArgs(
+        region=gpu.region, availability_zone=gpu.availability_zone, instance_type=gpu.instance.name,
+        instance_count=gpu.instance_count, gpus_per_instance=gpu.instance.gpus, efa=gpu.instance.efa,
+        image=gpu.image, registry_account=DLC_OTHER_ACCOUNTS.get(gpu.region, DLC_DEFAULT_ACCOUNT),
+        repository=DLC_REPOSITORIES[gpu.framework], spot=cfg.spot, ssh_allowed_cidrs=cfg.access.ssh_allowed_cidrs,
+        ssh_public_key=ssh_public_key, ttl_minutes=cfg.ttl_minutes, bucket_prefix=f"{cfg.stack}/",
+        tags={**labels, "ernie-ttl": str(cfg.ttl_minutes)}))
+    quote = pricing.quote("aws", gpu.instance.name, gpu.instance_count)
+    runner, ssh_user, image = "docker", AMI_SSH_USER, gpu.image
+
+# The Lambda serving stack (aws, ernie:serving) sets this to its HTTPS endpoint.
+serving_url: pulumi.Input[str] | None = None
+
+pulumi.export("inventory", pulumi.Output.all(
+    hosts=machines.hosts, bucket=machines.bucket_uri, ssh_private_key=ssh_private_key, serving_url=serving_url,
+).apply(lambda out: build_inventory(
+    cloud=cfg.cloud, stack=cfg.stack, runner=runner, ssh_user=ssh_user, hosts=out["hosts"], bucket=out["bucket"],
+    price_per_hour_usd=quote.usd_per_hour, price_source=quote.source, ttl_minutes=cfg.ttl_minutes,
+    ssh_private_key=out["ssh_private_key"], ssh_key_path=cfg.access.ssh_key_path, image=image,
+    serving_url=out["serving_url"])))

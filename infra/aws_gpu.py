@@ -1,0 +1,169 @@
+"""GpuFleet: GPU instances from the Deep Learning AMI running a DLC image, in their own VPC, with a TTL."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.gpu_catalog import AMI_NAME_PATTERN, AMI_OWNER, DLC_IMAGE_GIB
+from infra.grants import render_assume_role_policy, render_gpu_instance_policy
+from infra.startup import render_gpu_user_data
+
+VPC_CIDR = "10.0.0.0/16"
+SUBNET_CIDR = "10.0.0.0/24"
+# Room for datasets, checkpoints and logs beside the AMI and the pulled image.
+SCRATCH_GIB = 100
+
+
+@dataclass(frozen=True)
+class GpuFleetArgs:
+    """Everything a GpuFleet needs; validated by config.py before it gets here."""
+
+    region: str
+    availability_zone: str
+    instance_type: str
+    instance_count: int
+    gpus_per_instance: int
+    efa: bool
+    """The type takes EFA: a fleet of more than one gets a cluster placement group and EFA interfaces."""
+    image: str
+    """The DLC image URI the hosts pull."""
+    registry_account: str
+    repository: str
+    spot: bool
+    ssh_allowed_cidrs: Sequence[str]
+    """The only sources admitted to port 22."""
+    ssh_public_key: pulumi.Input[str]
+    ttl_minutes: int
+    bucket_prefix: str
+    """The only prefix of the bucket the instances may write under, e.g. "aws/"."""
+    tags: Mapping[str, str]
+    """Applied to every resource that takes tags (ernie-stack, ernie-ttl)."""
+
+
+class GpuFleet(pulumi.ComponentResource):
+    """`instance_count` GPU instances that pull a DLC image, admit SSH only from allowed ranges, and terminate at TTL."""
+
+    hosts: pulumi.Output[list[dict[str, Any]]]
+    """One entry per instance, in the inventory's host shape."""
+    bucket_uri: pulumi.Output[str]
+    """s3:// URI of the run's prefix in the stack's bucket."""
+    bucket_arn: pulumi.Output[str]
+    vpc_id: pulumi.Output[str]
+    subnet_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: GpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("ernie:aws:GpuFleet", name, {}, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+
+        vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=VPC_CIDR, enable_dns_hostnames=True, enable_dns_support=True,
+                          tags={**tags, "Name": f"{name}-vpc"}, opts=child)
+        subnet = aws.ec2.Subnet(f"{name}-subnet", vpc_id=vpc.id, cidr_block=SUBNET_CIDR,
+                                availability_zone=args.availability_zone, map_public_ip_on_launch=True,
+                                tags=tags, opts=child)
+        gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=tags, opts=child)
+        routes = aws.ec2.RouteTable(f"{name}-rt", vpc_id=vpc.id,
+                                    routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": gateway.id}],
+                                    tags=tags, opts=child)
+        aws.ec2.RouteTableAssociation(f"{name}-rta", subnet_id=subnet.id, route_table_id=routes.id, opts=child)
+
+        group = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=vpc.id, description="ernie GPU fleet",
+                                      tags=tags, opts=child)
+        for i, cidr in enumerate(args.ssh_allowed_cidrs):
+            family = "cidr_ipv4" if ipaddress.ip_network(cidr).version == 4 else "cidr_ipv6"
+            aws.vpc.SecurityGroupIngressRule(f"{name}-ssh-{i}", security_group_id=group.id, ip_protocol="tcp",
+                                             from_port=22, to_port=22, description="SSH from ernie:sshAllowedCidrs",
+                                             tags=tags, opts=child, **{family: cidr})
+        if args.instance_count > 1:
+            # The fleet's instances talk to each other; EFA needs all traffic to and from the group itself.
+            aws.vpc.SecurityGroupIngressRule(f"{name}-self-in", security_group_id=group.id, ip_protocol="-1",
+                                             referenced_security_group_id=group.id, description="fleet members",
+                                             tags=tags, opts=child)
+            aws.vpc.SecurityGroupEgressRule(f"{name}-self-out", security_group_id=group.id, ip_protocol="-1",
+                                            referenced_security_group_id=group.id, description="fleet members",
+                                            tags=tags, opts=child)
+        aws.vpc.SecurityGroupEgressRule(f"{name}-egress", security_group_id=group.id, ip_protocol="-1",
+                                        cidr_ipv4="0.0.0.0/0", description="ECR, S3, package mirrors",
+                                        tags=tags, opts=child)
+
+        bucket = aws.s3.Bucket(f"{name}-bucket", force_destroy=True, tags=tags, opts=child)
+        aws.s3.BucketPublicAccessBlock(f"{name}-bucket-private", bucket=bucket.id, block_public_acls=True,
+                                       block_public_policy=True, ignore_public_acls=True,
+                                       restrict_public_buckets=True, opts=child)
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-bucket-sse", bucket=bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"},
+                    "bucket_key_enabled": True}], opts=child)
+
+        role = aws.iam.Role(f"{name}-role", assume_role_policy=render_assume_role_policy("ec2.amazonaws.com"),
+                            description="ernie GPU hosts: pull the DLC image, write run results", tags=tags,
+                            opts=child)
+        aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=bucket.arn.apply(
+            lambda arn: render_gpu_instance_policy(bucket_arn=arn, prefix=args.bucket_prefix, region=args.region,
+                                                   registry_account=args.registry_account,
+                                                   repository=args.repository)), opts=child)
+        profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags, opts=child)
+        key = aws.ec2.KeyPair(f"{name}-key", public_key=args.ssh_public_key, tags=tags, opts=child)
+
+        ami = aws.ec2.get_ami_output(most_recent=True, owners=[AMI_OWNER],
+                                     filters=[{"name": "name", "values": [AMI_NAME_PATTERN]},
+                                              {"name": "architecture", "values": ["x86_64"]}])
+        use_efa = args.efa and args.instance_count > 1
+        placement = (aws.ec2.PlacementGroup(f"{name}-pg", strategy="cluster", tags=tags, opts=child)
+                     if use_efa else None)
+        user_data = render_gpu_user_data(region=args.region, registry=f"{args.registry_account}.dkr.ecr."
+                                         f"{args.region}.amazonaws.com", image=args.image,
+                                         gpus=args.gpus_per_instance, ttl_minutes=args.ttl_minutes)
+
+        hosts = []
+        for i in range(args.instance_count):
+            host = f"{name}-{i}"
+            network: dict[str, Any]
+            if use_efa:
+                # The EFA interface is the primary one; an Elastic IP on it is the SSH address.
+                efa = aws.ec2.NetworkInterface(f"{host}-efa", subnet_id=subnet.id, interface_type="efa",
+                                               security_groups=[group.id], tags=tags, opts=child)
+                network = {"primary_network_interface": {"network_interface_id": efa.id}}
+            else:
+                network = {"subnet_id": subnet.id, "vpc_security_group_ids": [group.id],
+                           "associate_public_ip_address": True}
+            instance = aws.ec2.Instance(
+                host, ami=ami.id, instance_type=args.instance_type, availability_zone=args.availability_zone,
+                key_name=key.key_name, iam_instance_profile=profile.name,
+                placement_group=placement.name if placement else None,
+                instance_market_options=({"market_type": "spot", "spot_options": {
+                    "spot_instance_type": "one-time", "instance_interruption_behavior": "terminate"}}
+                    if args.spot else None),
+                instance_initiated_shutdown_behavior="terminate",
+                metadata_options={"http_tokens": "required", "http_endpoint": "enabled",
+                                  "http_put_response_hop_limit": 2},  # 2: containers on the host reach IMDS
+                root_block_device={"volume_size": ami.apply(root_volume_gib), "volume_type": "gp3",
+                                   "encrypted": True, "delete_on_termination": True},
+                user_data=user_data, user_data_replace_on_change=True,
+                tags={**tags, "Name": host}, volume_tags=tags, opts=child, **network)
+            address = (aws.ec2.Eip(f"{host}-eip", domain="vpc", network_interface=efa.id, tags=tags,
+                                   opts=pulumi.ResourceOptions(parent=self, depends_on=[instance, gateway])).public_ip
+                       if use_efa else instance.public_ip)
+            hosts.append(pulumi.Output.all(address, instance.private_ip).apply(
+                lambda ips, i=i, host=host: {"name": host, "address": ips[0], "private_address": ips[1], "worker": i,
+                                             "accelerator": args.instance_type, "chips": args.gpus_per_instance}))
+
+        self.hosts = pulumi.Output.all(*hosts).apply(list)
+        self.bucket_uri = bucket.bucket.apply(lambda b: f"s3://{b}/{args.bucket_prefix}")
+        self.bucket_arn = bucket.arn
+        self.vpc_id = vpc.id
+        self.subnet_id = subnet.id
+        self.register_outputs({"hosts": self.hosts, "bucket_uri": self.bucket_uri, "bucket_arn": self.bucket_arn,
+                               "vpc_id": self.vpc_id, "subnet_id": self.subnet_id})
+
+
+def root_volume_gib(ami: Any) -> int:
+    """Root volume size: the AMI's own root snapshot, the pulled DLC image, and scratch space."""
+    root = next(m for m in ami.block_device_mappings if m.device_name == ami.root_device_name)
+    return int(root.ebs["volume_size"]) + DLC_IMAGE_GIB + SCRATCH_GIB

@@ -1,0 +1,264 @@
+"""Every configuration value the program reads, validated into frozen dataclasses before any resource exists.
+
+`load()` reads the stack's whole configuration (Pulumi.<stack>.yaml under `pulumi up`, or what `ernie check`
+sets under mocks); `parse()` is the pure part, over a mapping of full keys ("ernie:tpuType") to raw strings.
+Each error names the key, the value and what is accepted. Adding a key: read it in the section that owns it
+and list it in that section's `*_KEYS`, or it is refused as unknown.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from infra.gpu_catalog import DLC_TAGS, INSTANCE_TYPES, GpuInstanceType, dlc_image, dlc_regions, lookup_instance
+from infra.tpu_catalog import TpuType, accelerator_types, lookup_tpu, runtime_examples, runtime_problem
+
+NAMESPACE = "ernie"
+Cloud = Literal["gcp", "aws"]
+
+# A slice left running is the costliest mistake; a run longer than a day should checkpoint and resume.
+MAX_TTL_MINUTES = 24 * 60
+
+COMMON_KEYS = frozenset({"cloud", "ttlMinutes", "spot", "sshAllowedCidrs", "allowSshFromAnywhere",
+                         "sshPublicKey", "sshKeyPath"})
+GCP_KEYS = frozenset({"tpuType", "runtimeVersion"})
+AWS_KEYS = frozenset({"instanceType", "instanceCount", "availabilityZone", "framework", "dlcTag", "serving"})
+_WORLD = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+class ConfigError(pulumi.RunError):
+    """A configuration value that cannot work. Pulumi prints a RunError without a stack trace."""
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """Who may reach the hosts over SSH, and with which key."""
+
+    ssh_allowed_cidrs: tuple[str, ...]
+    """Source ranges admitted to port 22; never the whole internet unless opted in."""
+    ssh_public_key: str | None
+    """The user's OpenSSH public key; None: the stack makes a key pair and keeps the private half secret."""
+    ssh_key_path: str | None
+    """Where the private half of `ssh_public_key` lives on the user's machine (for the inventory)."""
+
+
+@dataclass(frozen=True)
+class TpuConfig:
+    """A TPU VM or pod slice on Google Cloud."""
+
+    project: str
+    zone: str
+    region: str
+    tpu: TpuType
+    runtime_version: str
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    """A fleet of GPU instances on AWS running a Deep Learning Container image."""
+
+    region: str
+    availability_zone: str
+    instance: GpuInstanceType
+    instance_count: int
+    framework: str
+    dlc_tag: str
+    image: str
+    """The full DLC image URI, derived from region, framework and tag."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """The whole validated configuration of one stack."""
+
+    cloud: Cloud
+    stack: str
+    ttl_minutes: int
+    spot: bool
+    access: AccessConfig
+    tpu: TpuConfig | None
+    """Set when cloud is gcp."""
+    gpu: GpuConfig | None
+    """Set when cloud is aws."""
+    serving: bool
+    """Whether the aws stack also builds the Lambda serving stack."""
+
+
+def load() -> StackConfig:
+    """Validate the running stack's configuration; raises ConfigError before any resource exists."""
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    raw = {k: runtime_config.get_config(k) for k in keys}
+    return parse({k: v for k, v in raw.items() if v is not None}, pulumi.get_stack())
+
+
+def parse(raw: Mapping[str, str], stack: str) -> StackConfig:
+    """Validate raw config values (full keys, string values as Pulumi stores them)."""
+    values = _Values(raw)
+    cloud = values.choice("cloud", get_args(Cloud))
+    own, other = (GCP_KEYS, AWS_KEYS) if cloud == "gcp" else (AWS_KEYS, GCP_KEYS)
+    values.refuse_unknown(COMMON_KEYS | own, other, cloud)
+    return StackConfig(
+        cloud=cloud,
+        stack=stack,
+        ttl_minutes=_ttl(values),
+        spot=values.flag("spot", default=False),
+        access=_access(values),
+        tpu=_tpu(values) if cloud == "gcp" else None,
+        gpu=_gpu(values) if cloud == "aws" else None,
+        serving=values.flag("serving", default=False),
+    )
+
+
+def _ttl(values: _Values) -> int:
+    accepted = (f"minutes from 1 to {MAX_TTL_MINUTES} (one day) after which the hosts delete themselves, "
+                "so a forgotten slice stops billing")
+    ttl = values.integer("ttlMinutes", accepted)
+    if not 1 <= ttl <= MAX_TTL_MINUTES:
+        raise values.error("ttlMinutes", ttl, accepted)
+    return ttl
+
+
+def _access(values: _Values) -> AccessConfig:
+    accepted = "CIDRs of your own addresses, e.g. [\"203.0.113.7/32\"] or [\"10.0.0.0/8\"]"
+    cidrs = values.text_list("sshAllowedCidrs", accepted)
+    if not cidrs:
+        raise values.error("sshAllowedCidrs", [], accepted)
+    networks = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=True))
+        except ValueError as exc:
+            raise values.error("sshAllowedCidrs", cidr, f"{accepted} ({exc})") from None
+    if any(n in _WORLD for n in networks) and not values.flag("allowSshFromAnywhere", default=False):
+        raise values.error("sshAllowedCidrs", cidrs, f"{accepted}; 0.0.0.0/0 opens SSH to the whole internet "
+                                                     "and needs the explicit opt-in `ernie:allowSshFromAnywhere: true`")
+    public_key = values.text("sshPublicKey", "an OpenSSH public key line")
+    if public_key is not None and not public_key.startswith(("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-")):
+        raise values.error("sshPublicKey", public_key[:24] + "...", "an OpenSSH public key line (ssh-ed25519 AAAA...)")
+    key_path = values.text("sshKeyPath", "a path")
+    if (public_key is None) != (key_path is None):
+        raise values.error("sshKeyPath" if key_path is None else "sshPublicKey", None,
+                           "sshPublicKey and sshKeyPath together (your key and where its private half is), "
+                           "or neither (the stack makes a key pair and keeps it as a secret)")
+    return AccessConfig(tuple(str(n) for n in networks), public_key, key_path)
+
+
+def _tpu(values: _Values) -> TpuConfig:
+    project = values.text("project", "your Google Cloud project id", namespace="gcp", required=True)
+    name = values.choice("tpuType", accelerator_types())
+    tpu = lookup_tpu(name)
+    zone = values.text("zone", f"a zone offering {tpu.name}: {', '.join(tpu.zones())}", namespace="gcp",
+                       required=True)
+    if not tpu.offered_in(zone):
+        raise values.error("zone", zone, f"a zone offering {tpu.name}: {', '.join(tpu.zones())}", namespace="gcp")
+    runtime = values.text("runtimeVersion", runtime_examples(tpu), required=True)
+    problem = runtime_problem(tpu, runtime)
+    if problem:
+        raise values.error("runtimeVersion", runtime, problem, accepts=False)
+    if values.flag("spot", default=False) and not tpu.generation.spot:
+        raise values.error("spot", True, f"false for TPU {tpu.generation.name}: Spot VMs are offered only for "
+                                          "v4 and later")
+    return TpuConfig(project, zone, zone.rsplit("-", 1)[0], tpu, runtime)
+
+
+def _gpu(values: _Values) -> GpuConfig:
+    region = values.choice("region", dlc_regions(), namespace="aws")
+    zone = values.text("availabilityZone", f"a zone of {region}, e.g. {region}a") or f"{region}a"
+    if not (zone.startswith(region) and len(zone) == len(region) + 1 and zone[-1].isalpha()):
+        raise values.error("availabilityZone", zone, f"a zone of {region}, e.g. {region}a")
+    known = ", ".join(t.name for t in INSTANCE_TYPES)
+    name = values.text("instanceType", f"a GPU instance type: {known}", required=True)
+    instance = lookup_instance(name)
+    if instance is None:
+        raise values.error("instanceType", name, f"not a GPU instance type in ernie's catalog; accepted: {known}",
+                           accepts=False)
+    count = values.integer("instanceCount", "a whole number of instances, 1 or more", default=1)
+    if count < 1:
+        raise values.error("instanceCount", count, "a whole number of instances, 1 or more")
+    if values.flag("spot", default=False) and not instance.spot:
+        spot_types = ", ".join(t.name for t in INSTANCE_TYPES if t.spot)
+        raise values.error("spot", True, f"false for {instance.name}, which is not offered as Spot; "
+                                          f"Spot is offered for {spot_types}")
+    framework = values.choice("framework", list(DLC_TAGS),
+                              why="a framework with an AWS Deep Learning Container training image:")
+    tag = values.choice("dlcTag", DLC_TAGS[framework], why=f"a published {framework} training image tag:")
+    return GpuConfig(region, zone, instance, count, framework, tag, dlc_image(region, framework, tag))
+
+
+class _Values:
+    """Raw values, typed reads whose errors name the key and what is accepted, and the unknown-key check."""
+
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self._raw = raw
+
+    def refuse_unknown(self, allowed: frozenset[str], other_cloud: frozenset[str], cloud: str) -> None:
+        for full in sorted(self._raw):
+            namespace, _, key = full.partition(":")
+            if namespace != NAMESPACE or key in allowed:
+                continue
+            if key in other_cloud:
+                raise self.error(key, self._raw[full], f"it applies to the other cloud, not {cloud}; remove it",
+                                 accepts=False)
+            near = difflib.get_close_matches(key, sorted(allowed | other_cloud), n=1)
+            hint = f"did you mean ernie:{near[0]}? " if near else ""
+            raise self.error(key, self._raw[full], f"{hint}the ernie keys for {cloud} are "
+                                                   f"{', '.join(sorted(allowed))}", accepts=False, what="unknown key")
+
+    @staticmethod
+    def error(key: str, value: object, accepted: str, *, namespace: str = NAMESPACE,
+              accepts: bool = True, what: str = "") -> ConfigError:
+        shown = "missing" if value is None else repr(value) if isinstance(value, str) else json.dumps(value)
+        lead = f"{what} " if what else ""
+        verb = "accepted: " if accepts else ""
+        return ConfigError(f"{namespace}:{key}: {lead}{shown}; {verb}{accepted}")
+
+    def text(self, key: str, accepted: str, *, namespace: str = NAMESPACE, required: bool = False) -> str | None:
+        value = self._raw.get(f"{namespace}:{key}")
+        if value in (None, ""):
+            if required:
+                raise self.error(key, None, f"{accepted} (`pulumi config set {namespace}:{key} VALUE`; "
+                                            "Pulumi.gcp.yaml and Pulumi.aws.yaml show examples)", namespace=namespace)
+            return None
+        return value
+
+    def choice(self, key: str, accepted: Sequence[str], *, namespace: str = NAMESPACE, why: str = "") -> str:
+        listed = f"{why} {', '.join(accepted)}" if why else ", ".join(accepted)
+        value = self.text(key, listed, namespace=namespace, required=True)
+        if value not in accepted:
+            raise self.error(key, value, listed, namespace=namespace)
+        return value
+
+    def integer(self, key: str, accepted: str, *, default: int | None = None) -> int:
+        value = self.text(key, accepted, required=default is None)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise self.error(key, value, accepted) from None
+
+    def flag(self, key: str, *, default: bool) -> bool:
+        value = self.text(key, "true or false")
+        if value is None:
+            return default
+        if value.lower() not in ("true", "false"):
+            raise self.error(key, value, "true or false")
+        return value.lower() == "true"
+
+    def text_list(self, key: str, accepted: str) -> list[str]:
+        value = self.text(key, accepted, required=True)
+        try:
+            items = json.loads(value)
+        except json.JSONDecodeError:
+            items = None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise self.error(key, value, f"a list: {accepted}")
+        return items

@@ -1,0 +1,159 @@
+"""TpuSlice: one TPU VM or multi-host pod slice with its own network, service account, bucket and TTL."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_gcp as gcp
+
+from infra.grants import TPU_BUCKET_ROLE, TPU_PROJECT_ROLES, TPU_SCOPES, TPU_TEARDOWN_PERMISSIONS
+from infra.startup import render_tpu_startup_script, tpu_node_url
+
+SUBNET_CIDR = "10.128.0.0/20"
+
+
+@dataclass(frozen=True)
+class TpuSliceArgs:
+    """Everything a TpuSlice needs; validated by config.py before it gets here."""
+
+    project: str
+    zone: str
+    """Zone offering the accelerator type, e.g. us-central2-b."""
+    region: str
+    node_name: str
+    """The TPU node's name, also used by its startup script to delete itself."""
+    accelerator_type: str
+    """e.g. "v4-32"; one resource however many hosts it spans."""
+    runtime_version: str
+    hosts: int
+    """Worker VMs in the slice (v4-32: 4); the API returns one network endpoint per worker."""
+    chips_per_host: int
+    spot: bool
+    ssh_allowed_cidrs: Sequence[str]
+    """The only sources admitted to port 22."""
+    ssh_user: str
+    ssh_public_key: pulumi.Input[str]
+    """OpenSSH public key line installed for `ssh_user` on every worker."""
+    ttl_minutes: int
+    labels: Mapping[str, str]
+    """Applied to every resource that takes labels (ernie-stack, ernie-ttl)."""
+
+
+class TpuSlice(pulumi.ComponentResource):
+    """A TPU VM slice in a dedicated VPC; SSH only from the allowed ranges; deletes itself at its TTL."""
+
+    hosts: pulumi.Output[list[dict[str, Any]]]
+    """One entry per worker, in the inventory's host shape."""
+    bucket_uri: pulumi.Output[str]
+    """gs:// URI of the run's bucket."""
+    service_account_email: pulumi.Output[str]
+
+    def __init__(self, name: str, args: TpuSliceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("ernie:gcp:TpuSlice", name, {}, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = dict(args.labels)
+        tag = _network_name(args.node_name)
+
+        network = gcp.compute.Network(f"{name}-net", project=args.project, auto_create_subnetworks=False,
+                                      description=f"ernie TPU slice {args.node_name}", opts=child)
+        subnet = gcp.compute.Subnetwork(f"{name}-subnet", project=args.project, region=args.region,
+                                        network=network.id, ip_cidr_range=SUBNET_CIDR,
+                                        private_ip_google_access=True, opts=child)
+        for suffix, ranges in _ssh_ranges_by_family(args.ssh_allowed_cidrs):
+            gcp.compute.Firewall(f"{name}-ssh{suffix}", project=args.project, network=network.id,
+                                 direction="INGRESS", allows=[{"protocol": "tcp", "ports": ["22"]}],
+                                 source_ranges=ranges, target_tags=[tag],
+                                 description="SSH only from ernie:sshAllowedCidrs", opts=child)
+        # The slice's workers talk to each other (collectives, coordinator) and to nobody else.
+        gcp.compute.Firewall(f"{name}-internal", project=args.project, network=network.id, direction="INGRESS",
+                             allows=[{"protocol": "tcp"}, {"protocol": "udp"}, {"protocol": "icmp"}],
+                             source_tags=[tag], target_tags=[tag],
+                             description="traffic between the slice's workers", opts=child)
+
+        account = gcp.serviceaccount.Account(f"{name}-sa", project=args.project,
+                                             account_id=_account_id(args.node_name),
+                                             display_name=f"ernie TPU slice {args.node_name}", opts=child)
+        bucket = gcp.storage.Bucket(
+            f"{name}-bucket", project=args.project, location=_bucket_location(args.region),
+            uniform_bucket_level_access=True, public_access_prevention="enforced", force_destroy=True,
+            # Results are collected to the user's machine; what stays behind expires.
+            lifecycle_rules=[{"action": {"type": "Delete"}, "condition": {"age": 30}}],
+            labels=labels, opts=child)
+        grants = [
+            gcp.storage.BucketIAMMember(f"{name}-bucket-writer", bucket=bucket.name, role=TPU_BUCKET_ROLE,
+                                        member=account.member, opts=child),
+            *(gcp.projects.IAMMember(f"{name}-{role.rsplit('/', 1)[-1].replace('.', '-').lower()}", project=args.project,
+                                     role=role, member=account.member, opts=child)
+              for role in TPU_PROJECT_ROLES),
+        ]
+        teardown_role = gcp.projects.IAMCustomRole(
+            f"{name}-teardown-role", project=args.project,
+            # Custom role ids stay reserved for weeks after deletion: make each one unique to its account.
+            role_id=account.unique_id.apply(lambda uid: f"ernieTpuTeardown{uid}"),
+            title="ernie TPU teardown", description="Lets a TPU slice delete itself at its TTL",
+            permissions=list(TPU_TEARDOWN_PERMISSIONS), opts=child)
+        grants.append(gcp.projects.IAMMember(f"{name}-teardown", project=args.project, role=teardown_role.name,
+                                             member=account.member, opts=child))
+
+        node = gcp.tpu.V2Vm(
+            f"{name}-tpu", name=args.node_name, project=args.project, zone=args.zone,
+            accelerator_type=args.accelerator_type, runtime_version=args.runtime_version,
+            scheduling_config={"spot": True} if args.spot else None,
+            network_config={"network": network.id, "subnetwork": subnet.id, "enable_external_ips": True},
+            service_account={"email": account.email, "scopes": list(TPU_SCOPES)},
+            metadata={
+                "startup-script": render_tpu_startup_script(
+                    tpu_node_url(args.project, args.zone, args.node_name), args.ttl_minutes),
+                "ssh-keys": pulumi.Output.from_input(args.ssh_public_key).apply(
+                    lambda key: f"{args.ssh_user}:{key.strip()}"),
+                "enable-oslogin": "FALSE",
+            },
+            labels=labels, tags=[tag],
+            # The startup script must be allowed to delete the node before the node exists.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=grants))
+
+        self.hosts = node.network_endpoints.apply(
+            lambda endpoints: tpu_hosts(args.node_name, args.accelerator_type, args.chips_per_host, endpoints))
+        self.bucket_uri = bucket.url
+        self.service_account_email = account.email
+        self.register_outputs({"hosts": self.hosts, "bucket_uri": self.bucket_uri,
+                               "service_account_email": self.service_account_email})
+
+
+def tpu_hosts(node: str, accelerator_type: str, chips_per_host: int, endpoints: Sequence[Any]) -> list[dict]:
+    """Inventory hosts from the node's network endpoints: one per worker, in worker order."""
+    hosts = []
+    for worker, endpoint in enumerate(endpoints or ()):
+        external = [c.external_ip for c in (endpoint.access_configs or ()) if c.external_ip]
+        hosts.append({"name": f"{node}-w{worker}", "address": external[0] if external else endpoint.ip_address,
+                      "private_address": endpoint.ip_address, "worker": worker,
+                      "accelerator": accelerator_type, "chips": chips_per_host})
+    return hosts
+
+
+def _ssh_ranges_by_family(cidrs: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """A GCP firewall rule holds IPv4 or IPv6 source ranges, not both."""
+    v4 = [c for c in cidrs if ipaddress.ip_network(c).version == 4]
+    v6 = [c for c in cidrs if ipaddress.ip_network(c).version == 6]
+    return [(suffix, ranges) for suffix, ranges in (("", v4), ("-v6", v6)) if ranges]
+
+
+def _network_name(text: str) -> str:
+    """GCP names and tags: lowercase letters, digits and dashes, starting with a letter, at most 63."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63]
+
+
+def _account_id(node_name: str) -> str:
+    """Service account ids are 6-30 characters."""
+    return _network_name(node_name)[:27].rstrip("-") + "-sa"
+
+
+def _bucket_location(region: str) -> str:
+    """The multi-region on the slice's continent: reads from a TPU region are free, and TPU-only regions
+    (us-central2) have no regional buckets."""
+    return {"us": "US", "europe": "EU", "asia": "ASIA"}.get(region.split("-", 1)[0], region.upper())

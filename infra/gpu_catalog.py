@@ -1,0 +1,109 @@
+"""What AWS offers for GPU training: instance types, Deep Learning AMI, Deep Learning Container images.
+
+The one place these facts live; `config.py` validates against it and `aws_gpu.py` builds from it.
+Sources: aws.amazon.com/ec2/instance-types (g5, g6e, p3, p4, p5 pages; EFA support per size),
+github.com/aws/deep-learning-containers available_images.md (registries, tags), as of 2025-11.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GpuInstanceType:
+    """One EC2 instance type with GPUs."""
+
+    name: str
+    gpu: str
+    """GPU model, as `nvidia-smi` names its family: "A10G", "A100"."""
+    gpus: int
+    efa: bool
+    """Whether the type takes an EFA interface (then a fleet of >1 uses a cluster placement group)."""
+    spot: bool
+    """Whether EC2 offers it as a Spot instance."""
+
+    @property
+    def family(self) -> str:
+        return self.name.split(".", 1)[0]
+
+
+INSTANCE_TYPES: tuple[GpuInstanceType, ...] = (
+    GpuInstanceType("g5.xlarge", "A10G", 1, efa=False, spot=True),
+    GpuInstanceType("g5.2xlarge", "A10G", 1, efa=False, spot=True),
+    GpuInstanceType("g5.12xlarge", "A10G", 4, efa=False, spot=True),
+    GpuInstanceType("g5.48xlarge", "A10G", 8, efa=True, spot=True),
+    GpuInstanceType("g6e.xlarge", "L40S", 1, efa=False, spot=True),
+    GpuInstanceType("g6e.12xlarge", "L40S", 4, efa=True, spot=True),
+    GpuInstanceType("g6e.48xlarge", "L40S", 8, efa=True, spot=True),
+    GpuInstanceType("p3.2xlarge", "V100", 1, efa=False, spot=True),
+    GpuInstanceType("p3.8xlarge", "V100", 4, efa=False, spot=True),
+    GpuInstanceType("p3.16xlarge", "V100", 8, efa=False, spot=True),
+    GpuInstanceType("p3dn.24xlarge", "V100", 8, efa=True, spot=True),
+    GpuInstanceType("p4d.24xlarge", "A100", 8, efa=True, spot=True),
+    # P5 capacity is sold through Capacity Blocks and On-Demand; ernie does not request it as Spot.
+    GpuInstanceType("p5.48xlarge", "H100", 8, efa=True, spot=False),
+)
+
+
+def lookup_instance(name: str) -> GpuInstanceType | None:
+    """The catalog entry for `name`, or None when it is not a GPU type ernie knows."""
+    return next((t for t in INSTANCE_TYPES if t.name == name), None)
+
+
+# The Deep Learning Base AMI: NVIDIA driver, CUDA, Docker and the NVIDIA container toolkit, no framework.
+AMI_OWNER = "amazon"
+AMI_NAME_PATTERN = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) ????????"
+AMI_SSH_USER = "ubuntu"
+
+# Training images per framework: repository and the tags ernie has checked (available_images.md).
+DLC_REPOSITORIES: dict[str, str] = {
+    "pytorch": "pytorch-training",
+    "tensorflow": "tensorflow-training",
+}
+DLC_TAGS: dict[str, tuple[str, ...]] = {
+    "pytorch": (
+        "2.9.0-gpu-py312-cu130-ubuntu22.04-ec2",
+        "2.8.0-gpu-py312-cu129-ubuntu22.04-ec2",
+        "2.7.1-gpu-py312-cu128-ubuntu22.04-ec2",
+    ),
+    "tensorflow": (
+        "2.19.0-gpu-py312-cu125-ubuntu22.04-ec2",
+        "2.18.0-gpu-py310-cu125-ubuntu22.04-ec2",
+    ),
+}
+# Approximate size of a pulled and extracted training image, for sizing the root volume.
+DLC_IMAGE_GIB = 40
+
+# The account that publishes DLC images in each region; most share one, a few opt-in regions have their own.
+DLC_DEFAULT_ACCOUNT = "763104351884"
+DLC_DEFAULT_REGIONS: tuple[str, ...] = (
+    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "sa-east-1",
+    "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1",
+    "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1", "ap-southeast-1", "ap-southeast-2",
+)
+DLC_OTHER_ACCOUNTS: dict[str, str] = {
+    "af-south-1": "626614931356",
+    "ap-east-1": "871362719292",
+    "eu-south-1": "692866216735",
+    "me-south-1": "217643126080",
+    "ap-southeast-3": "907027046896",
+    "me-central-1": "914824155844",
+    "il-central-1": "780543022126",
+}
+
+
+def dlc_regions() -> list[str]:
+    """Regions where ernie knows the DLC registry account."""
+    return [*DLC_DEFAULT_REGIONS, *DLC_OTHER_ACCOUNTS]
+
+
+def dlc_registry(region: str) -> str:
+    """The ECR registry host serving DLC images in `region`."""
+    account = DLC_OTHER_ACCOUNTS.get(region, DLC_DEFAULT_ACCOUNT)
+    return f"{account}.dkr.ecr.{region}.amazonaws.com"
+
+
+def dlc_image(region: str, framework: str, tag: str) -> str:
+    """The full image URI a host pulls: registry/repository:tag."""
+    return f"{dlc_registry(region)}/{DLC_REPOSITORIES[framework]}:{tag}"

@@ -1,0 +1,32 @@
+"""The inventory: the one output every stack exports, and the contract with ernie's remote runs.
+
+Its shape is defined in ARCHITECTURE.md ("The inventory contract"). Built by a pure function so the same
+shape comes from every stack, and tests can read it without Pulumi.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+Runner = Literal["tpu-vm", "docker", "local"]
+
+
+def build_inventory(*, cloud: str, stack: str, runner: Runner, ssh_user: str, hosts: list[dict[str, Any]],
+                    bucket: str, price_per_hour_usd: float, price_source: str, ttl_minutes: int,
+                    ssh_private_key: str | None = None, ssh_key_path: str | None = None,
+                    image: str | None = None, serving_url: str | None = None) -> dict[str, Any]:
+    """The inventory document. Exactly one of `ssh_private_key` (made by the stack) and `ssh_key_path`."""
+    if (ssh_private_key is None) == (ssh_key_path is None):
+        raise ValueError("an inventory names exactly one of ssh_private_key and ssh_key_path")
+    inventory: dict[str, Any] = {"cloud": cloud, "stack": stack, "ssh_user": ssh_user}
+    inventory.update({"ssh_private_key": ssh_private_key} if ssh_private_key is not None
+                     else {"ssh_key_path": ssh_key_path})
+    inventory["runner"] = runner
+    if image is not None:
+        inventory["image"] = image
+    inventory.update({"hosts": sorted(hosts, key=lambda h: h["worker"]), "bucket": bucket,
+                      "price_per_hour_usd": price_per_hour_usd, "price_source": price_source,
+                      "ttl_minutes": ttl_minutes})
+    if serving_url is not None:
+        inventory["serving_url"] = serving_url
+    return inventory
