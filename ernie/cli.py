@@ -51,6 +51,23 @@ def check(
 # --- end offline plan ---
 
 
+@app.command()
+def sweep(
+    cloud: str = typer.Option(..., "--cloud", help="aws or gcp."),
+    region: list[str] = typer.Option([], "--region", help="AWS region to sweep (repeatable)."),
+    project: str = typer.Option(None, "--project", help="Google Cloud project to sweep."),
+    zone: list[str] = typer.Option([], "--zone", help="GCP zone (repeatable) [default: every TPU zone]."),
+    live_stack: list[str] = typer.Option([], "--live-stack", help="A stack that still exists (repeatable) "
+                                         "[default: ask the Pulumi CLI]."),
+    delete: bool = typer.Option(False, "--delete", help="Delete what was found, after confirmation."),
+    yes: bool = typer.Option(False, "--yes", help="With --delete: do not ask."),
+) -> None:
+    """Find resources ernie left behind (past their TTL or of no live stack), with their hourly cost."""
+    from ernie.sweep.command import sweep as run_sweep
+
+    raise typer.Exit(run_sweep(cloud, region, project, zone, live_stack, delete, yes))
+
+
 def main() -> None:
     """Console entry point: a user error is one red line and exit status 2, never a traceback."""
     try:
