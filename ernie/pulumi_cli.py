@@ -1,0 +1,67 @@
+"""The one seam that drives the Pulumi CLI: `up`, `stack output inventory`, `destroy`.
+
+Nothing else in ernie runs `pulumi`. The executable is `$ERNIE_PULUMI` if set, else `pulumi` on PATH,
+so a test (or a user with a wrapper) can stand in for it. Commands run from the project directory
+(the one holding Pulumi.yaml) and stream their output to the terminal, except `stack output`, whose
+JSON holds secrets and is parsed, never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ernie.errors import ErnieError
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+INSTALL_HINT = (
+    "the Pulumi CLI is not installed (or not on PATH): install it with "
+    "`curl -fsSL https://get.pulumi.com | sh` (see https://www.pulumi.com/docs/install/), "
+    "or point $ERNIE_PULUMI at the executable"
+)
+
+
+@dataclass
+class PulumiCli:
+    """Runs `pulumi` for one project directory. Each method raises ErnieError when the CLI fails."""
+
+    project_dir: Path = PROJECT_DIR
+    executable: str = field(default_factory=lambda: os.environ.get("ERNIE_PULUMI", "pulumi"))
+
+    def _argv(self, *args: str) -> list[str]:
+        exe = shutil.which(self.executable)
+        if exe is None:
+            raise ErnieError(INSTALL_HINT)
+        return [exe, *args, "--cwd", str(self.project_dir), "--non-interactive"]
+
+    def up(self, stack: str) -> None:
+        """`pulumi up --yes --skip-preview -s STACK`, output to the terminal."""
+        self._run(self._argv("up", "--yes", "--skip-preview", "-s", stack), f"pulumi up -s {stack}")
+
+    def destroy(self, stack: str) -> None:
+        """`pulumi destroy --yes -s STACK`, output to the terminal."""
+        self._run(self._argv("destroy", "--yes", "--skip-preview", "-s", stack), f"pulumi destroy -s {stack}")
+
+    def inventory(self, stack: str) -> dict[str, Any]:
+        """The stack's `inventory` output, secrets included (kept in memory only)."""
+        argv = self._argv("stack", "output", "inventory", "--json", "--show-secrets", "-s", stack)
+        proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise ErnieError(
+                f"`pulumi stack output inventory -s {stack}` failed ({proc.returncode}): "
+                f"{proc.stderr.strip()[-500:] or 'no message'}; is the stack up (`pulumi up -s {stack}`)?")
+        try:
+            return json.loads(proc.stdout)
+        except json.JSONDecodeError as exc:
+            raise ErnieError(f"stack {stack}: the inventory output is not JSON ({exc.msg})") from exc
+
+    @staticmethod
+    def _run(argv: list[str], what: str) -> None:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise ErnieError(f"`{what}` failed with exit status {proc.returncode} (its output is above)")

@@ -1,0 +1,187 @@
+"""Follow a running workload: worker 0's progress as a rich bar, any worker's errors, until every worker ends.
+
+Every poll asks each host, in parallel and under a timeout, whether its process group still runs and
+how long its logs are, then reads only the new bytes. Byte offsets are kept here, so when a connection
+drops the follower reconnects and resumes exactly where it was: nothing is missed or shown twice.
+A host that stays unreachable longer than `lost_after` is given up on; the others are still followed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ernie.inventory import Host
+from ernie.remote.connect import Connector, RemoteError, Session, fan_out
+from ernie.remote.layout import Layout
+
+MLLOG_PREFIX = ":::MLLOG "
+_ERROR_LINE = re.compile(r"error|traceback|exception|killed", re.IGNORECASE)
+_READ_LIMIT = 4 << 20  # at most this many new bytes per log per poll
+
+
+def progress_step(line: str, regex: re.Pattern[str] | None) -> int | None:
+    """The step a log line reports: the workload's regex if it has one, else MLPerf `tracked_stats`."""
+    if regex is not None:
+        match = regex.search(line)
+        return int(match.group(1)) if match else None
+    if not line.startswith(MLLOG_PREFIX):
+        return None
+    try:
+        record = json.loads(line[len(MLLOG_PREFIX):])
+        if record.get("key") == "tracked_stats":
+            return int(record["metadata"]["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return None
+
+
+@dataclass
+class HostFollow:
+    """What the follower knows of one host."""
+
+    host: Host
+    session: Session | None
+    offsets: dict[str, int] = field(default_factory=lambda: {"stdout.log": 0, "stderr.log": 0})
+    partial: dict[str, str] = field(default_factory=lambda: {"stdout.log": "", "stderr.log": ""})
+    running: bool = True
+    exit_code: int | None = None
+    unreachable_since: float | None = None
+    lost: str | None = None  # why it was given up on
+    reconnects: int = 0
+
+
+@dataclass(frozen=True)
+class FollowResult:
+    """How each worker ended, as far as the follower could see."""
+
+    exit_codes: dict[str, int | None]
+    lost: dict[str, str]
+    timed_out: bool
+    last_step: int | None
+    reconnects: dict[str, int]
+
+
+class Follower:
+    """Polls every host of a run until each has ended, is lost, or the run's deadline passes."""
+
+    def __init__(self, connector: Connector, sessions: dict[str, Session], layouts: dict[str, Layout],
+                 console: Console, *, total: int | None, regex: str | None, stream_copy: Path,
+                 lost_after: float, interval: float = 1.0) -> None:
+        self.connector = connector
+        self.layouts = layouts
+        self.console = console
+        self.hosts = {name: HostFollow(host=s.host, session=s) for name, s in sessions.items()}
+        self.worker0 = next(name for name, s in sessions.items() if s.host.worker == 0)
+        self.total = total
+        self.regex = re.compile(regex) if regex else None
+        self.stream_copy = stream_copy
+        self.lost_after = lost_after
+        self.interval = interval
+        self.last_step: int | None = None
+
+    def follow(self, deadline: float, description: str) -> FollowResult:
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn()]
+        with Progress(*columns, console=self.console, transient=False) as bar:
+            task = bar.add_task(description, total=self.total)
+            while True:
+                active = [h for h in self.hosts.values() if h.running and h.lost is None]
+                if not active:
+                    break
+                if time.monotonic() > deadline:
+                    return self._result(timed_out=True)
+                limit = self.connector.timeouts.poll + self.connector.timeouts.connect + 5
+                outcomes = fan_out(self._poll, active, timeout=limit, name=lambda h: h.host.name)
+                for follow in active:
+                    outcome = outcomes[follow.host.name]
+                    if outcome.ok:
+                        self._print(follow, bar, task)
+                    else:
+                        self._unreachable(follow, outcome.error)
+                if any(h.running and h.lost is None for h in self.hosts.values()):
+                    time.sleep(self.interval)
+        return self._result(timed_out=False)
+
+    def _result(self, timed_out: bool) -> FollowResult:
+        return FollowResult(
+            exit_codes={n: h.exit_code for n, h in self.hosts.items()},
+            lost={n: h.lost for n, h in self.hosts.items() if h.lost},
+            timed_out=timed_out, last_step=self.last_step,
+            reconnects={n: h.reconnects for n, h in self.hosts.items()})
+
+    def _poll(self, follow: HostFollow) -> None:
+        """One host: reconnect if needed, read its state and the new bytes of its logs."""
+        if follow.session is None:
+            follow.session = self.connector.open(follow.host)
+            follow.reconnects += 1
+            self.console.print(f"[green]{follow.host.name}: reconnected; resuming its logs at byte "
+                               f"{follow.offsets['stdout.log']}[/]")
+        s, layout = follow.session, self.layouts[follow.host.name]
+        out = shlex.quote(layout.output)
+        state = s.check(
+            f"pg=$(cat {shlex.quote(layout.pid_file)} 2>/dev/null); "
+            f'if [ -n "$pg" ] && kill -0 -- "-$pg" 2>/dev/null; then echo running; else echo ended; fi; '
+            f"cat {out}/exit_code 2>/dev/null || echo none; "
+            f"stat -c %s {out}/stdout.log 2>/dev/null || echo 0; stat -c %s {out}/stderr.log 2>/dev/null || echo 0",
+            "polling the workload", timeout=s.timeouts.poll).split()
+        running, code, sizes = state[0] == "running", state[1], {"stdout.log": int(state[2]), "stderr.log": int(state[3])}
+        for log, size in sizes.items():
+            if log == "stdout.log" and follow.host.worker != 0:
+                continue
+            start = follow.offsets[log]
+            if size > start:
+                count = min(size - start, _READ_LIMIT)
+                text = s.check(f"tail -c +{start + 1} {out}/{log} | head -c {count}", f"reading {log}",
+                               timeout=s.timeouts.poll)
+                follow.partial[log] += text
+                follow.offsets[log] = start + count
+        follow.unreachable_since = None
+        follow.exit_code = int(code) if code.lstrip("-").isdigit() else None
+        # An ended process group with no exit_code was killed before its wrapper could write one.
+        follow.running = running
+
+    def _print(self, follow: HostFollow, bar: Progress, task: int) -> None:
+        for log in ("stdout.log", "stderr.log"):
+            lines = follow.partial[log].split("\n")
+            follow.partial[log] = lines.pop()  # an unfinished last line waits for the next poll
+            if log == "stdout.log" and follow.host.worker == 0 and lines:
+                with self.stream_copy.open("a") as f:
+                    f.write("\n".join(lines) + "\n")
+            for line in lines:
+                if log == "stdout.log":
+                    step = progress_step(line, self.regex)
+                    if step is not None:
+                        self.last_step = step
+                        bar.update(task, completed=step)
+                elif _ERROR_LINE.search(line):
+                    self.console.print(f"[red]{follow.host.name}:[/] {line}", highlight=False, markup=False)
+        if not follow.running:
+            if follow.host.worker == 0 and follow.partial["stdout.log"]:
+                with self.stream_copy.open("a") as f:
+                    f.write(follow.partial["stdout.log"])
+                follow.partial["stdout.log"] = ""
+            status = "exit code 0" if follow.exit_code == 0 else (
+                f"exit code {follow.exit_code}" if follow.exit_code is not None else "ended without an exit code")
+            style = "green" if follow.exit_code == 0 else "red"
+            self.console.print(f"[{style}]{follow.host.name}: worker {follow.host.worker} finished, {status}[/]")
+
+    def _unreachable(self, follow: HostFollow, error: BaseException | None) -> None:
+        now = time.monotonic()
+        if follow.unreachable_since is None:
+            follow.unreachable_since = now
+            self.console.print(f"[yellow]{follow.host.name}: connection lost ({error}); reconnecting[/]",
+                               highlight=False)
+        if follow.session is not None:
+            follow.session.close()
+            follow.session = None
+        if now - follow.unreachable_since > self.lost_after:
+            follow.lost = f"unreachable for {self.lost_after:.0f}s ({error})"
+            self.console.print(f"[red]{follow.host.name}: giving up on it: {follow.lost}[/]", highlight=False)

@@ -1,0 +1,445 @@
+"""`ernie run` and the commands that act on a run later: status, logs, collect, stop.
+
+A run: wait for SSH on every host -> push the bundle -> set up each host -> start detached on every
+worker -> follow worker 0's progress -> collect every worker's output -> manifest.json. Each step is
+timed into timeline.json. Everything a later command needs (and `ernie run --resume`, which restarts
+a run where its checkpoints left off) is kept in results/RUN_ID/run.json: the resolved workload, the
+inventory's source and public copy, and each host's directory. No secret is ever written there.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ernie.errors import ErnieError
+from ernie.inventory import Host, Inventory, resolve_inventory
+from ernie.remote.collect import Collected, collect_host, sha256_file
+from ernie.remote.connect import Connector, RemoteError, Session, Timeouts, fan_out
+from ernie.remote.layout import Layout
+from ernie.remote.push import Bundle, PushResult, push
+from ernie.remote.runners import Probe, RunSpec, probe, setup, start, stop
+from ernie.remote.stream import Follower
+from ernie.workload import ResolvedWorkload
+
+RUN_FILE = "run.json"
+MANIFEST = "manifest.json"
+TIMELINE = "timeline.json"
+KNOWN_HOSTS = "known_hosts"
+STREAM_COPY = "worker0.stream.log"  # worker 0's stdout as the live stream received it
+
+
+def new_run_id(workload: str) -> str:
+    """`YYYYmmdd-HHMMSS-<workload>-<4 hex>`, in UTC."""
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{workload}-{secrets.token_hex(2)}"
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Timeline:
+    """results/RUN_ID/timeline.json, rewritten as each step ends so an interrupted run keeps what it did."""
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.steps: list[dict[str, Any]] = []
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time one step; `ok` is False when it raised (Ctrl-C included)."""
+        start, ok = time.time(), False
+        try:
+            yield
+            ok = True
+        finally:
+            end = time.time()
+            self.steps.append({"name": name, "start": round(start, 3), "end": round(end, 3),
+                               "duration_s": round(end - start, 3), "ok": ok})
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"run_id": self.run_id, "steps": self.steps}, indent=2) + "\n")
+
+
+@dataclass
+class RunOptions:
+    """How patient a run is, and where it writes."""
+
+    results_root: Path = Path("results")
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    run_timeout_s: float = 24 * 3600.0  # past this the workers are stopped and what exists is collected
+    lost_after_s: float = 300.0  # a host unreachable this long mid-run is given up on
+    collect_timeout_s: float = 1800.0
+
+
+@dataclass
+class RunRecord:
+    """results/RUN_ID/run.json: the run's resolved state."""
+
+    run_id: str
+    workload: str
+    spec_file: str
+    params: dict[str, Any]
+    command: str
+    created: str
+    inventory_source: dict[str, str]  # {"kind": "stack"|"file"|"local", "value": ...}
+    inventory: dict[str, Any]  # Inventory.public(): no secret
+    collect_paths: list[str]
+    progress_total: int | None
+    progress_regex: str | None
+    requirements: str | None
+    requirements_sha256: str | None
+    host_bases: dict[str, str] = field(default_factory=dict)  # host -> ernie's directory on it
+
+    @classmethod
+    def load(cls, results_root: Path, run_id: str | None) -> RunRecord:
+        """A run's record; the most recent run when `run_id` is None."""
+        if run_id is None:
+            runs = sorted(p.parent.name for p in results_root.glob(f"*/{RUN_FILE}"))
+            if not runs:
+                raise ErnieError(f"no runs under {results_root}/: start one with `ernie run WORKLOAD`")
+            run_id = runs[-1]
+        path = results_root / run_id / RUN_FILE
+        if not path.is_file():
+            raise ErnieError(f"run {run_id}: no {path} (is --results {results_root} the right directory?)")
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, results_root: Path) -> None:
+        path = results_root / self.run_id / RUN_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    def spec(self, inventory: Inventory) -> RunSpec:
+        return RunSpec(run_id=self.run_id, workload=self.workload, command=self.command, runner=inventory.runner,
+                       num_workers=len(inventory.hosts), coordinator_address=inventory.coordinator.private_address,
+                       image=inventory.image, requirements=self.requirements,
+                       requirements_sha256=self.requirements_sha256)
+
+    def layout(self, host: str) -> Layout:
+        return Layout(base=self.host_bases[host], workload=self.workload, run_id=self.run_id)
+
+
+def inventory_source(stack: str | None, inventory_file: Path | None, local: bool) -> dict[str, str]:
+    """Where the inventory came from, recorded so later commands can find the same hosts."""
+    if local:
+        return {"kind": "local", "value": "local"}
+    if inventory_file is not None:
+        return {"kind": "file", "value": str(inventory_file.resolve())}
+    return {"kind": "stack", "value": stack or ""}
+
+
+def recorded_inventory(record: RunRecord, stack: str | None, inventory_file: Path | None, local: bool) -> Inventory:
+    """The inventory given on the command line, else the one the run was started with."""
+    if stack or inventory_file or local:
+        return resolve_inventory(stack, inventory_file, local)
+    src = record.inventory_source
+    return resolve_inventory(src["value"] if src["kind"] == "stack" else None,
+                             Path(src["value"]) if src["kind"] == "file" else None, src["kind"] == "local")
+
+
+def _fail_on_errors(what: str, outcomes: dict[str, Any]) -> None:
+    errors = {name: o.error for name, o in outcomes.items() if not o.ok}
+    if errors:
+        lines = "; ".join(f"{name}: {err}" for name, err in sorted(errors.items()))
+        raise ErnieError(f"{what} failed on {len(errors)} of {len(outcomes)} host(s): {lines}")
+
+
+def run_workload(resolved: ResolvedWorkload, inventory: Inventory, source: dict[str, str], opts: RunOptions,
+                 console: Console, run_id: str | None = None, timeline: Timeline | None = None,
+                 on_started: Callable[[str], None] | None = None) -> int:
+    """Run a resolved workload on every host of the inventory; 0 only if every worker finished 0 and was collected."""
+    workload = resolved.workload
+    run_id = run_id or new_run_id(workload.name)
+    run_dir = opts.results_root / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timeline = timeline or Timeline(run_dir / TIMELINE, run_id)
+    requirements_sha = (sha256_file(workload.directory / workload.requirements) if workload.requirements else None)
+    record = RunRecord(
+        run_id=run_id, workload=workload.name, spec_file=str(workload.spec_file), params=resolved.params,
+        command=resolved.command, created=_now_iso(), inventory_source=source, inventory=inventory.public(),
+        collect_paths=list(workload.collect_paths), progress_total=resolved.progress_total,
+        progress_regex=workload.progress_regex, requirements=workload.requirements,
+        requirements_sha256=requirements_sha)
+    record.save(opts.results_root)
+    console.print(f"run [bold]{run_id}[/]: {workload.name} on {len(inventory.hosts)} worker(s) "
+                  f"({inventory.runner} runner, {inventory.source})")
+    connector = Connector(inventory, run_dir / KNOWN_HOSTS, opts.timeouts)
+    hosts = {h.name: h for h in inventory.hosts}
+
+    with timeline.step("wait_ssh"):
+        deadline = time.monotonic() + opts.timeouts.wait_ssh
+        opened = fan_out(lambda h: connector.wait(h, deadline), inventory.hosts,
+                         timeout=opts.timeouts.wait_ssh + opts.timeouts.connect * 3, name=lambda h: h.name)
+        sessions = {name: o.value for name, o in opened.items() if o.ok}
+        try:
+            _fail_on_errors("connecting", opened)
+        except ErnieError:
+            for s in sessions.values():
+                s.close()
+            raise
+    record.host_bases = {name: s.base for name, s in sessions.items()}
+    record.save(opts.results_root)
+    spec = record.spec(inventory)
+    layouts = {name: record.layout(name) for name in hosts}
+    try:
+        resolved_json = json.dumps({"run_id": run_id, "workload": workload.name, "params": resolved.params,
+                                    "command": resolved.command}, indent=2).encode()
+        bundle = Bundle.from_directory(workload.directory, extra={"ernie_run.json": resolved_json})
+        with timeline.step("push"):
+            pushed = fan_out(lambda s: push(s, bundle, layouts[s.host.name].bundle), sessions.values(),
+                             timeout=opts.timeouts.command * 2, name=lambda s: s.host.name)
+            _fail_on_errors("pushing the bundle", pushed)
+        _report_push(console, {n: o.value for n, o in pushed.items()}, bundle)
+        with timeline.step("setup"):
+            done = fan_out(lambda s: setup(s, layouts[s.host.name], spec), sessions.values(),
+                           timeout=3600 + opts.timeouts.command, name=lambda s: s.host.name)
+            _fail_on_errors("setting up", done)
+        with timeline.step("run"):
+            started = fan_out(lambda s: start(s, layouts[s.host.name], spec), sessions.values(),
+                              timeout=opts.timeouts.command * 2, name=lambda s: s.host.name)
+            if not all(o.ok for o in started.values()):
+                stop_workers(record, inventory, sessions, console)
+                _fail_on_errors("starting the workload", started)
+            if on_started is not None:
+                on_started(run_id)
+            follower = Follower(connector, sessions, layouts, console, total=resolved.progress_total,
+                                regex=workload.progress_regex, stream_copy=run_dir / STREAM_COPY,
+                                lost_after=opts.lost_after_s)
+            followed = follower.follow(time.monotonic() + opts.run_timeout_s, f"{workload.name} worker 0")
+            sessions = {n: f.session for n, f in follower.hosts.items() if f.session is not None}
+            if followed.timed_out:
+                console.print(f"[red]the run passed its {opts.run_timeout_s:.0f}s limit: stopping every worker[/]")
+                stop_workers(record, inventory, sessions, console)
+    finally:
+        for s in sessions.values():
+            s.close()
+    return collect_run(record, inventory, opts, console, timeline=timeline, lost=followed.lost)
+
+
+def _report_push(console: Console, pushed: dict[str, PushResult], bundle: Bundle) -> None:
+    for name, r in sorted(pushed.items()):
+        console.print(f"{name}: pushed {r.files_sent} of {len(bundle.files)} file(s), {r.bytes_sent:,} bytes "
+                      f"sent for a {bundle.total_bytes:,}-byte bundle" + (f", {r.files_deleted} removed"
+                                                                           if r.files_deleted else ""))
+
+
+def stop_workers(record: RunRecord, inventory: Inventory, sessions: dict[str, Session], console: Console) -> None:
+    """End every reachable worker's process group; report the ones that could not be reached."""
+    outcomes = fan_out(lambda s: stop(s, record.layout(s.host.name), inventory.runner, record.run_id),
+                       sessions.values(), timeout=60, name=lambda s: s.host.name)
+    for name, o in sorted(outcomes.items()):
+        console.print(f"{name}: " + (("stopped" if o.value else "not running") if o.ok else f"[red]{o.error}[/]"))
+
+
+def _connect_all(record: RunRecord, inventory: Inventory, opts: RunOptions,
+                 patience_s: float) -> tuple[dict[str, Session], dict[str, str]]:
+    """Sessions to every host of a recorded run (with its known_hosts), and why any could not be opened."""
+    unknown = set(record.host_bases) - {h.name for h in inventory.hosts}
+    if unknown:
+        raise ErnieError(f"run {record.run_id}: host(s) {sorted(unknown)} are not in {inventory.source}; "
+                         "pass the inventory the run was started with")
+    connector = Connector(inventory, opts.results_root / record.run_id / KNOWN_HOSTS, opts.timeouts)
+    deadline = time.monotonic() + patience_s
+    hosts = [h for h in inventory.hosts if h.name in record.host_bases]
+    opened = fan_out(lambda h: connector.wait(h, deadline), hosts, timeout=patience_s + opts.timeouts.connect * 3,
+                     name=lambda h: h.name)
+    sessions = {n: o.value for n, o in opened.items() if o.ok}
+    return sessions, {n: str(o.error) for n, o in opened.items() if not o.ok}
+
+
+def collect_run(record: RunRecord, inventory: Inventory, opts: RunOptions, console: Console,
+                timeline: Timeline | None = None, lost: dict[str, str] | None = None) -> int:
+    """Collect every worker into results/RUN_ID/HOST/ and write manifest.json; 0 only if all are complete.
+
+    A host that cannot be reached keeps whatever an earlier collect brought home (still verified).
+    """
+    run_dir = opts.results_root / record.run_id
+    timeline = timeline or Timeline(run_dir / TIMELINE, record.run_id)
+    with timeline.step("collect"):
+        sessions, unreachable = _connect_all(record, inventory, opts, patience_s=opts.timeouts.connect * 2)
+        unreachable.update({n: why for n, why in (lost or {}).items() if n not in sessions})
+
+        def one(s: Session) -> tuple[Probe, Collected]:
+            layout = record.layout(s.host.name)
+            return probe(s, layout), collect_host(s, layout, run_dir / s.host.name, tuple(record.collect_paths))
+
+        try:
+            outcomes = fan_out(one, sessions.values(), timeout=opts.collect_timeout_s, name=lambda s: s.host.name)
+        finally:
+            for s in sessions.values():
+                s.close()
+        previous = _load_manifest(run_dir).get("hosts", {})
+        hosts_out: dict[str, dict[str, Any]] = {}
+        for host in sorted(inventory.hosts, key=lambda h: h.worker):
+            if host.name not in record.host_bases:
+                continue
+            outcome = outcomes.get(host.name)
+            if outcome is not None and outcome.ok:
+                state, collected = outcome.value
+                hosts_out[host.name] = _host_entry(host, state, collected)
+            else:
+                reason = str(outcome.error) if outcome is not None else unreachable.get(host.name, "unreachable")
+                kept = _still_verified(run_dir / host.name, previous.get(host.name, {}).get("files", {}))
+                hosts_out[host.name] = {"worker": host.worker, "state": "missing",
+                                        "exit_code": previous.get(host.name, {}).get("exit_code"),
+                                        "files": kept, "reason": reason}
+        _write_manifest(run_dir, record, hosts_out)
+    _print_summary(console, record.run_id, hosts_out, run_dir)
+    return 0 if all(h["state"] == "complete" for h in hosts_out.values()) else 1
+
+
+def _host_entry(host: Host, state: Probe, collected: Collected) -> dict[str, Any]:
+    entry: dict[str, Any] = {"worker": host.worker, "state": "", "exit_code": state.exit_code,
+                             "files": collected.files,
+                             "fetched": {"files": collected.fetched_files, "bytes": collected.fetched_bytes}}
+    if state.running:
+        entry.update(state="missing", reason="still running: collect again when it has finished")
+    elif state.exit_code == 0:
+        entry["state"] = "complete"
+    else:
+        entry["state"] = "failed"
+        if state.exit_code is None:
+            entry["reason"] = "the process ended without an exit code (killed)"
+    return entry
+
+
+def _still_verified(host_dir: Path, files: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: meta for name, meta in files.items()
+            if (host_dir / name).is_file() and sha256_file(host_dir / name) == meta["sha256"]}
+
+
+def _load_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_manifest(run_dir: Path, record: RunRecord, hosts: dict[str, dict[str, Any]]) -> None:
+    manifest = {"run_id": record.run_id, "workload": record.workload, "created": record.created,
+                "params": record.params, "inventory": record.inventory, "hosts": hosts}
+    tmp = run_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(run_dir / MANIFEST)
+
+
+def _print_summary(console: Console, run_id: str, hosts: dict[str, dict[str, Any]], run_dir: Path) -> None:
+    table = Table(title=f"run {run_id}", title_justify="left")
+    for column in ("host", "worker", "state", "exit code", "files", "note"):
+        table.add_column(column)
+    style = {"complete": "green", "failed": "red", "missing": "yellow"}
+    for name, h in hosts.items():
+        table.add_row(name, str(h["worker"]), f"[{style[h['state']]}]{h['state']}[/]",
+                      "-" if h["exit_code"] is None else str(h["exit_code"]), str(len(h["files"])),
+                      h.get("reason", ""))
+    console.print(table)
+    console.print(f"results: {run_dir}/ (manifest.json, timeline.json)")
+
+
+def status_run(record: RunRecord, inventory: Inventory, opts: RunOptions, console: Console) -> None:
+    """Print each worker's state: running, exited (code) or unreachable."""
+    sessions, unreachable = _connect_all(record, inventory, opts, patience_s=opts.timeouts.connect)
+    try:
+        probes = fan_out(lambda s: probe(s, record.layout(s.host.name)), sessions.values(),
+                         timeout=opts.timeouts.command, name=lambda s: s.host.name)
+    finally:
+        for s in sessions.values():
+            s.close()
+    table = Table(title=f"run {record.run_id} ({record.workload})", title_justify="left")
+    for column in ("host", "state", "exit code", "stdout bytes"):
+        table.add_column(column)
+    for name in record.host_bases:
+        o = probes.get(name)
+        if o is None or not o.ok:
+            table.add_row(name, "[yellow]unreachable[/]", "-", str(unreachable.get(name) or (o and o.error)))
+            continue
+        p = o.value
+        state = "running" if p.running else ("exited" if p.exit_code is not None else "ended (killed)")
+        table.add_row(name, state, "-" if p.exit_code is None else str(p.exit_code), f"{p.stdout_bytes:,}")
+    console.print(table)
+
+
+def stop_run(record: RunRecord, inventory: Inventory, opts: RunOptions, console: Console) -> None:
+    """End every worker's process group."""
+    sessions, unreachable = _connect_all(record, inventory, opts, patience_s=opts.timeouts.connect)
+    try:
+        stop_workers(record, inventory, sessions, console)
+    finally:
+        for s in sessions.values():
+            s.close()
+    for name, why in sorted(unreachable.items()):
+        console.print(f"[red]{name}: not stopped: {why}[/]")
+    if unreachable:
+        raise ErnieError(f"could not reach {len(unreachable)} host(s) to stop them; run `ernie stop {record.run_id}` again")
+
+
+def logs_run(record: RunRecord, inventory: Inventory, opts: RunOptions, worker: int, follow: bool,
+             write: Callable[[str], None]) -> None:
+    """Print a worker's stdout (from the host); with `follow`, keep printing until it ends."""
+    host = next((h for h in inventory.hosts if h.worker == worker), None)
+    if host is None or host.name not in record.host_bases:
+        raise ErnieError(f"--worker {worker}: run {record.run_id} has workers 0..{len(record.host_bases) - 1}")
+    connector = Connector(inventory, opts.results_root / record.run_id / KNOWN_HOSTS, opts.timeouts)
+    layout = record.layout(host.name)
+    s, offset = None, 0
+    try:
+        while True:
+            try:
+                s = s or connector.open(host)
+                state = probe(s, layout)
+                if state.stdout_bytes > offset:
+                    text = s.check(f"tail -c +{offset + 1} {shlex.quote(layout.output)}/stdout.log | head -c "
+                                   f"{state.stdout_bytes - offset}", "reading stdout.log")
+                    write(text)
+                    offset = state.stdout_bytes
+                if not follow or not state.running:
+                    return
+            except RemoteError:
+                if not follow:
+                    raise
+                if s is not None:
+                    s.close()
+                s = None  # reconnect on the next round and go on from `offset`
+            time.sleep(1.0)
+    except RemoteError as exc:
+        raise ErnieError(str(exc)) from exc
+    finally:
+        if s is not None:
+            s.close()
+
+
+def options(results: Path, wait_ssh_s: float = 600.0, lost_after_s: float = 300.0,
+            timeout_minutes: float = 24 * 60.0) -> RunOptions:
+    """RunOptions from the command line's values, validated."""
+    for flag, value in (("--wait-ssh-seconds", wait_ssh_s), ("--lost-after-seconds", lost_after_s),
+                        ("--timeout-minutes", timeout_minutes)):
+        if value <= 0:
+            raise ErnieError(f"{flag}: {value} must be > 0")
+    return RunOptions(results_root=results, timeouts=Timeouts(wait_ssh=wait_ssh_s), lost_after_s=lost_after_s,
+                      run_timeout_s=timeout_minutes * 60)
+
+
+def run_command(workload: str, sets: list[str], stack: str | None, inventory_file: Path | None, local: bool,
+                opts: RunOptions, console: Console) -> int:
+    """`ernie run`: resolve everything (errors before anything is touched), then run."""
+    from ernie.workload import find_workload, resolve
+
+    resolved = resolve(find_workload(workload), sets)
+    inventory = resolve_inventory(stack, inventory_file, local)
+    return run_workload(resolved, inventory, inventory_source(stack, inventory_file, local), opts, console)
+
+
+def load_run(run_id: str | None, stack: str | None, inventory_file: Path | None, local: bool,
+             results: Path) -> tuple[RunRecord, Inventory]:
+    """A recorded run (the latest if `run_id` is None) and its inventory (the one given, else the run's own)."""
+    record = RunRecord.load(results, run_id)
+    return record, recorded_inventory(record, stack, inventory_file, local)

@@ -1,0 +1,199 @@
+"""Workloads as directories: `workload.toml` (or `NAME.workload.toml`) read, validated and resolved.
+
+The format is docs/workloads.md. A workload is found by its `name` among the built-in ones under
+workloads/, or given as a path (a directory holding `workload.toml`, or a `.workload.toml` file).
+`resolve()` applies `--set key=value` overrides and renders the command with shell-quoted values.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ernie.errors import ErnieError
+
+BUILTIN_ROOT = Path(__file__).resolve().parents[1] / "workloads"
+SPEC_NAME = "workload.toml"
+SPEC_SUFFIX = ".workload.toml"
+DEFAULT_COLLECT = ("**/*",)
+# `{name}` is a placeholder; `${NAME}` is the shell's and is left alone.
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SECTIONS: dict[str, set[str]] = {"setup": {"requirements"}, "collect": {"paths"}, "progress": {"total", "regex"}}
+_TOP_LEVEL = {"name", "command", "description", "params", *_SECTIONS}
+# The name becomes a directory on every host and part of the run id.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+Param = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A workload as its spec file declares it."""
+
+    name: str
+    command: str  # the template, with {placeholders}
+    spec_file: Path
+    description: str = ""
+    params: dict[str, Param] = field(default_factory=dict)
+    requirements: str | None = None  # relative to the bundle directory
+    collect_paths: tuple[str, ...] = DEFAULT_COLLECT
+    progress_total: str | None = None  # a template, e.g. "{max_steps}"
+    progress_regex: str | None = None
+
+    @property
+    def directory(self) -> Path:
+        """The bundle: the whole directory holding the spec file."""
+        return self.spec_file.parent
+
+
+@dataclass(frozen=True)
+class ResolvedWorkload:
+    """A workload with its parameters fixed: the command each worker runs."""
+
+    workload: Workload
+    params: dict[str, Param]
+    command: str
+    progress_total: int | None
+
+
+def load_workload(spec_file: Path) -> Workload:
+    """Read and validate one spec file; errors name the file and the field."""
+    try:
+        data = tomllib.loads(spec_file.read_text())
+    except OSError as exc:
+        raise ErnieError(f"{spec_file}: cannot read it ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ErnieError(f"{spec_file}: not valid TOML ({exc})") from exc
+
+    def fail(key: str, problem: str) -> ErnieError:
+        return ErnieError(f"{spec_file}: {key}: {problem}")
+
+    for key in data:
+        if key not in _TOP_LEVEL:
+            raise fail(key, f"unknown key; the keys are {', '.join(sorted(_TOP_LEVEL))}")
+    for key in ("name", "command"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise fail(key, "required: a non-empty string (see docs/workloads.md)")
+    if not _NAME.match(data["name"]):
+        raise fail("name", f"{data['name']!r} is not a plain name (letters, digits, . _ -; at most 64)")
+    sections: dict[str, dict[str, Any]] = {}
+    for section, allowed in _SECTIONS.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise fail(section, "expected a table")
+        for key in table:
+            if key not in allowed:
+                raise fail(f"{section}.{key}", f"unknown key; [{section}] takes {', '.join(sorted(allowed))}")
+        sections[section] = table
+
+    params = data.get("params", {})
+    if not isinstance(params, dict):
+        raise fail("params", "expected a table of defaults")
+    for key, value in params.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise fail(f"params.{key}", f"expected a string, number or boolean, got {type(value).__name__}")
+    for placeholder in _PLACEHOLDER.findall(data["command"]):
+        if placeholder not in params:
+            raise fail("command", f"{{{placeholder}}} has no default in [params]")
+
+    requirements = sections["setup"].get("requirements")
+    if requirements is not None and not (spec_file.parent / requirements).is_file():
+        raise fail("setup.requirements", f"{requirements} is not a file in {spec_file.parent}")
+    paths = sections["collect"].get("paths", list(DEFAULT_COLLECT))
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
+        raise fail("collect.paths", "expected a non-empty list of globs under $ERNIE_OUTPUT_DIR")
+    total = sections["progress"].get("total")
+    if total is not None:
+        total = str(total)
+        for placeholder in _PLACEHOLDER.findall(total):
+            if placeholder not in params:
+                raise fail("progress.total", f"{{{placeholder}}} has no default in [params]")
+    regex = sections["progress"].get("regex")
+    if regex is not None:
+        try:
+            if re.compile(regex).groups < 1:
+                raise fail("progress.regex", "needs a group that captures the step, e.g. '\\| num_updates (\\d+)'")
+        except re.error as exc:
+            raise fail("progress.regex", f"not a valid regular expression ({exc})") from exc
+    return Workload(
+        name=data["name"], command=data["command"], spec_file=spec_file.resolve(),
+        description=data.get("description", ""), params=dict(params), requirements=requirements,
+        collect_paths=tuple(paths), progress_total=total, progress_regex=regex,
+    )
+
+
+def builtin_specs(root: Path = BUILTIN_ROOT) -> list[Path]:
+    """Every spec file under the built-in workloads directory."""
+    return sorted([*root.rglob(SPEC_NAME), *root.rglob(f"*{SPEC_SUFFIX}")])
+
+
+def find_workload(spec: str, root: Path = BUILTIN_ROOT) -> Workload:
+    """A built-in workload by name, or the user's own given as a directory or a spec file."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / SPEC_NAME).is_file():
+            raise ErnieError(f"workload {spec}: {path} has no {SPEC_NAME} (docs/workloads.md describes one)")
+        return load_workload(path / SPEC_NAME)
+    if path.is_file():
+        if not path.name.endswith((SPEC_NAME, SPEC_SUFFIX)):
+            raise ErnieError(f"workload {spec}: expected a directory or a {SPEC_NAME} / NAME{SPEC_SUFFIX} file")
+        return load_workload(path)
+    names, broken = [], []
+    for spec_file in builtin_specs(root):
+        try:
+            workload = load_workload(spec_file)
+        except ErnieError as exc:
+            broken.append(str(exc))
+            continue
+        if workload.name == spec:
+            return workload
+        names.append(workload.name)
+    hint = f"built-in workloads: {', '.join(names) or 'none'}"
+    if broken:
+        hint += f"; unreadable: {'; '.join(broken)}"
+    raise ErnieError(f"unknown workload {spec!r}: not a directory, a spec file, or a built-in name ({hint})")
+
+
+def resolve(workload: Workload, overrides: list[str]) -> ResolvedWorkload:
+    """Apply `key=value` overrides (typed like the default) and render the command."""
+    params = dict(workload.params)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ErnieError(f"--set {item!r}: expected key=value")
+        if key not in params:
+            known = ", ".join(sorted(params)) or "none"
+            raise ErnieError(f"--set {key}: {workload.name} has no parameter {key!r} (its parameters: {known})")
+        params[key] = _coerce(key, raw, params[key])
+    command = _PLACEHOLDER.sub(lambda m: shlex.quote(_text(params[m.group(1)])), workload.command)
+    total = None
+    if workload.progress_total is not None:
+        rendered = _PLACEHOLDER.sub(lambda m: _text(params[m.group(1)]), workload.progress_total)
+        try:
+            total = int(float(rendered))
+        except ValueError as exc:
+            raise ErnieError(f"{workload.spec_file}: progress.total: {rendered!r} is not a number") from exc
+    return ResolvedWorkload(workload=workload, params=params, command=command, progress_total=total)
+
+
+def _text(value: Param) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _coerce(key: str, raw: str, default: Param) -> Param:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError as exc:
+        raise ErnieError(f"--set {key}={raw}: expected a {type(default).__name__} like the default {default!r}") from exc
+    return raw
