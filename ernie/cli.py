@@ -38,19 +38,6 @@ def report(
     report_command(results, run_ids or [], all_runs, out)
 
 
-# --- offline plan (ernie/check.py): check ---
-@app.command()
-def check(
-    stack: str = typer.Option(None, "-s", "--stack", help="The stack whose Pulumi.STACK.yaml to check (gcp, aws)."),
-    config: Path = typer.Option(None, "--config", help="A config file in the stack files' shape instead."),
-) -> None:
-    """Offline, before `pulumi up`: resources, workers, $/hour and guardrail findings (exit 1 on a finding)."""
-    from ernie.check import run_check  # Pulumi and the cloud SDKs load only for this command
-
-    raise typer.Exit(run_check(stack, config, Console()))
-# --- end offline plan ---
-
-
 @app.command()
 def sweep(
     cloud: str = typer.Option(..., "--cloud", help="aws or gcp."),
@@ -66,6 +53,102 @@ def sweep(
     from ernie.sweep.command import sweep as run_sweep
 
     raise typer.Exit(run_sweep(cloud, region, project, zone, live_stack, delete, yes))
+
+
+
+# --- remote runs (ernie/run.py, ernie/bench.py): run, status, logs, collect, stop, bench ---
+_STACK = typer.Option(None, "-s", "--stack", help="Hosts from this Pulumi stack's inventory output.")
+_INVENTORY = typer.Option(None, "--inventory", help="Hosts from an inventory file (ARCHITECTURE.md's shape).")
+_LOCAL = typer.Option(False, "--local", help="This machine as the only host.")
+_RESULTS = typer.Option(Path("results"), "--results", help="Where runs are kept.")
+_SET = typer.Option([], "--set", help="Override a workload parameter: key=value (repeatable).")
+_WAIT_SSH = typer.Option(600.0, "--wait-ssh-seconds", help="How long to wait for SSH on every host.")
+_LOST_AFTER = typer.Option(300.0, "--lost-after-seconds", help="Give up on a host unreachable this long mid-run.")
+_TIMEOUT = typer.Option(1440.0, "--timeout-minutes", help="Stop the workers after this long and collect.")
+_RUN_ID = typer.Argument(None, help="The run [default: the latest under --results].")
+out_console = Console()
+
+
+@app.command()
+def run(
+    workload: str = typer.Argument(..., help="A built-in workload's name, a directory, or a .workload.toml file."),
+    stack: str = _STACK, inventory: Path = _INVENTORY, local: bool = _LOCAL, sets: list[str] = _SET,
+    results: Path = _RESULTS, wait_ssh: float = _WAIT_SSH, lost_after: float = _LOST_AFTER,
+    timeout: float = _TIMEOUT,
+) -> None:
+    """Run a workload on every host: push, set up, start detached, stream progress, collect."""
+    from ernie.run import options, run_command
+
+    opts = options(results, wait_ssh, lost_after, timeout)
+    raise typer.Exit(run_command(workload, sets, stack, inventory, local, opts, out_console))
+
+
+@app.command()
+def status(run_id: str = _RUN_ID, stack: str = _STACK, inventory: Path = _INVENTORY, local: bool = _LOCAL,
+           results: Path = _RESULTS) -> None:
+    """Each worker of a run: running, exited (with its code) or unreachable."""
+    from ernie.run import load_run, options, status_run
+
+    status_run(*load_run(run_id, stack, inventory, local, results), options(results), out_console)
+
+
+@app.command()
+def logs(run_id: str = _RUN_ID, worker: int = typer.Option(0, "--worker", help="Which worker's stdout."),
+         follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the worker ends."),
+         stack: str = _STACK, inventory: Path = _INVENTORY, local: bool = _LOCAL, results: Path = _RESULTS) -> None:
+    """Print a worker's stdout from its host."""
+    from ernie.run import load_run, logs_run, options
+
+    record, inv = load_run(run_id, stack, inventory, local, results)
+    logs_run(record, inv, options(results), worker, follow, lambda text: out_console.out(text, end="", highlight=False))
+
+
+@app.command()
+def collect(run_id: str = _RUN_ID, stack: str = _STACK, inventory: Path = _INVENTORY, local: bool = _LOCAL,
+            results: Path = _RESULTS) -> None:
+    """Collect a run's output from every worker again (only what is missing or changed) and rewrite its manifest."""
+    from ernie.run import collect_run, load_run, options
+
+    raise typer.Exit(collect_run(*load_run(run_id, stack, inventory, local, results), options(results), out_console))
+
+
+@app.command()
+def stop(run_id: str = _RUN_ID, stack: str = _STACK, inventory: Path = _INVENTORY, local: bool = _LOCAL,
+         results: Path = _RESULTS) -> None:
+    """End a run's process group on every worker."""
+    from ernie.run import load_run, options, stop_run
+
+    stop_run(*load_run(run_id, stack, inventory, local, results), options(results), out_console)
+
+
+@app.command()
+def bench(
+    workload: str = typer.Argument(..., help="A built-in workload's name, a directory, or a .workload.toml file."),
+    stack: str = typer.Option(..., "-s", "--stack", help="The Pulumi stack to bring up, run on and destroy."),
+    sets: list[str] = _SET, results: Path = _RESULTS,
+    keep: bool = typer.Option(False, "--keep", help="Leave the stack up afterwards (prints how to destroy it)."),
+    wait_ssh: float = _WAIT_SSH, lost_after: float = _LOST_AFTER, timeout: float = _TIMEOUT,
+) -> None:
+    """pulumi up -> run -> collect -> pulumi destroy (always, unless --keep), timed into timeline.json."""
+    from ernie.bench import bench_command
+    from ernie.run import options
+
+    opts = options(results, wait_ssh, lost_after, timeout)
+    raise typer.Exit(bench_command(workload, sets, stack, keep, opts, out_console))
+# --- end remote runs ---
+
+
+# --- offline plan (ernie/check.py): check ---
+@app.command()
+def check(
+    stack: str = typer.Option(None, "-s", "--stack", help="The stack whose Pulumi.STACK.yaml to check (gcp, aws)."),
+    config: Path = typer.Option(None, "--config", help="A config file in the stack files' shape instead."),
+) -> None:
+    """Offline, before `pulumi up`: resources, workers, $/hour and guardrail findings (exit 1 on a finding)."""
+    from ernie.check import run_check  # Pulumi and the cloud SDKs load only for this command
+
+    raise typer.Exit(run_check(stack, config, Console()))
+# --- end offline plan ---
 
 
 def main() -> None:
