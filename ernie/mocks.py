@@ -30,6 +30,7 @@ class RecordedResource:
 
     type: str
     name: str
+    id: str
     inputs: dict[str, Any]
     outputs: dict[str, Any]
 
@@ -45,7 +46,7 @@ class ErnieMocks(pulumi.runtime.Mocks):
         inputs = dict(args.inputs)
         rid, extra = _outputs_for(args.typ, args.name, inputs)
         outputs = {**inputs, **extra}
-        self.resources.append(RecordedResource(args.typ, args.name, inputs, outputs))
+        self.resources.append(RecordedResource(args.typ, args.name, rid, inputs, outputs))
         return rid, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:

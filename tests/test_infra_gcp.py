@@ -1,0 +1,152 @@
+"""The gcp stack's resource graph under Pulumi mocks: workers per slice, SSH reach, grants, TTL teardown, secrets."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ernie.check import Plan, plan
+from infra.grants import TPU_BUCKET_ROLE, TPU_PROJECT_ROLES, TPU_TEARDOWN_PERMISSIONS
+
+REPO = Path(__file__).resolve().parents[1]
+SHELLCHECK = REPO / ".venv" / "bin" / "shellcheck"
+INVENTORY_KEYS = {"cloud", "stack", "ssh_user", "ssh_private_key", "runner", "hosts", "bucket",
+                  "price_per_hour_usd", "price_source", "ttl_minutes"}
+HOST_KEYS = {"name", "address", "private_address", "worker", "accelerator", "chips"}
+
+
+def gcp_plan(tmp_path: Path, changes: dict[str, Any] | None = None) -> Plan:
+    """`ernie check` of the committed gcp stack file with some values changed (None removes a key)."""
+    config = yaml.safe_load((REPO / "Pulumi.gcp.yaml").read_text())["config"]
+    for key, value in (changes or {}).items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    path = tmp_path / "Pulumi.gcp.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    return plan(config_file=path)
+
+
+def inputs_of(result: Plan, typ: str) -> list[dict[str, Any]]:
+    return [r.inputs for r in result.resources if r.type == typ]
+
+
+@pytest.mark.parametrize(("tpu_type", "zone", "runtime", "workers", "chips_per_worker"), [
+    ("v2-8", "us-central1-b", "tpu-ubuntu2204-base", 1, 4),
+    ("v4-32", "us-central2-b", "tpu-vm-tf-2.17.0-pod-pjrt", 4, 4),
+    ("v5litepod-16", "us-west4-a", "v2-alpha-tpuv5-lite", 2, 8),
+])
+def test_one_inventory_host_per_tpu_worker(tmp_path, tpu_type, zone, runtime, workers, chips_per_worker) -> None:
+    result = gcp_plan(tmp_path, {"ernie:tpuType": tpu_type, "gcp:zone": zone, "ernie:runtimeVersion": runtime})
+
+    # A multi-host slice is one TPU resource; its workers are its network endpoints.
+    (node,) = inputs_of(result, "gcp:tpu/v2Vm:V2Vm")
+    assert (node["acceleratorType"], node["zone"], node["runtimeVersion"]) == (tpu_type, zone, runtime)
+    inv = result.inventory
+    assert set(inv) == INVENTORY_KEYS
+    assert (inv["cloud"], inv["stack"], inv["runner"], inv["ssh_user"]) == ("gcp", "gcp", "tpu-vm", "ernie")
+    hosts = inv["hosts"]
+    assert [h["worker"] for h in hosts] == list(range(workers))
+    assert all(set(h) == HOST_KEYS for h in hosts)
+    assert {h["accelerator"] for h in hosts} == {tpu_type}
+    assert {h["chips"] for h in hosts} == {chips_per_worker}
+    assert len({h["address"] for h in hosts}) == len({h["private_address"] for h in hosts}) == workers
+    assert inv["bucket"].startswith("gs://")
+    assert inv["ttl_minutes"] == 180
+
+
+def test_price_comes_from_the_catalog_with_its_source(tmp_path) -> None:
+    inv = gcp_plan(tmp_path).inventory  # v4-32: 16 chips at 3.22 USD per chip-hour
+    assert inv["price_per_hour_usd"] == pytest.approx(16 * 3.22)
+    assert "prices.csv" in inv["price_source"] and "2025-06" in inv["price_source"]
+
+
+def test_ssh_reaches_workers_only_from_the_allowed_ranges(tmp_path) -> None:
+    result = gcp_plan(tmp_path, {"ernie:sshAllowedCidrs": ["203.0.113.7/32", "2001:db8::/48"]})
+    firewalls = inputs_of(result, "gcp:compute/firewall:Firewall")
+    ssh = [f for f in firewalls if any("22" in a.get("ports", []) or "ports" not in a for a in f["allows"])
+           and f.get("sourceRanges")]
+    # IPv4 and IPv6 ranges need separate rules; together they admit exactly the configured ranges.
+    assert sorted(r for f in ssh for r in f["sourceRanges"]) == ["2001:db8::/48", "203.0.113.7/32"]
+    assert all(f["allows"] == [{"protocol": "tcp", "ports": ["22"]}] for f in ssh)
+    # Worker-to-worker traffic is admitted by network tag only, never by address range.
+    (internal,) = [f for f in firewalls if f.get("sourceTags")]
+    assert "sourceRanges" not in internal
+    (node,) = inputs_of(result, "gcp:tpu/v2Vm:V2Vm")
+    assert internal["sourceTags"] == internal["targetTags"] == node["tags"]
+    assert all(f["targetTags"] == node["tags"] for f in ssh)
+    assert not [f for f in result.findings if f.rule == "ssh-open-to-world"]
+
+
+def test_service_account_gets_only_the_listed_roles(tmp_path) -> None:
+    result = gcp_plan(tmp_path)
+    (account,) = [r for r in result.resources if r.type == "gcp:serviceaccount/account:Account"]
+    member = account.outputs["member"]
+    bucket_grants = [g for g in inputs_of(result, "gcp:storage/bucketIAMMember:BucketIAMMember")]
+    project_grants = [g for g in inputs_of(result, "gcp:projects/iAMMember:IAMMember")]
+    assert all(g["member"] == member for g in bucket_grants + project_grants)
+    assert [g["role"] for g in bucket_grants] == [TPU_BUCKET_ROLE]
+    (custom,) = [r for r in result.resources if r.type == "gcp:projects/iAMCustomRole:IAMCustomRole"]
+    assert sorted(custom.inputs["permissions"]) == sorted(TPU_TEARDOWN_PERMISSIONS)
+    assert sorted(g["role"] for g in project_grants) == sorted([*TPU_PROJECT_ROLES, custom.outputs["name"]])
+    # The TPU runs as that account, not as the project's default compute account.
+    (node,) = inputs_of(result, "gcp:tpu/v2Vm:V2Vm")
+    assert node["serviceAccount"]["email"] == account.outputs["email"]
+
+
+def test_bucket_is_private_uniform_and_expires(tmp_path) -> None:
+    (bucket,) = inputs_of(gcp_plan(tmp_path), "gcp:storage/bucket:Bucket")
+    assert bucket["publicAccessPrevention"] == "enforced"
+    assert bucket["uniformBucketLevelAccess"] is True
+    assert bucket["lifecycleRules"][0]["action"]["type"] == "Delete"
+
+
+def test_startup_script_deletes_the_node_at_ttl_and_passes_shellcheck(tmp_path) -> None:
+    result = gcp_plan(tmp_path, {"ernie:ttlMinutes": 95})
+    (node,) = inputs_of(result, "gcp:tpu/v2Vm:V2Vm")
+    script = node["metadata"]["startup-script"]
+    assert "readonly TTL_MINUTES=95" in script
+    node_url = f"https://tpu.googleapis.com/v2/projects/my-ernie-project/locations/us-central2-b/nodes/{node['name']}"
+    assert f"readonly NODE_URL={node_url}" in script
+    assert "curl -sSf -X DELETE" in script and "systemd-run" in script
+    assert node["labels"]["ernie-ttl"] == "95m"
+    check = subprocess.run([str(SHELLCHECK), "--shell=bash", "--severity=style", "-"], input=script,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+
+
+def test_labels_on_everything_that_takes_them(tmp_path) -> None:
+    result = gcp_plan(tmp_path)
+    labelled = [r for r in result.resources if r.type in ("gcp:tpu/v2Vm:V2Vm", "gcp:storage/bucket:Bucket")]
+    assert len(labelled) == 2
+    assert all(r.inputs["labels"] == {"ernie-stack": "gcp", "ernie-ttl": "180m"} for r in labelled)
+
+
+def test_spot_slice(tmp_path) -> None:
+    (node,) = inputs_of(gcp_plan(tmp_path, {"ernie:spot": True}), "gcp:tpu/v2Vm:V2Vm")
+    assert node["schedulingConfig"] == {"spot": True}
+
+
+def test_generated_ssh_key_is_a_secret_in_the_inventory(tmp_path) -> None:
+    result = gcp_plan(tmp_path)
+    assert result.inventory_is_secret
+    assert result.inventory["ssh_private_key"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    (key,) = [r for r in result.resources if r.type == "tls:index/privateKey:PrivateKey"]
+    assert key.inputs["algorithm"] == "ED25519"
+    (node,) = inputs_of(result, "gcp:tpu/v2Vm:V2Vm")
+    assert node["metadata"]["ssh-keys"] == f"ernie:{key.outputs['publicKeyOpenssh'].strip()}"
+
+
+def test_users_own_key_replaces_the_generated_one(tmp_path) -> None:
+    public = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ0ernieexamplekeyexamplekeyexamplekey you@laptop"
+    result = gcp_plan(tmp_path, {"ernie:sshPublicKey": public, "ernie:sshKeyPath": "~/.ssh/id_ed25519"})
+    assert not [r for r in result.resources if r.type == "tls:index/privateKey:PrivateKey"]
+    assert "ssh_private_key" not in result.inventory
+    assert result.inventory["ssh_key_path"] == "~/.ssh/id_ed25519"
+    (node,) = inputs_of(result, "gcp:tpu/v2Vm:V2Vm")
+    assert node["metadata"]["ssh-keys"] == f"ernie:{public}"
