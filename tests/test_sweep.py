@@ -20,6 +20,7 @@ from moto.server import ThreadedMotoServer
 from ernie.sweep import STACK_TAG, TTL_TAG, judge
 from ernie.sweep.aws import AwsAccount
 from ernie.sweep.gcp import GcpProject
+from infra import pricing
 
 REGION = "us-east-1"
 DATA = Path(__file__).parent / "data" / "gcp_sweep"
@@ -118,6 +119,8 @@ def test_aws_finds_exactly_the_planted_leaks(moto_endpoint) -> None:
     assert all("not live" in x.reason for x in found)
     leaked_instance = next(x for x in found if x.resource.kind == "instance")
     assert leaked_instance.resource.usd_per_hour > 10, "a p4d leak is priced from the catalog"
+    leaked_volume = next(x for x in found if x.resource.kind == "volume")
+    assert leaked_volume.resource.usd_per_hour == pytest.approx(100 * pricing.catalog()[("aws", "ebs-gp3")].usd_per_hour)
 
     # Four hours on, the live stack's 180-minute TTL has passed too: its resources with a creation time are due.
     later = judge(resources, {"aws"}, now + timedelta(hours=4))

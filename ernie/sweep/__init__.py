@@ -7,6 +7,7 @@ A resource is a leftover when it carries ernie's stack label and either its stac
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 STACK_TAG = "ernie-stack"
 """Label/tag naming the Pulumi stack that declared a resource (infra/ puts it on everything)."""
 TTL_TAG = "ernie-ttl"
-"""Label/tag holding the stack's ttlMinutes, a whole number of minutes."""
+"""Label/tag holding the stack's ttlMinutes: "180", or "180m" where GCP labels carry it."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ class Leftover:
 
 def ttl_minutes(resource: Tagged) -> int | None:
     """The resource's TTL label as minutes; None when absent or not a whole number."""
-    value = resource.tags.get(TTL_TAG, "")
-    return int(value) if value.isdigit() else None
+    match = re.fullmatch(r"(\d+)m?", resource.tags.get(TTL_TAG, ""))  # "180" (AWS tags) or "180m" (GCP labels)
+    return int(match.group(1)) if match else None
 
 
 def judge(resources: Iterable[Tagged], live_stacks: set[str] | None, now: datetime) -> list[Leftover]:
