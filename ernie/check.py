@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ernie.errors import ErnieError
@@ -165,13 +166,13 @@ def render(result: Plan, console: Console) -> None:
     table.add_column("name")
     table.add_column("what to review", overflow="fold")
     for resource in result.resources:
-        table.add_row(resource.type, resource.name, review(resource))
+        table.add_row(escape(resource.type), escape(resource.name), escape(review(resource)))
     console.print(table)
     inv = result.inventory
     hosts = inv["hosts"]
     chips = sum(h["chips"] for h in hosts)
     console.print(f"workers: {len(hosts)} ({', '.join(h['name'] for h in hosts)}); "
-                  f"{chips} {'chips' if inv['cloud'] == 'gcp' else 'GPUs'}; runner {inv['runner']}")
+                  f"{chips} {'TPU chips' if inv['cloud'] == 'gcp' else 'GPUs'} in all; runner {inv['runner']}")
     console.print(f"cost: {inv['price_per_hour_usd']:.2f} USD/hour ({inv['price_source']}); "
                   f"hosts delete themselves after {inv['ttl_minutes']} minutes")
     if "ssh_private_key" in inv:
@@ -179,7 +180,7 @@ def render(result: Plan, console: Console) -> None:
     if result.findings:
         console.print(f"[bold red]guardrail findings: {len(result.findings)}[/]")
         for f in result.findings:
-            console.print(f"  [red]{f.rule}[/] {f.resource_type} {f.resource_name}: {f.message}", highlight=False)
+            console.print(f"  [red]{f.rule}[/] {escape(f'{f.resource_type} {f.resource_name}: {f.message}')}")
     else:
         console.print("guardrail findings: none (SSH reach, TTL, encryption, public buckets, IMDSv2)")
 

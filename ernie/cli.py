@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ernie.errors import ErnieError
 
@@ -147,7 +148,7 @@ def check(
     """Offline, before `pulumi up`: resources, workers, $/hour and guardrail findings (exit 1 on a finding)."""
     from ernie.check import run_check  # Pulumi and the cloud SDKs load only for this command
 
-    raise typer.Exit(run_check(stack, config, Console()))
+    raise typer.Exit(run_check(stack, config, Console(emoji=False, highlight=False)))
 # --- end offline plan ---
 
 
@@ -156,5 +157,6 @@ def main() -> None:
     try:
         app()
     except ErnieError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # The message quotes user values ("ernie:cloud", "[...]"): neither emoji codes nor markup.
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
         sys.exit(2)
