@@ -56,7 +56,7 @@ UNZIPPED_LIMIT = 262_144_000  # function code plus all its layers, unzipped
 DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # a larger zip must be uploaded through S3
 MAX_LAYERS = 5
 # Part of every cache key: bump it whenever a build step below changes what lands in a zip.
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 
 Arch = Literal["x86_64", "arm64"]
 ARCHES: tuple[str, ...] = get_args(Arch)
@@ -573,7 +573,10 @@ def read_distributions(root: Path) -> tuple[Distribution, ...]:
             owners.setdefault(relative.split("/", 1)[0], name)
     sizes: dict[str, int] = {}
     for path in _files(root):
-        owner = owners.get(path.relative_to(root).parts[0], "(no distribution)")
+        parts = path.relative_to(root).parts
+        # A top-level module's bytecode (six.py -> __pycache__/six.cpython-312.pyc) belongs with it.
+        top = f"{parts[1].split('.')[0]}.py" if parts[0] == "__pycache__" and len(parts) == 2 else parts[0]
+        owner = owners.get(top, "(no distribution)")
         sizes[owner] = sizes.get(owner, 0) + path.stat().st_size
     result = [Distribution(name, version, requires, sizes.get(name, 0)) for name, version, requires in dists]
     if "(no distribution)" in sizes:

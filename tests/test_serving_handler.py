@@ -1,0 +1,175 @@
+"""The serving handler run from the built layers alone, as Lambda runs it.
+
+The tabular layers are built for this interpreter and unpacked; a fresh `python -I -S` process whose
+sys.path is the standard library, the unpacked layers (Lambda's /opt/python) and the function's own zip
+imports the handler and answers real payload 2.0 events. Nothing comes from the test's site-packages, so
+a layer that misses a module (or a dist-info a package reads) fails here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pandas as pd
+import pytest
+
+from infra import layers
+from infra.layers import Target
+
+SERVING = Path(layers.SERVING_DIR)
+VALID = {"age": 50, "sex": 2, "bmi": 25.3, "bp": 94.0, "s1": 180, "s2": 100.2, "s3": 48.0, "s4": 4.0, "s5": 4.6, "s6": 91}
+
+# Runs inside the fresh interpreter: events on stdin (one JSON list), responses on stdout.
+DRIVER = """
+import json, sys
+stdlib = [p for p in sys.path if 'site-packages' not in p]
+sys.path[:] = stdlib + sys.argv[1:]
+import handler, numpy, sklearn, importlib.metadata
+events = json.load(sys.stdin)
+responses = [handler.handler(event, None) for event in events]
+print(json.dumps({"responses": responses, "sys_path": sys.path, "numpy": numpy.__file__,
+                  "sklearn_version": importlib.metadata.version("scikit-learn")}))
+"""
+
+
+@pytest.fixture(scope="module")
+def lambda_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(/opt/python, function dir) unpacked from freshly built (or cached) zips."""
+    built = layers.build_function(layers.load_functions()["tabular"], Target.host(), tmp_path_factory.mktemp("out"))
+    root = tmp_path_factory.mktemp("lambda")
+    for layer in built.layers:  # in order, as Lambda extracts them into /opt
+        with zipfile.ZipFile(layer.archive.path) as z:
+            z.extractall(root / "opt")
+    with zipfile.ZipFile(built.code.path) as z:
+        z.extractall(root / "function")
+    return root / "opt" / "python", root / "function"
+
+
+def event(method: str, path: str, body: Any = None, *, raw: str | None = None, b64: bool = False) -> dict[str, Any]:
+    text = raw if raw is not None else (None if body is None else json.dumps(body))
+    if b64 and text is not None:
+        text = base64.b64encode(text.encode()).decode()
+    return {
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
+                           "requestId": "req-1", "stage": "$default"},
+        "body": text, "isBase64Encoded": b64,
+    }
+
+
+def serve(dirs: tuple[Path, Path], events: list[dict[str, Any]]) -> dict[str, Any]:
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", DRIVER, *map(str, dirs)], input=json.dumps(events),
+                            capture_output=True, text=True, timeout=300, cwd=dirs[1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def response_of(served: dict[str, Any], index: int) -> tuple[int, Any]:
+    response = served["responses"][index]
+    assert response["headers"]["content-type"] == "application/json"
+    return response["statusCode"], json.loads(response["body"])
+
+
+BAD_REQUESTS = [
+    ("malformed JSON", event("POST", "/predict", raw='{"instances": [{'), 400, "malformed JSON"),
+    ("NaN", event("POST", "/predict", raw='{"instances": [{"age": NaN}]}'), 400, "NaN is not valid JSON"),
+    ("empty body", event("POST", "/predict", raw=""), 400, "request body is empty"),
+    ("not an object", event("POST", "/predict", [VALID]), 400, 'the body must be a JSON object {"instances"'),
+    ("no instances", event("POST", "/predict", {"inputs": [VALID]}), 400, "unknown top-level field(s) ['inputs']"),
+    ("instances not a list", event("POST", "/predict", {"instances": VALID}), 400, '"instances": a list of objects'),
+    ("empty batch", event("POST", "/predict", {"instances": []}), 400, '"instances" is empty'),
+    ("oversized batch", event("POST", "/predict", {"instances": [VALID] * 1001}), 413, "holds 1001 instances; the limit is 1000"),
+    ("oversized body", event("POST", "/predict", raw=" " * (1024 * 1024 + 1)), 413, "the limit is 1048576"),
+    ("missing field", event("POST", "/predict", {"instances": [{k: v for k, v in VALID.items() if k != "bmi"}]}),
+     400, "instances[0] is missing field 'bmi'"),
+    ("extra field", event("POST", "/predict", {"instances": [VALID, {**VALID, "smoker": True}]}),
+     400, "instances[1] has unknown field 'smoker'"),
+    ("wrong type", event("POST", "/predict", {"instances": [{**VALID, "age": "fifty"}]}),
+     400, "instances[0].age must be a finite number, got 'fifty'"),
+    ("boolean as number", event("POST", "/predict", {"instances": [{**VALID, "bp": True}]}), 400, "instances[0].bp must be a finite number"),
+    ("unknown category", event("POST", "/predict", {"instances": [{**VALID, "sex": 3}]}),
+     400, "instances[0].sex is 3, not one of the categories [1, 2]"),
+    ("category of the wrong type", event("POST", "/predict", {"instances": [{**VALID, "sex": "2"}]}),
+     400, "instances[0].sex is '2', not one of the categories"),
+    ("instance not an object", event("POST", "/predict", {"instances": [[1, 2]]}), 400, "instances[0] must be an object"),
+    ("bad base64", {**event("POST", "/predict", raw="%%%"), "isBase64Encoded": True}, 400, "not valid base64"),
+    ("unknown route", event("GET", "/nope"), 404, "no route for GET /nope"),
+    ("wrong method", event("GET", "/predict"), 405, "GET is not allowed on /predict; use POST"),
+    ("not a payload 2.0 event", {"httpMethod": "GET", "path": "/health"}, 400, "not an API Gateway HTTP API payload 2.0 event"),
+]
+
+
+INSTANCES = [VALID, {**VALID, "sex": 1, "bmi": 31.0}, {**VALID, "age": 20.5}]
+GOOD_REQUESTS = [
+    event("POST", "/predict", {"instances": INSTANCES}),
+    event("GET", "/health"),
+    event("GET", "/schema"),
+    event("POST", "/predict/", {"instances": [VALID]}, b64=True),
+]
+
+
+@pytest.fixture(scope="module")
+def served(lambda_dirs: tuple[Path, Path]) -> dict[str, Any]:
+    """Every event of this module answered by one fresh interpreter (each start imports the whole stack)."""
+    return serve(lambda_dirs, GOOD_REQUESTS + [e for _, e, _, _ in BAD_REQUESTS])
+
+
+def test_predictions_from_the_layers_alone(lambda_dirs: tuple[Path, Path], served: dict[str, Any]) -> None:
+    opt, _ = lambda_dirs
+    assert not [p for p in served["sys_path"] if "site-packages" in p]
+    assert served["numpy"].startswith(str(opt)), "numpy must come from the layers"
+    predict, health = served["responses"][:2]
+    assert predict["statusCode"] == 200, predict["body"]
+    predictions = json.loads(predict["body"])["predictions"]
+    # The same pickle, loaded here, gives the same numbers: the layers run the real model.
+    pipeline = pickle.loads((opt / "tabular_model" / "model.pkl").read_bytes())
+    expected = pipeline.predict(pd.DataFrame.from_records(INSTANCES, columns=list(VALID)))
+    assert predictions == pytest.approx(list(expected), rel=1e-9)
+    assert len(set(predictions)) == 3
+    assert json.loads(health["body"]) == {"status": "ok", "model": "diabetes-progression", "version": "1.0.0"}
+    assert served["sklearn_version"] == json.loads((opt / "tabular_model" / "schema.json").read_text())["versions"]["scikit-learn"]
+
+
+def test_schema_is_json_schema_of_one_instance(served: dict[str, Any]) -> None:
+    status, schema = response_of(served, 2)
+    assert status == 200
+    assert schema["additionalProperties"] is False and set(schema["required"]) == set(VALID)
+    assert schema["properties"]["sex"] == {"enum": [1, 2]} and schema["properties"]["bmi"] == {"type": "number"}
+    jsonschema.validate(VALID, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**VALID, "sex": 3}, schema)
+
+
+def test_bad_requests_get_4xx_naming_the_problem(served: dict[str, Any]) -> None:
+    assert len(served["responses"]) == len(GOOD_REQUESTS) + len(BAD_REQUESTS)
+    for index, (case, _, status, fragment) in enumerate(BAD_REQUESTS, len(GOOD_REQUESTS)):
+        got_status, body = response_of(served, index)
+        assert got_status == status, f"{case}: {got_status} {body}"
+        assert fragment in body["error"], f"{case}: {body['error']}"
+        assert "Traceback" not in body["error"] and 'File "' not in body["error"], case
+
+
+def test_base64_body_and_trailing_slash(served: dict[str, Any]) -> None:
+    status, body = response_of(served, 3)
+    assert status == 200 and len(body["predictions"]) == 1
+
+
+def test_a_fault_of_ours_is_a_bare_500(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(SERVING))
+    import apigw
+
+    def broken(_: apigw.Request) -> tuple[int, Any]:
+        raise RuntimeError("secret internals /opt/python/x.py")
+
+    response = apigw.dispatch({("GET", "/x"): broken}, event("GET", "/x"))
+    assert response["statusCode"] == 500
+    assert json.loads(response["body"]) == {"error": "internal error", "request_id": "req-1"}
