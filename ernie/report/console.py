@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -10,6 +11,9 @@ from ernie.report import ReportFiles, report_runs
 from ernie.report.render import to_rich
 from ernie.report.tables import comparison_table, problems_table
 from ernie.results import RunSummary, compare
+
+#: The terminal lists the latest runs that are not results; the report lists all of them.
+SHOW_PROBLEMS = 10
 
 
 def print_summary(console: Console, files: ReportFiles, runs: list[RunSummary]) -> None:
@@ -21,7 +25,10 @@ def print_summary(console: Console, files: ReportFiles, runs: list[RunSummary]) 
         console.print("No complete run to compare with MLPerf.")
     problems = problems_table(runs)
     if problems.rows:
-        console.print(to_rich(problems))
+        shown = replace(problems, rows=problems.rows[-SHOW_PROBLEMS:])
+        console.print(to_rich(shown))
+        if len(problems.rows) > SHOW_PROBLEMS:
+            console.print(f"... and {len(problems.rows) - SHOW_PROBLEMS} more not complete: see the report.")
     done = sum(r.succeeded for r in runs)
     console.print(f"{len(runs)} run(s), {done} complete. Report: {files.markdown} and {files.html}")
 

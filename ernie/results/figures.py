@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ernie.results.rundir import MllogEvent, RunFiles
@@ -92,7 +92,7 @@ class RunSummary:
         return self.status == "complete"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(vars(self), sort_keys=True)  # every field is a plain JSON value: no asdict deep copy
 
     @classmethod
     def from_json(cls, text: str) -> RunSummary:

@@ -66,19 +66,15 @@ class ResultsIndex:
         """Index the run directories `dirs`, reading only those that changed; returns how many were read."""
         with closing(self._connect()) as db, db:
             known = dict(db.execute("SELECT run_id, fingerprint FROM runs"))
-            read = 0
-            for path in dirs:
-                fp = fingerprint(path)
-                if known.get(path.name) == fp:
-                    continue
+            changed = [(path, fp) for path in dirs if known.get(path.name) != (fp := fingerprint(path))]
+            for path, fp in changed:
                 s = summarize(read_run(path))
                 db.execute(
                     "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (s.run_id, fp, str(path), s.workload, s.cloud, s.accelerator, s.framework,
                      s.status, s.created, s.to_json()),
                 )
-                read += 1
-        return read
+        return len(changed)
 
     def summaries(self, run_ids: list[str] | None = None) -> list[RunSummary]:
         """The indexed runs (all, or those named, in the order named), oldest first."""

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The parser of the latest training ruleset; the line format is the same in every round.
-from mlperf_logging.compliance_checker.mlp_parser.ruleset_610 import parse_generator
+# The line parser of the latest training ruleset; the line format is the same in every round.
+from mlperf_logging.compliance_checker.mlp_parser.ruleset_610 import TOKEN, string_to_logline
 
 MANIFEST = "manifest.json"
 TIMELINE = "timeline.json"
@@ -132,15 +132,21 @@ def _read_mllog(w: Worker, problems: list[str]) -> list[MllogEvent]:
     for name in (MLPERF_LOG, STDOUT_LOG):
         path = w.directory / name
         if path.is_file():
-            with path.open(encoding="utf-8", errors="replace") as f:
-                lines, errors = parse_generator(f)
-            if errors:
-                problems.append(f"worker 0 ({w.name}): {len(errors)} unreadable :::MLLOG line(s) in {name}")
-            if lines:
-                return [
-                    MllogEvent(ll.key, ll.timestamp, ll.value.get("value"), ll.value.get("metadata") or {})
-                    for ll in lines
-                ]
+            events, bad = [], 0
+            for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines()):
+                at = line.find(TOKEN)  # stdout may prefix the line (a timestamp, a rank)
+                if at < 0:
+                    continue
+                try:
+                    ll = string_to_logline(n, line[at:].strip())
+                except (ValueError, KeyError, TypeError):
+                    bad += 1
+                    continue
+                events.append(MllogEvent(ll.key, ll.timestamp, ll.value["value"], ll.value["metadata"] or {}))
+            if bad:
+                problems.append(f"worker 0 ({w.name}): {bad} unreadable :::MLLOG line(s) in {name}")
+            if events:
+                return events
     problems.append(f"worker 0 ({w.name}): no :::MLLOG lines in {MLPERF_LOG} or {STDOUT_LOG}")
     return []
 
