@@ -214,8 +214,10 @@ _INVOKES = {
 
 
 def install(stack: str, project: str = "ernie") -> ErnieMocks:
-    """Point the Pulumi runtime at a fresh ErnieMocks for one program run, forgetting any previous run's stack."""
+    """Point the Pulumi runtime at a fresh ErnieMocks for one program run, forgetting any previous run's stack
+    and configuration."""
     pulumi.runtime.settings.ROOT.set(None)
+    pulumi.runtime.set_all_config({}, [])
     mocks = ErnieMocks()
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
     return mocks

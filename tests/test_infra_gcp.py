@@ -6,10 +6,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import pytest
 import yaml
 
 from ernie.check import Plan, plan
+from infra.gcp_tpu import TpuSlice, TpuSliceArgs
 from infra.grants import TPU_BUCKET_ROLE, TPU_PROJECT_ROLES, TPU_TEARDOWN_PERMISSIONS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,3 +152,21 @@ def test_users_own_key_replaces_the_generated_one(tmp_path) -> None:
     assert result.inventory["ssh_key_path"] == "~/.ssh/id_ed25519"
     (node,) = inputs_of(result, "gcp:tpu/v2Vm:V2Vm")
     assert node["metadata"]["ssh-keys"] == f"ernie:{public}"
+
+
+@pulumi.runtime.test
+def test_tpu_slice_component_on_its_own(pulumi_mocks):
+    """The component without the program: its hosts output has one entry per endpoint, all children parented."""
+    slice_ = TpuSlice("bench", TpuSliceArgs(
+        project="p", zone="europe-west4-a", region="europe-west4", node_name="ernie-test", accelerator_type="v3-32",
+        runtime_version="tpu-ubuntu2204-base", hosts=4, chips_per_host=4, spot=False,
+        ssh_allowed_cidrs=["10.1.0.0/16"], ssh_user="ernie", ssh_public_key="ssh-ed25519 AAAA test",
+        ttl_minutes=30, labels={"ernie-stack": "test", "ernie-ttl": "30m"}))
+
+    def check(hosts: list[dict]) -> None:
+        assert [h["name"] for h in hosts] == [f"ernie-test-w{i}" for i in range(4)]
+        assert {h["accelerator"] for h in hosts} == {"v3-32"}
+        children = [r for r in pulumi_mocks.resources if r.type != "ernie:gcp:TpuSlice"]
+        assert children and all(r.name.startswith("bench-") for r in children)
+
+    return slice_.hosts.apply(check)

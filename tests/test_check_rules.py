@@ -1,0 +1,83 @@
+"""Guardrail rules (policy/rules.py) on resources as the engine sees them: each fires on the bad shape only."""
+
+from __future__ import annotations
+
+import pytest
+
+from policy import rules
+from policy.rules import RULES, evaluate
+
+SCRIPT_WITH_TEARDOWN = "#!/bin/bash\ncurl -sSf -X DELETE https://tpu.googleapis.com/v2/...\n"
+
+
+@pytest.mark.parametrize(("typ", "props", "fires"), [
+    (rules.GCP_FIREWALL, {"sourceRanges": ["0.0.0.0/0"], "allows": [{"protocol": "tcp", "ports": ["22"]}]}, True),
+    (rules.GCP_FIREWALL, {"sourceRanges": ["0.0.0.0/0"], "allows": [{"protocol": "tcp", "ports": ["20-30"]}]}, True),
+    (rules.GCP_FIREWALL, {"sourceRanges": ["0.0.0.0/0"], "allows": [{"protocol": "all"}]}, True),
+    (rules.GCP_FIREWALL, {"sourceRanges": ["0.0.0.0/0"], "allows": [{"protocol": "tcp", "ports": ["443"]}]}, False),
+    (rules.GCP_FIREWALL, {"sourceRanges": ["203.0.113.7/32"], "allows": [{"protocol": "tcp", "ports": ["22"]}]}, False),
+    (rules.GCP_FIREWALL, {"direction": "EGRESS", "destinationRanges": ["0.0.0.0/0"],
+                          "allows": [{"protocol": "tcp", "ports": ["22"]}]}, False),
+    (rules.AWS_INGRESS_RULE, {"cidrIpv4": "0.0.0.0/0", "ipProtocol": "tcp", "fromPort": 22.0, "toPort": 22.0}, True),
+    (rules.AWS_INGRESS_RULE, {"cidrIpv6": "::/0", "ipProtocol": "-1"}, True),
+    (rules.AWS_INGRESS_RULE, {"cidrIpv4": "0.0.0.0/0", "ipProtocol": "tcp", "fromPort": 443.0, "toPort": 443.0}, False),
+    (rules.AWS_INGRESS_RULE, {"referencedSecurityGroupId": "sg-1", "ipProtocol": "-1"}, False),
+    (rules.AWS_SECURITY_GROUP, {"ingress": [{"cidrBlocks": ["0.0.0.0/0"], "protocol": "tcp", "fromPort": 0,
+                                             "toPort": 65535}]}, True),
+])
+def test_ssh_open_to_world(typ, props, fires) -> None:
+    assert bool(rules.ssh_open_to_world(typ, props)) is fires
+
+
+@pytest.mark.parametrize(("typ", "props", "findings"), [
+    (rules.GCP_TPU_VM, {"labels": {"ernie-ttl": "60m"}, "metadata": {"startup-script": SCRIPT_WITH_TEARDOWN}}, 0),
+    (rules.GCP_TPU_VM, {"labels": {}, "metadata": {"startup-script": SCRIPT_WITH_TEARDOWN}}, 1),
+    (rules.GCP_TPU_VM, {"labels": {"ernie-ttl": "60m"}}, 1),
+    (rules.AWS_INSTANCE, {"instanceInitiatedShutdownBehavior": "terminate", "userData": "shutdown -h +60"}, 0),
+    (rules.AWS_INSTANCE, {"userData": "shutdown -h +60"}, 1),
+    (rules.AWS_INSTANCE, {"instanceInitiatedShutdownBehavior": "stop"}, 2),
+])
+def test_ttl_missing(typ, props, findings) -> None:
+    assert len(rules.ttl_missing(typ, props)) == findings
+
+
+@pytest.mark.parametrize(("typ", "props", "fires"), [
+    (rules.AWS_INSTANCE, {"rootBlockDevice": {"encrypted": True}}, False),
+    (rules.AWS_INSTANCE, {"rootBlockDevice": {"volumeSize": 100.0}}, True),
+    (rules.AWS_INSTANCE, {}, True),
+    (rules.AWS_EBS_VOLUME, {"encrypted": False}, True),
+    (rules.AWS_S3_SSE, {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}]}, False),
+    (rules.AWS_S3_SSE, {"rules": [{}]}, True),
+])
+def test_storage_unencrypted(typ, props, fires) -> None:
+    assert bool(rules.storage_unencrypted(typ, props)) is fires
+
+
+@pytest.mark.parametrize(("typ", "props", "findings"), [
+    (rules.GCP_BUCKET, {"publicAccessPrevention": "enforced", "uniformBucketLevelAccess": True}, 0),
+    (rules.GCP_BUCKET, {"publicAccessPrevention": "inherited", "uniformBucketLevelAccess": True}, 1),
+    (rules.GCP_BUCKET, {}, 2),
+    (rules.AWS_S3_PUBLIC_ACCESS_BLOCK, {"blockPublicAcls": True, "blockPublicPolicy": True,
+                                        "ignorePublicAcls": True, "restrictPublicBuckets": True}, 0),
+    (rules.AWS_S3_PUBLIC_ACCESS_BLOCK, {"blockPublicAcls": True}, 1),
+])
+def test_storage_public(typ, props, findings) -> None:
+    assert len(rules.storage_public(typ, props)) == findings
+
+
+def test_imdsv2() -> None:
+    assert not rules.imdsv2_not_required(rules.AWS_INSTANCE, {"metadataOptions": {"httpTokens": "required"}})
+    assert rules.imdsv2_not_required(rules.AWS_INSTANCE, {"metadataOptions": {"httpTokens": "optional"}})
+    assert rules.imdsv2_not_required(rules.AWS_INSTANCE, {})
+
+
+def test_rules_ignore_other_types() -> None:
+    assert all(rule.check("aws:s3/bucket:Bucket", {}) == [] for rule in RULES)
+
+
+def test_evaluate_names_rule_and_resource() -> None:
+    (finding,) = evaluate([(rules.AWS_INSTANCE, "gpu-0", {"metadataOptions": {"httpTokens": "optional"},
+                                                           "rootBlockDevice": {"encrypted": True},
+                                                           "instanceInitiatedShutdownBehavior": "terminate",
+                                                           "userData": "shutdown -h +5"})])
+    assert (finding.rule, finding.resource_name) == ("imdsv2-required", "gpu-0")
