@@ -41,6 +41,7 @@ class Worker:
     state: str  # complete | failed | missing (docs/workloads.md)
     exit_code: int | None
     directory: Path
+    reason: str | None = None  # why the collector gave it this state, when it said
 
 
 @dataclass
@@ -99,6 +100,7 @@ def _workers(run: RunFiles) -> list[Worker]:
                     state=str(h.get("state", "missing")),
                     exit_code=h.get("exit_code"),
                     directory=run.path / name,
+                    reason=h.get("reason"),
                 )
                 for name, h in hosts.items()
             ),
@@ -115,10 +117,11 @@ def _workers(run: RunFiles) -> list[Worker]:
 def _check_worker(run: RunFiles, w: Worker) -> None:
     """Record a worker that failed, could not be collected, or lost a file the manifest lists."""
     where = f"worker {w.worker} ({w.name})"
+    why = f": {w.reason}" if w.reason else ""
     if w.state == "missing":
-        run.problems.append(f"{where} was not collected (state 'missing')")
+        run.problems.append(f"{where} was not collected (state 'missing'){why}")
     elif w.state == "failed":
-        run.problems.append(f"{where} failed with exit code {w.exit_code}")
+        run.problems.append(f"{where} failed with exit code {w.exit_code}{why}")
     elif w.state != "complete":
         run.problems.append(f"{where} has unknown state {w.state!r}")
     files = ((run.manifest.get("hosts") or {}).get(w.name) or {}).get("files") or {}
