@@ -334,9 +334,15 @@ class _Tools:
     @classmethod
     def find(cls, target: Target) -> _Tools:
         python = sys.executable if sys.version_info[:2] == _version_tuple(target.python_version) else None
-        if python is None:
-            candidate = shutil.which(f"python{target.python_version}")
-            python = candidate if candidate and _version_of(candidate) == target.python_version else None
+        # On PATH, or installed by pyenv without being selected (its shim then refuses to run).
+        pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+        candidates = [shutil.which(f"python{target.python_version}"),
+                      *sorted(map(str, pyenv.glob(f"{target.python_version}.*/bin/python{target.python_version}")),
+                              reverse=True)]
+        for candidate in candidates if python is None else ():
+            if candidate and _version_of(candidate) == target.python_version:
+                python = candidate
+                break
         strip = shutil.which("strip") if platform.machine() == _MACHINE[target.arch] else None
         strip = strip or shutil.which(f"{_MACHINE[target.arch]}-linux-gnu-strip")
         return cls(python, target.python_version if python else None, strip)
