@@ -123,7 +123,8 @@ def _outputs_for(typ: str, name: str, inputs: dict) -> tuple[str, dict]:
             return bucket, {"name": bucket, "url": f"gs://{bucket}",
                             "selfLink": f"https://www.googleapis.com/storage/v1/b/{bucket}"}
         case "gcp:projects/iAMCustomRole:IAMCustomRole":
-            return f"projects/{project}/roles/{inputs['roleId']}", {"name": f"projects/{project}/roles/{inputs['roleId']}"}
+            role = f"projects/{project}/roles/{inputs['roleId']}"
+            return role, {"name": role}
         # AWS
         case "aws:ec2/instance:Instance":
             rid = f"i-{h}"
@@ -190,13 +191,15 @@ def _get_ami(args: dict) -> dict:
             "rootDeviceName": "/dev/sda1", "virtualizationType": "hvm",
             "blockDeviceMappings": [{"deviceName": "/dev/sda1", "noDevice": "", "virtualName": "",
                                      "ebs": {"volume_size": "75", "volume_type": "gp3", "encrypted": "false",
-                                             "delete_on_termination": "true", "snapshot_id": "snap-0123456789abcdef0"}}]}
+                                             "delete_on_termination": "true",
+                                             "snapshot_id": "snap-0123456789abcdef0"}}]}
 
 
 _INVOKES = {
     "aws:ec2/getAmi:getAmi": _get_ami,
     "aws:index/getCallerIdentity:getCallerIdentity": lambda _: {
-        "accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ernie", "userId": "AIDAERNIE", "id": ACCOUNT_ID},
+        "accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ernie", "userId": "AIDAERNIE",
+        "id": ACCOUNT_ID},
     "aws:index/getRegion:getRegion": lambda a: {"name": a.get("region") or DEFAULT_REGION,
                                                 "region": a.get("region") or DEFAULT_REGION, "id": DEFAULT_REGION},
     "aws:index/getPartition:getPartition": lambda _: {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"},
@@ -204,7 +207,8 @@ _INVOKES = {
                                                     "value": "ami-0" + _digest("ssm", a["name"], length=16)},
     "gcp:tpu/getV2RuntimeVersions:getV2RuntimeVersions": lambda a: {
         "versions": sorted({g.base_image for g in GENERATIONS}
-                           | {f"tpu-vm-tf-{v}{pod}-pjrt" for v in TF_VERSIONS for pod in ("", "-pod")}),
+                           | {f"tpu-vm-tf-{v}{pod}{api}" for v in TF_VERSIONS for pod in ("", "-pod")
+                              for api in ("", "-pjrt", "-se")}),
         "id": "runtime-versions", "project": a.get("project"), "zone": a.get("zone")},
     "gcp:tpu/getV2AcceleratorTypes:getV2AcceleratorTypes": lambda a: {
         "types": accelerator_types(), "id": "accelerator-types", "project": a.get("project"), "zone": a.get("zone")},

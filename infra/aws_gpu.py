@@ -47,7 +47,7 @@ class GpuFleetArgs:
 
 
 class GpuFleet(pulumi.ComponentResource):
-    """`instance_count` GPU instances that pull a DLC image, admit SSH only from allowed ranges, and terminate at TTL."""
+    """GPU instances that pull a DLC image, admit SSH only from allowed ranges, and terminate at their TTL."""
 
     hosts: pulumi.Output[list[dict[str, Any]]]
     """One entry per instance, in the inventory's host shape."""

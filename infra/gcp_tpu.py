@@ -11,6 +11,7 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.config import ConfigError
 from infra.grants import TPU_BUCKET_ROLE, TPU_PROJECT_ROLES, TPU_SCOPES, TPU_TEARDOWN_PERMISSIONS
 from infra.startup import render_tpu_startup_script, tpu_node_url
 
@@ -55,6 +56,7 @@ class TpuSlice(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: TpuSliceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ernie:gcp:TpuSlice", name, {}, opts)
+        _check_offered(args)
         child = pulumi.ResourceOptions(parent=self)
         labels = dict(args.labels)
         tag = _network_name(args.node_name)
@@ -87,8 +89,8 @@ class TpuSlice(pulumi.ComponentResource):
         grants = [
             gcp.storage.BucketIAMMember(f"{name}-bucket-writer", bucket=bucket.name, role=TPU_BUCKET_ROLE,
                                         member=account.member, opts=child),
-            *(gcp.projects.IAMMember(f"{name}-{role.rsplit('/', 1)[-1].replace('.', '-').lower()}", project=args.project,
-                                     role=role, member=account.member, opts=child)
+            *(gcp.projects.IAMMember(f"{name}-{role.rsplit('/', 1)[-1].replace('.', '-').lower()}",
+                                     project=args.project, role=role, member=account.member, opts=child)
               for role in TPU_PROJECT_ROLES),
         ]
         teardown_role = gcp.projects.IAMCustomRole(
@@ -123,6 +125,18 @@ class TpuSlice(pulumi.ComponentResource):
         self.service_account_email = account.email
         self.register_outputs({"hosts": self.hosts, "bucket_uri": self.bucket_uri,
                                "service_account_email": self.service_account_email})
+
+
+def _check_offered(args: TpuSliceArgs) -> None:
+    """The live TPU API has the last word over the catalog config.py checked against: stop before any child."""
+    types = gcp.tpu.get_v2_accelerator_types(project=args.project, zone=args.zone).types
+    if args.accelerator_type not in types:
+        raise ConfigError(f"ernie:tpuType: {args.accelerator_type!r}; the TPU API offers in {args.zone}: "
+                          f"{', '.join(sorted(types))}")
+    runtimes = gcp.tpu.get_v2_runtime_versions(project=args.project, zone=args.zone).versions
+    if args.runtime_version not in runtimes:
+        raise ConfigError(f"ernie:runtimeVersion: {args.runtime_version!r}; the TPU API offers in {args.zone}: "
+                          f"{', '.join(sorted(runtimes))}")
 
 
 def tpu_hosts(node: str, accelerator_type: str, chips_per_host: int, endpoints: Sequence[Any]) -> list[dict]:

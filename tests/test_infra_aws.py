@@ -104,7 +104,8 @@ def test_instance_role_pulls_one_repository_and_writes_one_prefix(tmp_path) -> N
     arn = bucket.outputs["arn"]
     assert all(s["Effect"] == "Allow" for s in statements.values())
     assert statements["EcrLogin"]["Action"] == "ecr:GetAuthorizationToken"
-    assert statements["PullTrainingImage"]["Resource"] == "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-training"
+    assert statements["PullTrainingImage"]["Resource"] == \
+        "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-training"
     assert sorted(statements["PullTrainingImage"]["Action"]) == [
         "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
     assert statements["RunResults"]["Resource"] == f"{arn}/aws/*"
@@ -155,12 +156,14 @@ def test_user_data_pulls_checks_gpus_terminates_at_ttl_and_passes_shellcheck(tmp
 def test_spot_instances(tmp_path) -> None:
     (instance,) = inputs_of(aws_plan(tmp_path, {"ernie:spot": True}), INSTANCE)
     assert instance["instanceMarketOptions"] == {
-        "marketType": "spot", "spotOptions": {"spotInstanceType": "one-time", "instanceInterruptionBehavior": "terminate"}}
+        "marketType": "spot",
+        "spotOptions": {"spotInstanceType": "one-time", "instanceInterruptionBehavior": "terminate"}}
 
 
 def test_image_registry_follows_the_region(tmp_path) -> None:
     result = aws_plan(tmp_path, {"aws:region": "af-south-1", "ernie:availabilityZone": "af-south-1b",
-                                 "ernie:framework": "tensorflow", "ernie:dlcTag": "2.19.0-gpu-py312-cu125-ubuntu22.04-ec2"})
+                                 "ernie:framework": "tensorflow",
+                                 "ernie:dlcTag": "2.19.0-gpu-py312-cu125-ubuntu22.04-ec2"})
     assert result.inventory["image"] == ("626614931356.dkr.ecr.af-south-1.amazonaws.com/tensorflow-training:"
                                          "2.19.0-gpu-py312-cu125-ubuntu22.04-ec2")
     (policy,) = inputs_of(result, "aws:iam/rolePolicy:RolePolicy")

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from ernie.check import Plan, plan
+from infra.config import ConfigError
 from infra.gcp_tpu import TpuSlice, TpuSliceArgs
 from infra.grants import TPU_BUCKET_ROLE, TPU_PROJECT_ROLES, TPU_TEARDOWN_PERMISSIONS
 
@@ -170,3 +171,17 @@ def test_tpu_slice_component_on_its_own(pulumi_mocks):
         assert children and all(r.name.startswith("bench-") for r in children)
 
     return slice_.hosts.apply(check)
+
+
+def test_the_live_tpu_api_has_the_last_word(pulumi_mocks) -> None:
+    """A runtime the catalog let through but the zone's runtime list lacks stops the slice before any child."""
+    with pytest.raises(ConfigError, match="ernie:runtimeVersion: 'tpu-vm-tf-9.9.9-pjrt'; the TPU API offers in "
+                                          "us-central2-b: .*tpu-ubuntu2204-base"):
+        TpuSlice("bench", TpuSliceArgs(
+            project="p", zone="us-central2-b", region="us-central2", node_name="ernie-test", accelerator_type="v4-8",
+            runtime_version="tpu-vm-tf-9.9.9-pjrt", hosts=1, chips_per_host=4, spot=False,
+            ssh_allowed_cidrs=["10.1.0.0/16"], ssh_user="ernie", ssh_public_key="ssh-ed25519 AAAA test",
+            ttl_minutes=30, labels={}))
+    assert [r.type for r in pulumi_mocks.resources if r.type != "ernie:gcp:TpuSlice"] == []
+    assert pulumi_mocks.calls == ["gcp:tpu/getV2AcceleratorTypes:getV2AcceleratorTypes",
+                                  "gcp:tpu/getV2RuntimeVersions:getV2RuntimeVersions"]
