@@ -30,7 +30,7 @@ def _root() -> None:
 def report(
     run_ids: list[str] = typer.Argument(None, metavar="[RUN_ID]...", help="Runs to report (directories under --results)."),
     all_runs: bool = typer.Option(False, "--all", help="Report every run under --results and in its database."),
-    out: Path = typer.Option(None, "--out", help="Where report.md and report.html go [default: RESULTS/report]."),
+    out: Path = typer.Option(None, "--out", help="Where report.md and report.html go (default: RESULTS/report)."),
     results: Path = typer.Option(Path("results"), "--results", help="Where runs are collected; holds ernie.db."),
 ) -> None:
     """Write a Markdown and a self-contained HTML report: speed, cost, time-to-target, against MLPerf."""
@@ -55,6 +55,17 @@ def sweep(
 
     raise typer.Exit(run_sweep(cloud, region, project, zone, live_stack, delete, yes))
 
+
+
+@app.command()
+def demo(
+    results: Path = typer.Option(Path("results"), "--results", help="Where the suite's runs are collected."),
+    out: Path = typer.Option(None, "--out", help="Where report.md and report.html go (default: RESULTS/report)."),
+) -> None:
+    """The local benchmark suite (BERT torch and TF, translation, serving) through the run pipeline, then the report."""
+    from ernie.demo import run_demo
+
+    raise typer.Exit(run_demo(results, out, Console()))
 
 
 # --- remote runs (ernie/run.py, ernie/bench.py): run, status, logs, collect, stop, bench ---

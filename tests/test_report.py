@@ -49,6 +49,8 @@ def test_report_all_writes_markdown_html_and_plots(ernie_cmd: list[str], results
     assert INCOMPLETE not in "".join(comparisons)
     assert all(re.search(r"\| \d+x .* vs \d+x .*: ", line) for line in comparisons)
     assert "| MLPerf v0.7 Google TPU v3-32 | 56.74 min | 4x v3-8 vs 16x TPU v3: 4x the chips" in md
+    assert f"| {BERT_TORCH} | 15.00 min to masked_lm_accuracy 0.72 | MLPerf v0.7 Google 8x V100 on GCP |" in md
+    assert f"| {TRANSLATION} | target not reached (bleu 11.560 of 25.0) after 12.0 s |" in md
     # Provenance: image, runtime, command and config hash per run.
     assert "tpu-vm-tf-2.17.0-pjrt" in md and "python train_tf.py --preset base" in md
     assert "Cheapest to its quality target: bert-torch (pytorch) on 8x A100" in md

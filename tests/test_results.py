@@ -18,7 +18,7 @@ import pytest
 from ernie.errors import ErnieError
 from ernie.results import ResultsIndex, compare, mlperf_rows, read_run, summarize
 from ernie.results.index import SCHEMA_VERSION
-from ernie.results.mlperf import accelerator_family, scale_label
+from ernie.results.mlperf import accelerator_family, closest, scale_label
 
 RUNS = Path(__file__).parent / "data" / "runs"
 BERT_TORCH = "20261128-081500-bert-torch-3fa2"  # aws p4d (8x A100), reaches the target
@@ -221,8 +221,9 @@ def test_comparisons_label_the_scale_and_skip_incomplete_runs() -> None:
     cpu = summaries[2]
     pod = next(r for r in mlperf_rows() if r.system == "Google TPU v3-2048")
     assert scale_label(cpu, pod).startswith("1x cpu vs 1024x TPU v3: 1,024x the chips; other accelerator")
-    reached = next(c for c in comparisons if c.run.run_id == BERT_TORCH)
-    assert reached.ours == "15.00 min to masked_lm_accuracy 0.72"
+    near = {c.run.run_id: c.row.system for c in closest(comparisons)}
+    # Same family first (A100 with A100, TPU v3 with TPU v3), then the nearest chip count.
+    assert near == {BERT_TORCH: "NVIDIA DGX A100 40GB", BERT_TF: "Google TPU v3-32", TRANSLATION: "NVIDIA DGX-1 (8x V100)"}
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from ernie.report import ReportFiles, report_runs
 from ernie.report.render import to_rich
 from ernie.report.tables import comparison_table, problems_table
 from ernie.results import RunSummary, compare
+from ernie.results.mlperf import closest
 
 #: The terminal lists the latest runs that are not results; the report lists all of them.
 SHOW_PROBLEMS = 10
@@ -20,7 +21,10 @@ def print_summary(console: Console, files: ReportFiles, runs: list[RunSummary]) 
     """The comparison table, the runs that are not results and why, and the report's paths."""
     comparisons = compare(runs)
     if comparisons:
-        console.print(to_rich(comparison_table(comparisons)))
+        near = closest(comparisons)
+        console.print(to_rich(comparison_table(near)))
+        console.print(f"(each run beside the MLPerf row nearest its scale; the report has all "
+                      f"{len(comparisons)} comparisons)", highlight=False)
     else:
         console.print("No complete run to compare with MLPerf.")
     problems = problems_table(runs)

@@ -7,6 +7,7 @@ import base64
 import html
 
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from ernie.report.plots import Plot
 from ernie.report.tables import Table
@@ -90,5 +91,5 @@ def to_rich(t: Table) -> RichTable:
     for h in t.headers:
         out.add_column(h, overflow="fold")
     for row in t.rows:
-        out.add_row(*row)
+        out.add_row(*(Text(cell) for cell in row))  # cells are data, never rich markup
     return out

@@ -4,6 +4,7 @@ ours compares with them: never without saying how different the scale, the accel
 from __future__ import annotations
 
 import csv
+import math
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -35,17 +36,6 @@ class Comparison:
     run: RunSummary
     row: MlperfRow
     scale: str  # what differs, in words: chips, accelerator, model
-
-    @property
-    def ours(self) -> str:
-        """Our result in the MLPerf row's terms: minutes to the target, or how far from it we stopped."""
-        r = self.run
-        if r.target_reached and r.time_to_target_s is not None:
-            return f"{r.time_to_target_s / 60:.2f} min to {r.eval_metric} {r.eval_target}"
-        ttt = f" after {r.time_to_train_s / 60:.2f} min" if r.time_to_train_s is not None else ""
-        if r.eval_value is None or r.eval_target is None:
-            return f"no evaluation against a target{ttt}"
-        return f"target not reached ({r.eval_metric} {r.eval_value:.3f} of {r.eval_target}){ttt}"
 
 
 @cache
@@ -79,6 +69,21 @@ def compare(runs: list[RunSummary], rows: tuple[MlperfRow, ...] | None = None) -
         for row in rows
         if row.benchmark == run.benchmark
     ]
+
+
+def closest(comparisons: list[Comparison]) -> list[Comparison]:
+    """Per run, the MLPerf row nearest its scale: the same accelerator family first, then the chip ratio."""
+    best: dict[str, Comparison] = {}
+    for c in comparisons:
+        held = best.get(c.run.run_id)
+        if held is None or _distance(c) < _distance(held):
+            best[c.run.run_id] = c
+    return list(best.values())
+
+
+def _distance(c: Comparison) -> tuple[bool, float]:
+    other = accelerator_family(c.run.accelerator) != accelerator_family(c.row.accelerator)
+    return other, abs(math.log(c.row.chips / (c.run.chips or 1)))
 
 
 def scale_label(run: RunSummary, row: MlperfRow) -> str:

@@ -1,0 +1,94 @@
+"""`ernie demo`'s suite logic on small workloads of its own, through the real local run pipeline: a workload
+that completes is reported, one that fails is reported as failed and the suite goes on, one that does not
+exist is reported as unavailable, and the report of the suite's runs is written either way."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from pathlib import Path
+
+from rich.console import Console
+
+from ernie.demo import DemoWorkload, run_demo
+from ernie.errors import ErnieError
+
+# A workload in the docs/workloads.md contract, small enough to finish in a second: an MLPerf log written by
+# mlperf-logging and a result.json on worker 0.
+TRAIN = textwrap.dedent('''
+    import json, os, sys, time
+    from mlperf_logging import mllog
+    out = os.environ["ERNIE_OUTPUT_DIR"]
+    mllog.config(filename=os.path.join(out, "mlperf.log"))
+    log = mllog.get_mllogger()
+    log.event(key="submission_benchmark", value="bert")
+    log.start(key="run_start")
+    for step in range(1, 4):
+        time.sleep(0.05)
+        log.event(key="tracked_stats", value={"loss": 1.0 / step}, metadata={"step": step})
+    log.event(key="eval_accuracy", value=0.5, metadata={"epoch_num": 1})
+    log.end(key="run_stop", metadata={"status": "aborted"})
+    result = {"workload": "demo-ok", "framework": "pytorch", "model": {"preset": "tiny", "hidden": 8, "layers": 1},
+              "accelerator": "cpu", "chips": 1, "hosts": 1, "global_batch_size": 4, "seq_len": 16,
+              "precision": "fp32", "steps": 3, "samples_per_s": 80.0, "flops_per_sample": 1.0e6,
+              "peak_flops_per_device": None, "mfu": None,
+              "eval": {"metric": "masked_lm_accuracy", "value": 0.5, "target": 0.72, "reached": False},
+              "time_to_target_s": None, "versions": {"python": sys.version.split()[0]}, "command": "python train.py"}
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump(result, f)
+''')
+
+
+def _workload(root: Path, name: str, command: str, script: str | None = None) -> Path:
+    d = root / name
+    d.mkdir()
+    (d / "workload.toml").write_text(
+        f'name = "{name}"\ncommand = "{command}"\n[params]\nsteps = 3\n[progress]\ntotal = "{{steps}}"\n')
+    if script:
+        (d / "train.py").write_text(script)
+    return d
+
+
+def test_demo_reports_each_piece_and_goes_on_after_a_failure(tmp_path: Path) -> None:
+    ok = _workload(tmp_path, "demo-ok", "python train.py", TRAIN)
+    broken = _workload(tmp_path, "demo-broken", "echo about to fail >&2; exit 3")
+    results = tmp_path / "results"
+    buf = io.StringIO()
+    served = []
+
+    def serving(console: Console) -> str:
+        served.append(True)
+        return "3 requests answered"
+
+    suite = (DemoWorkload(str(broken)), DemoWorkload(str(tmp_path / "no-such-workload")), DemoWorkload(str(ok)))
+    code = run_demo(results, None, Console(file=buf, width=200), suite=suite, serving=serving)
+    text = buf.getvalue()
+
+    assert code == 1  # not every piece completed
+    assert served == [True]  # the suite went on past the failure and the missing workload
+    rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.startswith("│ ")}
+    assert "failed" in rows["demo-broken"]
+    assert "unavailable" in text and "no-such-workload: not available" in text
+    assert "complete" in rows["demo-ok"] and "complete" in rows["serving"]
+    assert "3 requests answered" in text
+
+    md = (results / "report" / "report.md").read_text()
+    run_rows = [line for line in md.splitlines() if "| demo-" in line and line.startswith("| 2")]
+    assert any("| demo-ok |" in r and "| complete |" in r and "80.0 samples/s" in r for r in run_rows)
+    assert any("| demo-broken |" in r and "| failed |" in r for r in run_rows)
+    assert "failed with exit code 3" in md
+    assert "Against MLPerf Training" in text  # the comparison table, printed at the end
+
+
+def test_demo_reports_a_failing_serving_check_and_still_reports(tmp_path: Path) -> None:
+    ok = _workload(tmp_path, "demo-ok", "python train.py", TRAIN)
+    buf = io.StringIO()
+
+    def serving(console: Console) -> str:
+        raise ErnieError("the tabular layers could not be built: pip said no")
+
+    code = run_demo(tmp_path / "results", tmp_path / "out", Console(file=buf, width=200),
+                    suite=(DemoWorkload(str(ok)),), serving=serving)
+    assert code == 1
+    assert "the tabular layers could not be built" in buf.getvalue()
+    assert (tmp_path / "out" / "report.html").is_file()
