@@ -162,8 +162,8 @@ def render(result: Plan, console: Console) -> None:
     """Print the plan: resources, workers, price, findings."""
     table = Table(title=f"stack {result.stack}: {len(result.resources)} resources ({result.config_file.name})",
                   title_justify="left")
-    table.add_column("type")
-    table.add_column("name")
+    table.add_column("type", overflow="fold")
+    table.add_column("name", overflow="fold")
     table.add_column("what to review", overflow="fold")
     for resource in result.resources:
         table.add_row(escape(resource.type), escape(resource.name), escape(review(resource)))
