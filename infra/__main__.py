@@ -14,8 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pulumi  # noqa: E402
 import pulumi_tls as tls  # noqa: E402
 
-from infra import config, pricing  # noqa: E402
+from infra import config, layers, pricing  # noqa: E402
 from infra.aws_gpu import GpuFleet, GpuFleetArgs  # noqa: E402
+from infra.aws_serving import LambdaService, LambdaServiceArgs  # noqa: E402
 from infra.gcp_tpu import TpuSlice, TpuSliceArgs  # noqa: E402
 from infra.gpu_catalog import AMI_SSH_USER, DLC_DEFAULT_ACCOUNT, DLC_OTHER_ACCOUNTS, DLC_REPOSITORIES  # noqa: E402
 from infra.inventory import build_inventory  # noqa: E402
@@ -56,6 +57,20 @@ else:
 
 # The Lambda serving stack (aws, ernie:serving) sets this to its HTTPS endpoint.
 serving_url: pulumi.Input[str] | None = None
+if cfg.serving is not None:
+    serving = cfg.serving
+    try:  # layers are built (or taken from the cache) and checked against Lambda's limits before any deploy
+        function = layers.build_function(
+            layers.load_functions()["tabular"], layers.Target.lambda_runtime(serving.python_version,
+                                                                              serving.architecture),
+            log=pulumi.log.info)
+    except layers.LayerError as exc:
+        raise config.ConfigError(f"ernie:serving: {exc}") from None
+    serving_url = LambdaService("serving", LambdaServiceArgs(
+        function=function, stack=cfg.stack, memory_mb=serving.memory_mb, timeout_seconds=serving.timeout_seconds,
+        log_retention_days=serving.log_retention_days, throttle_rate=serving.throttle_rate,
+        throttle_burst=serving.throttle_burst, ttl_minutes=cfg.ttl_minutes,
+        tags={**labels, "ernie-ttl": str(cfg.ttl_minutes)})).url
 
 pulumi.export("inventory", pulumi.Output.all(
     hosts=machines.hosts, bucket=machines.bucket_uri, ssh_private_key=ssh_private_key, serving_url=serving_url,

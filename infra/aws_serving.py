@@ -21,9 +21,6 @@ import pulumi_aws as aws
 from infra.grants import render_assume_role_policy
 from infra.layers import BuiltFunction, BuiltLayer
 
-# CloudWatch Logs accepts only these retention periods (days).
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-                      2922, 3288, 3653)
 LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 
 

@@ -31,6 +31,16 @@ COMMON_KEYS = frozenset({"cloud", "ttlMinutes", "spot", "sshAllowedCidrs", "allo
                          "sshPublicKey", "sshKeyPath"})
 GCP_KEYS = frozenset({"tpuType", "runtimeVersion"})
 AWS_KEYS = frozenset({"instanceType", "instanceCount", "availabilityZone", "framework", "dlcTag", "serving"})
+SERVING_KEYS = frozenset({"servingPython", "servingArchitecture", "servingMemoryMb", "servingTimeoutSeconds",
+                          "servingLogRetentionDays", "servingThrottleRate", "servingThrottleBurst"})
+# The serving layers' pins (numpy 2.4, pandas 3) have wheels for the AL2023 runtimes (glibc 2.34) only.
+SERVING_PYTHONS = ("3.12", "3.13")
+SERVING_ARCHITECTURES = ("x86_64", "arm64")
+# API Gateway gives up on an integration after 30 s; a longer function timeout would only hide that.
+SERVING_MAX_TIMEOUT_SECONDS = 30
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                      2922, 3288, 3653)
 _WORLD = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 
@@ -76,6 +86,22 @@ class GpuConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """The Lambda serving stack (infra/aws_serving.py): runtime, size and limits of its function and API."""
+
+    python_version: str
+    """Lambda runtime pythonX.Y the layers are built for."""
+    architecture: str
+    memory_mb: int
+    """Memory, and with it CPU: more makes the cold start's imports faster."""
+    timeout_seconds: int
+    log_retention_days: int
+    throttle_rate: int
+    """Steady requests per second the HTTP API lets through."""
+    throttle_burst: int
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """The whole validated configuration of one stack."""
 
@@ -88,8 +114,8 @@ class StackConfig:
     """Set when cloud is gcp."""
     gpu: GpuConfig | None
     """Set when cloud is aws."""
-    serving: bool
-    """Whether the aws stack also builds the Lambda serving stack."""
+    serving: ServingConfig | None
+    """Set when the aws stack also builds the Lambda serving stack (`ernie:serving: true`)."""
 
 
 def load() -> StackConfig:
@@ -103,7 +129,8 @@ def parse(raw: Mapping[str, str], stack: str) -> StackConfig:
     """Validate raw config values (full keys, string values as Pulumi stores them)."""
     values = _Values(raw)
     cloud = values.choice("cloud", get_args(Cloud))
-    own, other = (GCP_KEYS, AWS_KEYS) if cloud == "gcp" else (AWS_KEYS, GCP_KEYS)
+    aws_keys = AWS_KEYS | SERVING_KEYS
+    own, other = (GCP_KEYS, aws_keys) if cloud == "gcp" else (aws_keys, GCP_KEYS)
     values.refuse_unknown(COMMON_KEYS | own, other, cloud)
     return StackConfig(
         cloud=cloud,
@@ -113,7 +140,7 @@ def parse(raw: Mapping[str, str], stack: str) -> StackConfig:
         access=_access(values),
         tpu=_tpu(values) if cloud == "gcp" else None,
         gpu=_gpu(values) if cloud == "aws" else None,
-        serving=values.flag("serving", default=False),
+        serving=_serving(values) if cloud == "aws" and values.flag("serving", default=False) else None,
     )
 
 
@@ -149,6 +176,36 @@ def _access(values: _Values) -> AccessConfig:
                            "sshPublicKey and sshKeyPath together (your key and where its private half is), "
                            "or neither (the stack makes a key pair and keeps it as a secret)")
     return AccessConfig(tuple(str(n) for n in networks), public_key, key_path)
+
+
+def _serving(values: _Values) -> ServingConfig:
+    def one_of(key: str, accepted: Sequence[str]) -> str:
+        value = values.text(key, ", ".join(accepted)) or accepted[0]
+        if value not in accepted:
+            raise values.error(key, value, ", ".join(accepted))
+        return value
+
+    def bounded(key: str, low: int, high: int, default: int, unit: str) -> int:
+        accepted = f"a whole number of {unit} from {low} to {high}"
+        value = values.integer(key, accepted, default=default)
+        if not low <= value <= high:
+            raise values.error(key, value, accepted)
+        return value
+
+    retention = values.integer("servingLogRetentionDays", "days", default=14)
+    if retention not in LOG_RETENTION_DAYS:
+        raise values.error("servingLogRetentionDays", retention,
+                           f"a CloudWatch retention period: {', '.join(map(str, LOG_RETENTION_DAYS))}")
+    return ServingConfig(
+        python_version=one_of("servingPython", SERVING_PYTHONS),
+        architecture=one_of("servingArchitecture", SERVING_ARCHITECTURES),
+        memory_mb=bounded("servingMemoryMb", 128, 10240, 1024, "MB (Lambda's range)"),
+        timeout_seconds=bounded("servingTimeoutSeconds", 1, SERVING_MAX_TIMEOUT_SECONDS, 30,
+                                "seconds (the HTTP API gives up after 30)"),
+        log_retention_days=retention,
+        throttle_rate=bounded("servingThrottleRate", 1, 10000, 50, "requests per second"),
+        throttle_burst=bounded("servingThrottleBurst", 1, 5000, 100, "requests"),
+    )
 
 
 def _tpu(values: _Values) -> TpuConfig:

@@ -12,14 +12,18 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from ernie.check import Plan, plan
+from ernie.errors import ErnieError
 from ernie.mocks import ErnieMocks, RecordedResource
 from infra import layers
 from infra.aws_serving import LambdaService, LambdaServiceArgs, lambda_layer_name, render_logs_policy
 from infra.layers import Archive, BuiltFunction, BuiltLayer, Distribution, Target
 
+REPO = Path(__file__).resolve().parents[1]
 FUNCTION = "aws:lambda/function:Function"
 LAYER = "aws:lambda/layerVersion:LayerVersion"
 TAGS = {"ernie-stack": "aws", "ernie-ttl": "180"}
@@ -153,3 +157,38 @@ def test_logs_policy_renders_one_scoped_statement() -> None:
     policy = json.loads(render_logs_policy("arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/f"))
     assert policy["Statement"][0]["Resource"] == "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/f:*"
 
+
+
+def aws_plan(tmp_path: Path, changes: dict[str, object]) -> Plan:
+    """`ernie check` of the committed aws stack file with serving turned on and some values changed."""
+    config = yaml.safe_load((REPO / "Pulumi.aws.yaml").read_text())["config"]
+    config.update({"ernie:serving": True, **changes})
+    path = tmp_path / "Pulumi.aws.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    return plan(config_file=path)
+
+
+def test_stack_with_serving_exports_the_url(tmp_path: Path) -> None:
+    """The whole program: real layers for python3.12 (cached by requirements hash), the service, the inventory."""
+    result = aws_plan(tmp_path, {"ernie:servingMemoryMb": 2048})
+    (api,) = [r for r in result.resources if r.type == "aws:apigatewayv2/api:Api"]
+    assert result.inventory["serving_url"] == api.outputs["apiEndpoint"]
+    (function,) = [r.inputs for r in result.resources if r.type == FUNCTION]
+    assert (function["runtime"], function["architectures"], function["memorySize"]) == ("python3.12", ["x86_64"], 2048)
+    assert len(function["layers"]) == 4
+    zips = {r.name: r.inputs for r in result.resources if r.type == LAYER}
+    assert set(zips) == {"serving-numpy-scipy", "serving-pandas", "serving-scikit-learn", "serving-model"}
+
+
+@pytest.mark.parametrize("changes,fragments", [
+    ({"ernie:servingMemoryMb": 64}, ["ernie:servingMemoryMb", "64", "from 128 to 10240"]),
+    ({"ernie:servingTimeoutSeconds": 60}, ["ernie:servingTimeoutSeconds", "60", "from 1 to 30", "gives up after 30"]),
+    ({"ernie:servingArchitecture": "amd64"}, ["ernie:servingArchitecture", "'amd64'", "x86_64, arm64"]),
+    ({"ernie:servingPython": "3.11"}, ["ernie:servingPython", "'3.11'", "3.12, 3.13"]),
+    ({"ernie:servingLogRetentionDays": 10}, ["ernie:servingLogRetentionDays", "10", "7, 14, 30"]),
+    ({"ernie:servingThrottleBurst": 0}, ["ernie:servingThrottleBurst", "0", "from 1 to 5000"]),
+])
+def test_bad_serving_config_is_refused_before_any_resource(tmp_path: Path, changes: dict, fragments: list[str]) -> None:
+    with pytest.raises(ErnieError) as error:
+        aws_plan(tmp_path, changes)
+    assert all(f in str(error.value) for f in fragments), str(error.value)
