@@ -1,0 +1,522 @@
+"""BERT pretraining in PyTorch: masked LM + next-sentence prediction, MLPerf-logged, one CPU to many GPU hosts.
+
+Data comes from prep_data.py (the ernie-bert-v1 format, README.md). Launch:
+
+    # one process, CPU or one GPU
+    python train_torch.py --preset tiny --data-dir data/seq128 --global-batch 32 --max-steps 40 --out out
+    # every GPU of one host
+    torchrun --standalone --nproc-per-node gpu train_torch.py --preset large --data-dir data/seq128 \\
+        --global-batch 4096 --micro-batch 256 --optimizer lamb --lr 4e-3 --compile --out out
+    # several hosts: ernie sets ERNIE_NUM_WORKERS, ERNIE_WORKER_INDEX, ERNIE_COORDINATOR_ADDRESS
+    torchrun --nnodes "$ERNIE_NUM_WORKERS" --node-rank "$ERNIE_WORKER_INDEX" \\
+        --master-addr "$ERNIE_COORDINATOR_ADDRESS" --master-port 29500 --nproc-per-node gpu train_torch.py ...
+    # after a preemption: the same command with --resume continues from the last checkpoint in --out
+    (run_torch.sh, the workload's command, does all of this: data prep when missing, then torchrun.)
+
+What a step does: the global batch (--global-batch sequences) is cut into micro-batches of --micro-batch
+per process; each process runs global_batch / (processes x micro_batch) of them, accumulating gradients,
+then DistributedDataParallel all-reduces once and the optimizer (AdamW, fused where the device has it, or
+LAMB) steps. The loss is normalised by the masked-token count of the whole global batch, so any split of
+the batch over processes and accumulation steps gives the same gradients. The data order is a function
+of (seed, step) alone, so a resumed run reads exactly what the interrupted one would have.
+
+Outputs in --out: mlperf.log (rank 0; also echoed to stdout), result.json (rank 0), checkpoints/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from mlperf_logging.mllog import constants as mlc
+from torch.nn.parallel import DistributedDataParallel
+
+import data
+from flops import peak_flops_for
+from lamb import Lamb
+from mlperf import MLPerfLogger
+from presets import PRESETS, get_preset
+from results import summarize_steps, write_result
+from torch_model import BertPretraining, bert_config, pretraining_loss, unique_parameter_count
+
+WORKLOAD = "bert-torch"
+CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 2
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags, validated against each other, the data and the launch (WORLD_SIZE) before anything runs."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny", help=f"model size: {', '.join(PRESETS)}")
+    parser.add_argument("--data-dir", type=Path, required=True, help="prepared data (prep_data.py)")
+    parser.add_argument("--out", type=Path, required=True, help="where mlperf.log, result.json, checkpoints go")
+    parser.add_argument("--seq-len", type=int, default=None, help="must match the data (default: the data's)")
+    parser.add_argument("--global-batch", type=int, default=32, help="sequences per optimizer step, all processes")
+    parser.add_argument("--micro-batch", type=int, default=0,
+                        help="sequences per process per forward pass; 0: global batch / processes (no accumulation)")
+    parser.add_argument("--max-steps", type=int, default=1000, help="stop after this many optimizer steps")
+    parser.add_argument("--target-accuracy", type=float, default=0.720,
+                        help="stop when masked-LM eval accuracy reaches this (MLPerf: 0.720)")
+    parser.add_argument("--optimizer", choices=("adamw", "lamb"), default="adamw", help="LAMB is MLPerf's")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    parser.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up (default: 1%% of max steps)")
+    parser.add_argument("--weight-decay", type=float, default=0.01, help="not applied to biases and LayerNorms")
+    parser.add_argument("--beta1", type=float, default=0.9, help="first-moment decay")
+    parser.add_argument("--beta2", type=float, default=0.999, help="second-moment decay")
+    parser.add_argument("--eps", type=float, default=1e-6, help="optimizer epsilon")
+    parser.add_argument("--clip-grad-norm", type=float, default=1.0, help="global gradient-norm clip; 0: off")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+                        help="auto: bf16 where the device has it, fp16 with loss scaling on older GPUs, else fp32")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--dropout", type=float, default=None, help="override the preset's dropout (0: none)")
+    parser.add_argument("--eval-every", type=int, default=1000, help="evaluate every N steps, and at the end")
+    parser.add_argument("--eval-samples", type=int, default=10000, help="eval examples per evaluation, at most")
+    parser.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps, and at the end")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out if any")
+    parser.add_argument("--log-every", type=int, default=10, help="tracked_stats every N steps")
+    parser.add_argument("--timing-warmup", type=int, default=5,
+                        help="first steps left out of the throughput figures (compilation, allocator warm-up)")
+    parser.add_argument("--seed", type=int, default=12345, help="model init, data order and dropout")
+    args = parser.parse_args(argv)
+
+    try:
+        preset = get_preset(args.preset)
+    except ValueError as exc:
+        parser.error(f"--preset: {exc}")
+    for flag in ("global_batch", "max_steps", "eval_every", "eval_samples", "checkpoint_every", "log_every"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.lr <= 0:
+        parser.error(f"--lr must be positive, got {args.lr}")
+    if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.seq_len is not None and args.seq_len > preset.max_position:
+        parser.error(
+            f"--seq-len {args.seq_len} exceeds preset {preset.name}'s {preset.max_position} position embeddings"
+        )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.micro_batch < 0:
+        parser.error(f"--micro-batch must be positive (or 0 for global batch / processes), got {args.micro_batch}")
+    if args.micro_batch == 0:
+        if args.global_batch % world:
+            parser.error(f"--global-batch {args.global_batch} is not divisible by the {world} processes")
+        args.micro_batch = args.global_batch // world
+    if args.global_batch % (world * args.micro_batch):
+        parser.error(
+            f"--global-batch {args.global_batch} is not divisible by processes x --micro-batch "
+            f"({world} x {args.micro_batch}); pick a global batch that is a multiple of {world * args.micro_batch}"
+        )
+    args.accumulation = args.global_batch // (world * args.micro_batch)
+    if args.warmup_steps is None:
+        args.warmup_steps = max(1, args.max_steps // 100)
+    if args.warmup_steps < 0 or args.warmup_steps >= args.max_steps:
+        parser.error(f"--warmup-steps must be in 0..{args.max_steps - 1} (below --max-steps), got {args.warmup_steps}")
+    try:
+        meta = data.read_meta(args.data_dir)
+    except data.DataError as exc:
+        parser.error(f"--data-dir: {exc}")
+    if args.seq_len is not None and args.seq_len != meta["seq_len"]:
+        parser.error(f"--seq-len {args.seq_len} differs from the data's {meta['seq_len']}: prepare data at that length")
+    args.seq_len = meta["seq_len"]
+    if args.seq_len > preset.max_position:
+        parser.error(f"the data's seq len {args.seq_len} exceeds preset {preset.name}'s {preset.max_position} positions")
+    if meta["vocab_size"] > preset.vocab_size:
+        parser.error(f"the data's vocab ({meta['vocab_size']}) is larger than preset {preset.name}'s ({preset.vocab_size})")
+    args.max_predictions = meta["max_predictions"]
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where this process sits: its rank among all processes, its device, how many hosts."""
+
+    rank: int
+    local_rank: int
+    world: int
+    hosts: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_launch() -> Launch:
+    """Join torchrun's process group (NCCL on GPUs, gloo on CPUs); a plain `python` run is a world of one."""
+    rank, local_rank, world = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    hosts = int(os.environ.get("ERNIE_NUM_WORKERS", max(1, world // local_world)))
+    return Launch(rank=rank, local_rank=local_rank, world=world, hosts=hosts, device=device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """bf16 where the hardware computes it natively (Ampere+, Hopper; CPUs with AVX512-BF16 or AMX),
+    fp16 with a gradient scaler on older GPUs (V100), fp32 otherwise."""
+    if device.type == "cuda":
+        native = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    else:
+        native = "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    if requested == "auto":
+        return native
+    if requested == "fp16" and device.type != "cuda":
+        raise SystemExit("train_torch.py: error: --precision fp16 needs a GPU; use bf16 or fp32 on a CPU")
+    return requested
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+class ExampleStream:
+    """The training examples, held in memory as tensors, in a fixed order: epoch e is a permutation
+    seeded by (seed, e), and step s takes the s-th global batch of the epochs laid end to end."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], global_batch: int, seed: int, pin: bool) -> None:
+        self.tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        if pin:
+            self.tensors = {k: v.pin_memory() for k, v in self.tensors.items()}
+        self.size = len(arrays["input_ids"])
+        self.global_batch = global_batch
+        self.seed = seed
+        self._orders: dict[int, torch.Tensor] = {}
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._orders:
+            self._orders = {epoch: torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))}
+        return self._orders[epoch]
+
+    def global_indices(self, step: int) -> torch.Tensor:
+        positions = torch.arange(step * self.global_batch, (step + 1) * self.global_batch)
+        epochs = positions // self.size
+        return torch.cat([self._order(int(e))[positions[epochs == e] % self.size] for e in torch.unique(epochs)])
+
+    def gather(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        return {k: v[indices].to(device, non_blocking=True) for k, v in self.tensors.items()}
+
+
+# ---------------------------------------------------------------------------------------------- optimizer
+
+
+def build_optimizer(model: torch.nn.Module, args: argparse.Namespace, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW or LAMB, without weight decay on biases and LayerNorm weights (as BERT)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    betas = (args.beta1, args.beta2)
+    if args.optimizer == "lamb":
+        return Lamb(groups, lr=args.lr, betas=betas, eps=args.eps)
+    # One fused kernel for the whole update on CUDA and CPU; elsewhere the multi-tensor path.
+    fused = device.type in ("cuda", "cpu")
+    return torch.optim.AdamW(groups, lr=args.lr, betas=betas, eps=args.eps, fused=fused, foreach=None if fused else True)
+
+
+def lr_lambda(warmup_steps: int, total_steps: int):
+    """Linear warm-up to the peak, then linear (polynomial power 1) decay to zero, as MLPerf's BERT."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+# ---------------------------------------------------------------------------------------------- eval
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, eval_data: dict[str, torch.Tensor], launch: Launch, batch: int, autocast) -> float:
+    """Masked-LM accuracy over the eval examples, split over the processes: correct / predicted tokens."""
+    model.eval()
+    n = len(eval_data["input_ids"])
+    mine = torch.arange(launch.rank, n, launch.world)
+    counts = torch.zeros(2, dtype=torch.float64, device=launch.device)
+    for start in range(0, len(mine), batch):
+        b = {k: v[mine[start : start + batch]].to(launch.device) for k, v in eval_data.items()}
+        with autocast():
+            mlm_logits, _ = model(b["input_ids"], b["segment_ids"], b["input_mask"], b["masked_lm_positions"])
+        weights = b["masked_lm_weights"]
+        correct = (mlm_logits.argmax(-1) == b["masked_lm_ids"].long()).to(weights.dtype) * weights
+        counts += torch.stack([correct.sum(), weights.sum()]).to(torch.float64)
+    if launch.world > 1:
+        dist.all_reduce(counts)
+    model.train()
+    return float(counts[0] / counts[1])
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_fingerprint(args: argparse.Namespace) -> dict:
+    """What must not change between a run and its resumption."""
+    return {k: getattr(args, k) for k in ("preset", "global_batch", "seq_len", "seed", "optimizer", "max_steps")}
+
+
+def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, scaler, args) -> None:
+    directory = out / CHECKPOINTS
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step-{step:08d}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "step": step,
+            "fingerprint": checkpoint_fingerprint(args),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+        },
+        tmp,
+    )
+    tmp.replace(path)  # a checkpoint is either whole or absent, even if the host is preempted mid-write
+    for old in sorted(directory.glob("step-*.pt"))[:-KEEP_CHECKPOINTS]:
+        old.unlink()
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = sorted((out / CHECKPOINTS).glob("step-*.pt"))
+    return found[-1] if found else None
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    launch = init_launch()
+    init_time = time.time()
+    mllog = MLPerfLogger(args.out, rank=launch.rank, append=args.resume and latest_checkpoint(args.out) is not None)
+    preset = get_preset(args.preset)
+    precision = resolve_precision(args.precision, launch.device)
+    name = device_name(launch.device)
+    if launch.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers (softmax, loss) on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
+
+    torch.manual_seed(args.seed)  # the same initial weights on every process
+    model = BertPretraining(bert_config(preset, args.dropout)).to(launch.device)
+    params = unique_parameter_count(model)
+    optimizer = build_optimizer(model, args, launch.device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.max_steps))
+    scaler = torch.amp.GradScaler(launch.device.type, enabled=precision == "fp16")
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    def autocast():
+        return torch.autocast(launch.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+    start_step = 0
+    resume_from = latest_checkpoint(args.out) if args.resume else None
+    if resume_from is not None:
+        state = torch.load(resume_from, map_location=launch.device, weights_only=False)
+        if state["fingerprint"] != checkpoint_fingerprint(args):
+            raise SystemExit(
+                f"train_torch.py: error: --resume: {resume_from} was written with {state['fingerprint']}, "
+                f"this run has {checkpoint_fingerprint(args)}; use another --out or the same settings"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_step = state["step"]
+
+    train = ExampleStream(data.load_split(args.data_dir, "train"), args.global_batch, args.seed,
+                          pin=launch.device.type == "cuda")
+    eval_arrays = data.load_split(args.data_dir, "eval")
+    eval_data = {k: torch.from_numpy(v[: args.eval_samples]) for k, v in eval_arrays.items()}
+    eval_count = len(eval_data["input_ids"])
+
+    ddp = DistributedDataParallel(model, device_ids=[launch.local_rank] if launch.device.type == "cuda" else None) \
+        if launch.world > 1 else model
+    step_model = torch.compile(ddp) if args.compile else ddp
+
+    if launch.is_main:
+        print(
+            f"bert-torch: preset {preset.name} ({params / 1e6:.1f}M params), {launch.world} process(es) on "
+            f"{launch.hosts} host(s), {name}, {precision}\n"
+            f"  global batch {args.global_batch} = {launch.world} x micro-batch {args.micro_batch} x "
+            f"{args.accumulation} accumulation step(s); seq {args.seq_len}, {args.max_predictions} predictions\n"
+            f"  {args.optimizer} lr {args.lr} warm-up {args.warmup_steps}, steps {start_step}..{args.max_steps}, "
+            f"{train.size} train / {eval_count} eval examples, compile {args.compile}"
+            + (f"\n  resuming from {resume_from}" if resume_from else ""),
+            flush=True,
+        )
+    if resume_from is None:
+        mllog.submission(platform=f"{launch.world}x{name}")
+        mllog.start(mlc.INIT_START)
+        for key, value in (
+            (mlc.SEED, args.seed),
+            (mlc.GLOBAL_BATCH_SIZE, args.global_batch),
+            (mlc.GRADIENT_ACCUMULATION_STEPS, args.accumulation),
+            (mlc.MAX_SEQUENCE_LENGTH, args.seq_len),
+            ("max_predictions_per_seq", args.max_predictions),
+            (mlc.TRAIN_SAMPLES, train.size),
+            (mlc.EVAL_SAMPLES, eval_count),
+            (mlc.OPT_NAME, args.optimizer),
+            (mlc.OPT_BASE_LR, args.lr),
+            (mlc.OPT_LR_WARMUP_STEPS, args.warmup_steps),
+            (mlc.OPT_LR_TRAINING_STEPS, args.max_steps),
+            ("num_warmup_steps", args.warmup_steps),
+            ("start_warmup_step", 0),
+            (mlc.OPT_GRADIENT_CLIP_NORM, args.clip_grad_norm),
+        ):
+            mllog.event(key, value)
+        prefix = "opt_lamb" if args.optimizer == "lamb" else "opt_adamw"
+        for suffix, value in (("beta_1", args.beta1), ("beta_2", args.beta2), ("epsilon", args.eps)):
+            mllog.event(f"{prefix}_{suffix}", value)
+        mllog.event(mlc.OPT_LAMB_WEIGHT_DECAY if args.optimizer == "lamb" else mlc.OPT_ADAMW_WEIGHT_DECAY, args.weight_decay)
+        mllog.end(mlc.INIT_STOP)
+        mllog.start(mlc.RUN_START)
+    else:
+        mllog.event(mlc.INIT_CHECKPOINT_STEP, start_step)
+    run_start = time.time()
+
+    # ---- the training loop
+    step_times: list[float] = []
+    accuracy: float | None = None
+    time_to_target: float | None = None
+    step = start_step
+    mllog.start(mlc.BLOCK_START, metadata={"samples_count": step * args.global_batch})
+    while step < args.max_steps:
+        t0 = time.perf_counter()
+        torch.manual_seed(args.seed * 1_000_003 + step * 1009 + launch.rank)  # dropout, reproducible after a resume
+        indices = train.global_indices(step)
+        mlm_denominator = train.tensors["masked_lm_weights"][indices].sum().to(launch.device)
+        step_loss = torch.zeros((), device=launch.device)
+        for micro in range(args.accumulation):
+            chunk = micro * launch.world + launch.rank
+            batch = train.gather(indices[chunk * args.micro_batch : (chunk + 1) * args.micro_batch], launch.device)
+            last = micro == args.accumulation - 1
+            sync = contextlib.nullcontext() if last or launch.world == 1 else ddp.no_sync()
+            with sync:
+                with autocast():
+                    mlm_logits, nsp_logits = step_model(
+                        batch["input_ids"], batch["segment_ids"], batch["input_mask"], batch["masked_lm_positions"]
+                    )
+                loss = pretraining_loss(mlm_logits, nsp_logits, batch, mlm_denominator, args.global_batch)
+                # DDP averages gradients over processes; the loss is already a share of the global mean.
+                scaler.scale(loss * launch.world).backward()
+            step_loss += loss.detach()
+        if args.clip_grad_norm > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if launch.device.type == "cuda":
+            torch.cuda.synchronize(launch.device)
+        step_times.append(time.perf_counter() - t0)
+
+        if step % args.log_every == 0 or step == args.max_steps:
+            if launch.world > 1:
+                dist.all_reduce(step_loss)
+            recent = step_times[-args.log_every :]
+            mllog.tracked_stats(
+                step,
+                loss=round(float(step_loss), 6),
+                lr=scheduler.get_last_lr()[0],
+                samples_per_s=round(len(recent) * args.global_batch / sum(recent), 2),
+            )
+        if step % args.eval_every == 0 or step == args.max_steps:
+            samples = step * args.global_batch
+            mllog.end(mlc.BLOCK_STOP, metadata={"samples_count": samples})
+            mllog.start(mlc.EVAL_START, metadata={"epoch_num": samples})
+            accuracy = evaluate(model, eval_data, launch, args.micro_batch, autocast)
+            mllog.event(mlc.EVAL_ACCURACY, accuracy, metadata={"epoch_num": samples})
+            mllog.end(mlc.EVAL_STOP, metadata={"epoch_num": samples})
+            if accuracy >= args.target_accuracy:
+                time_to_target = time.time() - run_start
+                break
+            if step < args.max_steps:
+                mllog.start(mlc.BLOCK_START, metadata={"samples_count": samples})
+        if launch.is_main and (step % args.checkpoint_every == 0 or step == args.max_steps):
+            save_checkpoint(args.out, step, model, optimizer, scheduler, scaler, args)
+
+    reached = time_to_target is not None
+    if reached and launch.is_main:
+        save_checkpoint(args.out, step, model, optimizer, scheduler, scaler, args)
+    mllog.end(mlc.RUN_STOP, metadata={"status": mlc.SUCCESS if reached else mlc.ABORTED})
+    train_time = time.time() - run_start
+
+    if launch.is_main:
+        throughput = summarize_steps(
+            step_times, warmup_steps=min(args.timing_warmup, len(step_times) - 1),
+            global_batch_size=args.global_batch, seq_len=args.seq_len,
+        )
+        import transformers  # only for its version
+
+        result = write_result(
+            args.out / "result.json",
+            workload=WORKLOAD, framework="pytorch", framework_version=torch.__version__.split("+")[0],
+            preset=preset, params=params,
+            accelerator="gpu" if launch.device.type == "cuda" else "cpu", device_name=name,
+            chips=launch.world, hosts=launch.hosts,
+            global_batch_size=args.global_batch, seq_len=args.seq_len, max_predictions=args.max_predictions,
+            precision=precision, steps=step, throughput=throughput,
+            peak_flops_per_device=peak_flops_for(name) if launch.device.type == "cuda" else None,
+            eval_value=accuracy, eval_target=args.target_accuracy, time_to_target_s=time_to_target,
+            train_time_s=train_time,
+            versions={"torch": torch.__version__, "transformers": transformers.__version__,
+                      "cuda": torch.version.cuda, "nccl": _nccl_version() if launch.device.type == "cuda" else None,
+                      "driver": _driver_version() if launch.device.type == "cuda" else None},
+            command=shlex.join([Path(sys.executable).name, *sys.argv]),
+        )
+        print(
+            f"bert-torch: {step} steps in {train_time:.1f}s, {result['samples_per_s']} samples/s "
+            f"(p50 {result['step_time_ms_p50']} ms/step), eval accuracy {accuracy:.4f}, mfu {result['mfu']}",
+            flush=True,
+        )
+    mllog.close()
+    if launch.world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+def _nccl_version() -> str | None:
+    with contextlib.suppress(AttributeError, RuntimeError):
+        return ".".join(map(str, torch.cuda.nccl.version()))
+    return None
+
+
+def _driver_version() -> str | None:
+    """The NVIDIA driver, from the kernel module (no nvidia-smi needed)."""
+    with contextlib.suppress(OSError):
+        return Path("/proc/driver/nvidia/version").read_text().split("Kernel Module")[1].split()[0]
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
