@@ -78,6 +78,7 @@ _WAIT_SSH = typer.Option(600.0, "--wait-ssh-seconds", help="How long to wait for
 _LOST_AFTER = typer.Option(300.0, "--lost-after-seconds", help="Give up on a host unreachable this long mid-run.")
 _TIMEOUT = typer.Option(1440.0, "--timeout-minutes", help="Stop the workers after this long and collect.")
 _RUN_ID = typer.Argument(None, help="The run [default: the latest under --results].")
+_WAIT_LATER = typer.Option(30.0, "--wait-ssh-seconds", help="How long to wait for SSH on every host.")
 out_console = Console()
 
 
@@ -97,11 +98,11 @@ def run(
 
 @app.command()
 def status(run_id: str = _RUN_ID, stack: str = _STACK, inventory: Path = _INVENTORY, local: bool = _LOCAL,
-           results: Path = _RESULTS) -> None:
+           results: Path = _RESULTS, wait_ssh: float = _WAIT_LATER) -> None:
     """Each worker of a run: running, exited (with its code) or unreachable."""
     from ernie.run import load_run, options, status_run
 
-    status_run(*load_run(run_id, stack, inventory, local, results), options(results), out_console)
+    status_run(*load_run(run_id, stack, inventory, local, results), options(results, wait_ssh), out_console)
 
 
 @app.command()
@@ -117,20 +118,21 @@ def logs(run_id: str = _RUN_ID, worker: int = typer.Option(0, "--worker", help="
 
 @app.command()
 def collect(run_id: str = _RUN_ID, stack: str = _STACK, inventory: Path = _INVENTORY, local: bool = _LOCAL,
-            results: Path = _RESULTS) -> None:
+            results: Path = _RESULTS, wait_ssh: float = _WAIT_LATER) -> None:
     """Collect a run's output from every worker again (only what is missing or changed) and rewrite its manifest."""
     from ernie.run import collect_run, load_run, options
 
-    raise typer.Exit(collect_run(*load_run(run_id, stack, inventory, local, results), options(results), out_console))
+    record, inv = load_run(run_id, stack, inventory, local, results)
+    raise typer.Exit(collect_run(record, inv, options(results, wait_ssh), out_console))
 
 
 @app.command()
 def stop(run_id: str = _RUN_ID, stack: str = _STACK, inventory: Path = _INVENTORY, local: bool = _LOCAL,
-         results: Path = _RESULTS) -> None:
+         results: Path = _RESULTS, wait_ssh: float = _WAIT_LATER) -> None:
     """End a run's process group on every worker."""
     from ernie.run import load_run, options, stop_run
 
-    stop_run(*load_run(run_id, stack, inventory, local, results), options(results), out_console)
+    stop_run(*load_run(run_id, stack, inventory, local, results), options(results, wait_ssh), out_console)
 
 
 @app.command()

@@ -205,6 +205,8 @@ def run_workload(resolved: ResolvedWorkload, inventory: Inventory, source: dict[
             done = fan_out(lambda s: setup(s, layouts[s.host.name], spec), sessions.values(),
                            timeout=3600 + opts.timeouts.command, name=lambda s: s.host.name)
             _fail_on_errors("setting up", done)
+        for name, o in sorted(done.items()):
+            console.print(f"{name}: set up ({o.value})")
         with timeline.step("run"):
             started = fan_out(lambda s: start(s, layouts[s.host.name], spec), sessions.values(),
                               timeout=opts.timeouts.command * 2, name=lambda s: s.host.name)
@@ -224,7 +226,8 @@ def run_workload(resolved: ResolvedWorkload, inventory: Inventory, source: dict[
     finally:
         for s in sessions.values():
             s.close()
-    return collect_run(record, inventory, opts, console, timeline=timeline, lost=followed.lost)
+    return collect_run(record, inventory, opts, console, timeline=timeline, lost=followed.lost,
+                       patience_s=opts.timeouts.connect * 2)
 
 
 def _report_push(console: Console, pushed: dict[str, PushResult], bundle: Bundle) -> None:
@@ -259,15 +262,17 @@ def _connect_all(record: RunRecord, inventory: Inventory, opts: RunOptions,
 
 
 def collect_run(record: RunRecord, inventory: Inventory, opts: RunOptions, console: Console,
-                timeline: Timeline | None = None, lost: dict[str, str] | None = None) -> int:
+                timeline: Timeline | None = None, lost: dict[str, str] | None = None,
+                patience_s: float | None = None) -> int:
     """Collect every worker into results/RUN_ID/HOST/ and write manifest.json; 0 only if all are complete.
 
-    A host that cannot be reached keeps whatever an earlier collect brought home (still verified).
+    Hosts get `patience_s` (default: the options' wait_ssh) to answer. A host that cannot be reached
+    keeps whatever an earlier collect brought home (still verified).
     """
     run_dir = opts.results_root / record.run_id
     timeline = timeline or Timeline(run_dir / TIMELINE, record.run_id)
     with timeline.step("collect"):
-        sessions, unreachable = _connect_all(record, inventory, opts, patience_s=opts.timeouts.connect * 2)
+        sessions, unreachable = _connect_all(record, inventory, opts, patience_s or opts.timeouts.wait_ssh)
         unreachable.update({n: why for n, why in (lost or {}).items() if n not in sessions})
 
         def one(s: Session) -> tuple[Probe, Collected]:
@@ -347,7 +352,7 @@ def _print_summary(console: Console, run_id: str, hosts: dict[str, dict[str, Any
 
 def status_run(record: RunRecord, inventory: Inventory, opts: RunOptions, console: Console) -> None:
     """Print each worker's state: running, exited (code) or unreachable."""
-    sessions, unreachable = _connect_all(record, inventory, opts, patience_s=opts.timeouts.connect)
+    sessions, unreachable = _connect_all(record, inventory, opts, opts.timeouts.wait_ssh)
     try:
         probes = fan_out(lambda s: probe(s, record.layout(s.host.name)), sessions.values(),
                          timeout=opts.timeouts.command, name=lambda s: s.host.name)
@@ -370,7 +375,7 @@ def status_run(record: RunRecord, inventory: Inventory, opts: RunOptions, consol
 
 def stop_run(record: RunRecord, inventory: Inventory, opts: RunOptions, console: Console) -> None:
     """End every worker's process group."""
-    sessions, unreachable = _connect_all(record, inventory, opts, patience_s=opts.timeouts.connect)
+    sessions, unreachable = _connect_all(record, inventory, opts, opts.timeouts.wait_ssh)
     try:
         stop_workers(record, inventory, sessions, console)
     finally:

@@ -58,8 +58,8 @@ class SshHost:
 
     @property
     def host_key_pub(self) -> str:
-        """The host's public key line (`ssh-ed25519 AAAA...`)."""
-        return (self.root / "ssh_host_ed25519_key.pub").read_text().strip()
+        """The host's public key as known_hosts holds it (`ssh-ed25519 AAAA...`, no comment)."""
+        return " ".join((self.root / "ssh_host_ed25519_key.pub").read_text().split()[:2])
 
 
 @dataclass

@@ -87,6 +87,8 @@ class Session:
     def sh(self, command: str, timeout: float | None = None) -> invoke.Result:
         """Run a shell command; its exit status is the caller's to judge. Raises RemoteError if it cannot finish."""
         limit = timeout or self.timeouts.command
+        if self.is_ssh and self.c.transport is not None:
+            self.c.transport.channel_timeout = limit  # opening the channel counts too (paramiko waits an hour)
         try:
             return self.c.run(command, hide=True, warn=True, in_stream=False, timeout=limit)
         except CommandTimedOut as exc:
@@ -161,23 +163,23 @@ class Connector:
         self.timeouts = timeouts
         self._pkey = _load_key(inventory) if inventory.runner != "local" else None
 
-    def open(self, host: Host) -> Session:
-        """One attempt: connect, authenticate, learn the home directory."""
+    def open(self, host: Host, timeout: float | None = None) -> Session:
+        """One attempt (each phase bounded by `timeout`, default Timeouts.connect): connect, authenticate, learn $HOME."""
         if self.inventory.runner == "local":
             LOCAL_BASE.mkdir(parents=True, exist_ok=True)
             return Session(host, invoke.Context(), str(LOCAL_BASE), self.timeouts)
         t = self.timeouts
+        limit = max(1.0, timeout or t.connect)
         c = fabric.Connection(
             host.address, user=self.inventory.ssh_user, port=host.port,
             config=fabric.Config(ssh_config=paramiko.SSHConfig()),  # the user's ~/.ssh/config must not redirect
-            connect_timeout=int(t.connect),
+            connect_timeout=int(limit),
             connect_kwargs={"pkey": self._pkey, "look_for_keys": False, "allow_agent": False,
-                            "banner_timeout": t.connect, "auth_timeout": t.connect},
+                            "banner_timeout": limit, "auth_timeout": limit},
         )
         c.client.set_missing_host_key_policy(self.keys)
         try:
             c.open()
-            c.transport.channel_timeout = t.command  # paramiko otherwise waits an hour for a channel
             c.transport.set_keepalive(5)
         except paramiko.BadHostKeyException as exc:
             c.close()
@@ -198,7 +200,7 @@ class Connector:
         delay = 0.5
         while True:
             try:
-                return self.open(host)
+                return self.open(host, timeout=min(self.timeouts.connect, deadline - time.monotonic()))
             except RemoteError as exc:
                 if time.monotonic() + delay > deadline:
                     raise RemoteError(f"{exc} (gave up after waiting {self.timeouts.wait_ssh:.0f}s)") from exc

@@ -14,6 +14,7 @@ import io
 import shlex
 import tarfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class BundleFile:
     sha256: str
     size: int
     mode: int = 0o644
+    mtime: float = 0.0
     path: Path | None = None
     data: bytes | None = None
 
@@ -54,12 +56,13 @@ class Bundle:
             if any(part in EXCLUDED_DIRS for part in rel.parts) or path.suffix in EXCLUDED_SUFFIXES:
                 continue
             if path.is_file() and not path.is_symlink():
-                data = path.read_bytes()
+                data, st = path.read_bytes(), path.stat()
                 files[rel.as_posix()] = BundleFile(
                     name=rel.as_posix(), sha256=hashlib.sha256(data).hexdigest(), size=len(data),
-                    mode=path.stat().st_mode & 0o777, path=path)
+                    mode=st.st_mode & 0o777, mtime=st.st_mtime, path=path)
         for name, data in (extra or {}).items():
-            files[name] = BundleFile(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data), data=data)
+            files[name] = BundleFile(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+                                     mtime=time.time(), data=data)
         return cls(files=files)
 
     @property
@@ -76,7 +79,7 @@ class Bundle:
                         f = self.files[name]
                         data = f.data if f.data is not None else f.path.read_bytes()
                         info = tarfile.TarInfo(name)
-                        info.size, info.mode = len(data), f.mode
+                        info.size, info.mode, info.mtime = len(data), f.mode, f.mtime
                         tar.addfile(info, io.BytesIO(data))
                 self._archives[names] = buf.getvalue()
             return self._archives[names]

@@ -149,7 +149,8 @@ def start(s: Session, layout: Layout, spec: RunSpec) -> Started:
     script = render_run_script(spec, layout, s.host.worker)
     s.pipe_in(f"mkdir -p {shlex.quote(layout.output)} && rm -f {pid_file} && cat > {run_dir}/run.sh",
               script.encode())
-    s.check(f"cd {run_dir} && setsid sh run.sh </dev/null >/dev/null 2>&1 &", "starting the workload")
+    # --fork: setsid returns at once; the redirections leave no descriptor of the SSH channel open.
+    s.check(f"cd {run_dir} && setsid --fork sh run.sh </dev/null >/dev/null 2>&1", "starting the workload")
     deadline = time.monotonic() + s.timeouts.connect
     while time.monotonic() < deadline:
         pid = s.sh(f"cat {pid_file} 2>/dev/null").stdout.strip()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ernie.inventory import Host
@@ -162,7 +163,7 @@ class Follower:
                         self.last_step = step
                         bar.update(task, completed=step)
                 elif _ERROR_LINE.search(line):
-                    self.console.print(f"[red]{follow.host.name}:[/] {line}", highlight=False, markup=False)
+                    self.console.print(Text.assemble((f"{follow.host.name}: ", "red"), line))
         if not follow.running:
             if follow.host.worker == 0 and follow.partial["stdout.log"]:
                 with self.stream_copy.open("a") as f:
@@ -177,8 +178,7 @@ class Follower:
         now = time.monotonic()
         if follow.unreachable_since is None:
             follow.unreachable_since = now
-            self.console.print(f"[yellow]{follow.host.name}: connection lost ({error}); reconnecting[/]",
-                               highlight=False)
+            self.console.print(f"[yellow]{error}; reconnecting[/]", highlight=False)
         if follow.session is not None:
             follow.session.close()
             follow.session = None
