@@ -17,7 +17,7 @@ from rich.console import Console
 from ernie.errors import ErnieError
 from ernie.inventory import Inventory, parse_inventory
 from ernie.pulumi_cli import PulumiCli
-from ernie.run import TIMELINE, RunOptions, RunRecord, Timeline, collect_run, new_run_id, run_workload
+from ernie.run import TIMELINE, RunOptions, RunRecord, Timeline, collect_run, new_run_id, run_workload, stop_run
 from ernie.workload import find_workload, resolve
 
 INTERRUPTED = 130  # the shell's status for a SIGINT
@@ -49,8 +49,8 @@ def bench_command(workload: str, sets: list[str], stack: str, keep: bool, opts: 
                             run_id=run_id, timeline=timeline)
     except KeyboardInterrupt:
         code = INTERRUPTED
-        console.print("[yellow]interrupted: collecting what the workers wrote, then destroying the stack "
-                      "(Ctrl-C again skips the collection, not the destroy)[/]")
+        console.print("[yellow]interrupted: stopping the workers and collecting what they wrote, then destroying "
+                      "the stack (Ctrl-C again skips the collection, not the destroy)[/]")
         if inventory is not None:
             _collect_after_interrupt(run_id, inventory, opts, console, timeline)
     finally:
@@ -65,15 +65,23 @@ def bench_command(workload: str, sets: list[str], stack: str, keep: bool, opts: 
 
 def _collect_after_interrupt(run_id: str, inventory: Inventory, opts: RunOptions, console: Console,
                              timeline: Timeline) -> None:
-    """Collect an interrupted run if its workers had been reached; a second Ctrl-C gives up on it."""
+    """Stop and collect an interrupted run if its workers had been reached; a second Ctrl-C gives up on it."""
     try:
         record = RunRecord.load(opts.results_root, run_id)
     except ErnieError:
         return  # interrupted before the run began: nothing on the hosts to collect
     if not record.host_bases:
         return
+    patience = opts.timeouts.connect * 2
     try:
-        collect_run(record, inventory, opts, console, timeline=timeline)
+        stop_run(record, inventory, opts, console, patience_s=patience)
+    except ErnieError as exc:
+        console.print(f"[red]{exc}[/]")
+    except KeyboardInterrupt:
+        console.print("[red]stopping skipped[/]")
+        return
+    try:
+        collect_run(record, inventory, opts, console, timeline=timeline, patience_s=patience)
     except KeyboardInterrupt:
         console.print("[red]collection skipped[/]")
     except ErnieError as exc:

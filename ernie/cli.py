@@ -79,7 +79,7 @@ _LOST_AFTER = typer.Option(300.0, "--lost-after-seconds", help="Give up on a hos
 _TIMEOUT = typer.Option(1440.0, "--timeout-minutes", help="Stop the workers after this long and collect.")
 _RUN_ID = typer.Argument(None, help="The run [default: the latest under --results].")
 _WAIT_LATER = typer.Option(30.0, "--wait-ssh-seconds", help="How long to wait for SSH on every host.")
-out_console = Console()
+out_console = Console(soft_wrap=True)  # paths and commands stay whole, ready to copy
 
 
 @app.command()
@@ -163,6 +163,58 @@ def check(
 
     raise typer.Exit(run_check(stack, config, Console(emoji=False, highlight=False)))
 # --- end offline plan ---
+
+
+# --- serving (ernie/serve.py): layers build, serve, invoke ---
+layers_app = typer.Typer(help="The serving stack's Lambda layers.", no_args_is_help=True)
+app.add_typer(layers_app, name="layers")
+
+
+@layers_app.command("build")
+def layers_build(
+    python_version: str = typer.Option("3.12", "--python-version", help="The Lambda runtime's Python: 3.12, 3.13."),
+    arch: str = typer.Option("x86_64", "--arch", help="The Lambda architecture: x86_64 or arm64."),
+    out: Path = typer.Option(None, "--out", help="Where the zips go [default: infra/build/layers]."),
+    functions: list[str] = typer.Option([], "--function", help="Only this function's layers (repeatable)."),
+) -> None:
+    """Build the serving layers for a Lambda runtime: each layer's size, and the total against the 250 MB limit."""
+    from ernie.serve import build_layers
+
+    build_layers(functions or None, python_version, arch, out, Console())
+
+
+@app.command()
+def serve(
+    local: bool = typer.Option(False, "--local", help="Serve on this machine (the deployed one is `pulumi up`'s)."),
+    function: str = typer.Option("tabular", "--function", help="Which function of workloads/serving/layers.toml."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8080, "--port", help="Port to listen on (0: any free one)."),
+) -> None:
+    """Run a serving handler behind a local HTTP server speaking API Gateway's payload format 2.0."""
+    if not local:
+        raise ErnieError("serve runs only --local; the deployed endpoint comes from `pulumi up -s aws` with "
+                         "ernie:serving true, and `ernie invoke -s aws` calls it")
+    from ernie.serve import serve_local
+
+    serve_local(function, host, port, Console())
+
+
+@app.command()
+def invoke(
+    path: str = typer.Argument(None, help="Route to call [default: /predict with --data, else /health]."),
+    data: str = typer.Option(None, "--data", help="JSON body to POST, or @FILE."),
+    stack: str = typer.Option(None, "-s", "--stack", help="The endpoint from this stack's inventory (serving_url)."),
+    inventory: Path = typer.Option(None, "--inventory", help="The endpoint from an inventory file's serving_url."),
+    url: str = typer.Option(None, "--url", help="This endpoint instead (e.g. `ernie serve --local`'s)."),
+) -> None:
+    """Call the serving endpoint; exit 0 on a 2xx answer, 1 otherwise."""
+    from ernie.serve import invoke as call
+    from ernie.serve import print_answer, read_data, serving_url
+
+    body = read_data(data)
+    status, answer = call(serving_url(stack, inventory, url), path or ("/predict" if body else "/health"), body)
+    raise typer.Exit(print_answer(status, answer, Console()))
+# --- end serving ---
 
 
 def main() -> None:

@@ -373,9 +373,10 @@ def status_run(record: RunRecord, inventory: Inventory, opts: RunOptions, consol
     console.print(table)
 
 
-def stop_run(record: RunRecord, inventory: Inventory, opts: RunOptions, console: Console) -> None:
-    """End every worker's process group."""
-    sessions, unreachable = _connect_all(record, inventory, opts, opts.timeouts.wait_ssh)
+def stop_run(record: RunRecord, inventory: Inventory, opts: RunOptions, console: Console,
+             patience_s: float | None = None) -> None:
+    """End every worker's process group; hosts get `patience_s` (default: the options' wait_ssh) to answer."""
+    sessions, unreachable = _connect_all(record, inventory, opts, patience_s or opts.timeouts.wait_ssh)
     try:
         stop_workers(record, inventory, sessions, console)
     finally:

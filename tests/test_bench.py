@@ -1,0 +1,127 @@
+"""`ernie bench`: pulumi up -> run -> collect -> pulumi destroy, with a stand-in Pulumi CLI and real SSH hosts.
+
+The stand-in answers `stack output inventory` with the namespace hosts' inventory and logs every call;
+when `destroy` is called it records what results/ held at that moment, which proves destroy came after
+collection had finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sshhosts import SshHosts
+
+ECHO = Path(__file__).parent / "workloads" / "echo"
+STACK = "sshhosts"
+
+FAKE_PULUMI = """#!{python}
+import json, os, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+results = Path(os.environ["FAKE_PULUMI_RESULTS"])
+call = {{"args": args, "time": time.time()}}
+if args[0] == "destroy":
+    manifests = [json.loads(p.read_text()) for p in results.glob("*/manifest.json")]
+    call["manifest_states"] = [{{n: h["state"] for n, h in m["hosts"].items()}} for m in manifests]
+with open(os.environ["FAKE_PULUMI_LOG"], "a") as log:
+    log.write(json.dumps(call) + "\\n")
+if args[:3] == ["stack", "output", "inventory"]:
+    print(Path(os.environ["FAKE_PULUMI_INVENTORY"]).read_text())
+"""
+
+
+@pytest.fixture
+def fake_pulumi(tmp_path: Path, ssh_hosts: SshHosts) -> dict[str, str]:
+    """The environment that puts the stand-in Pulumi CLI in place for `ernie bench`."""
+    exe = tmp_path / "pulumi"
+    exe.write_text(FAKE_PULUMI.format(python=sys.executable))
+    exe.chmod(0o755)
+    return {**os.environ, "ERNIE_PULUMI": str(exe), "FAKE_PULUMI_LOG": str(tmp_path / "pulumi.log"),
+            "FAKE_PULUMI_RESULTS": str(tmp_path / "results"),
+            "FAKE_PULUMI_INVENTORY": str(ssh_hosts.write_inventory(tmp_path / "inv.json", stack=STACK))}
+
+
+def calls(env: dict[str, str]) -> list[dict]:
+    path = Path(env["FAKE_PULUMI_LOG"])
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def bench(ernie_cmd: list[str], env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*ernie_cmd, "bench", "-s", STACK, str(ECHO), "--results", env["FAKE_PULUMI_RESULTS"],
+                           *args], capture_output=True, text=True, env=env, timeout=180)
+
+
+def timeline(env: dict[str, str]) -> list[str]:
+    (path,) = Path(env["FAKE_PULUMI_RESULTS"]).glob("*/timeline.json")
+    return [s["name"] for s in json.loads(path.read_text())["steps"]]
+
+
+def test_success_destroys_after_collection(ernie_cmd: list[str], fake_pulumi: dict[str, str]) -> None:
+    proc = bench(ernie_cmd, fake_pulumi, "--set", "steps=2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = calls(fake_pulumi)
+    assert [c["args"][0] for c in log] == ["up", "stack", "destroy"]
+    assert log[0]["args"][:4] == ["up", "--yes", "--skip-preview", "-s"] and "sshhosts" in log[0]["args"]
+    assert log[2]["manifest_states"] == [{"w0": "complete", "w1": "complete", "w2": "complete"}]
+    assert timeline(fake_pulumi) == ["provision", "wait_ssh", "push", "setup", "run", "collect", "destroy"]
+
+
+def test_a_failing_workload_is_still_collected_then_destroyed(ernie_cmd: list[str],
+                                                              fake_pulumi: dict[str, str]) -> None:
+    proc = bench(ernie_cmd, fake_pulumi, "--set", "steps=2", "--set", "fail_worker=2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    log = calls(fake_pulumi)
+    assert [c["args"][0] for c in log][-1] == "destroy"
+    assert log[-1]["manifest_states"] == [{"w0": "complete", "w1": "complete", "w2": "failed"}]
+
+
+def test_ctrl_c_stops_collects_then_destroys(ernie_cmd: list[str], fake_pulumi: dict[str, str]) -> None:
+    results = Path(fake_pulumi["FAKE_PULUMI_RESULTS"])
+    proc = subprocess.Popen([*ernie_cmd, "bench", "-s", STACK, str(ECHO), "--results", str(results),
+                             "--set", "steps=400", "--set", "sleep=0.25"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=fake_pulumi)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(results.glob("*/worker0.stream.log")):
+            time.sleep(0.3)
+        assert list(results.glob("*/worker0.stream.log")), "the workload never started"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out
+    log = calls(fake_pulumi)
+    assert [c["args"][0] for c in log] == ["up", "stack", "destroy"]
+    # Stopped (exit 143 recorded by each worker's wrapper) and collected before the destroy.
+    assert log[-1]["manifest_states"] == [{"w0": "failed", "w1": "failed", "w2": "failed"}]
+    (manifest,) = results.glob("*/manifest.json")
+    assert {h["exit_code"] for h in json.loads(manifest.read_text())["hosts"].values()} == {143}
+    names = timeline(fake_pulumi)
+    assert names[-2:] == ["collect", "destroy"] and "provision" in names
+
+
+def test_keep_skips_destroy_and_says_how(ernie_cmd: list[str], fake_pulumi: dict[str, str]) -> None:
+    proc = bench(ernie_cmd, fake_pulumi, "--set", "steps=2", "--keep")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [c["args"][0] for c in calls(fake_pulumi)] == ["up", "stack"]
+    assert "pulumi destroy -s sshhosts" in proc.stdout
+
+
+def test_bad_workload_fails_before_provisioning(ernie_cmd: list[str], fake_pulumi: dict[str, str]) -> None:
+    proc = bench(ernie_cmd, fake_pulumi, "--set", "stepz=2")
+    assert proc.returncode == 2 and "--set stepz" in proc.stderr
+    assert calls(fake_pulumi) == []
+
+
+def test_missing_pulumi_cli_is_a_clear_error(ernie_cmd: list[str], fake_pulumi: dict[str, str]) -> None:
+    env = {**fake_pulumi, "ERNIE_PULUMI": "pulumi-is-not-installed"}
+    proc = bench(ernie_cmd, env)
+    assert proc.returncode == 2 and "the Pulumi CLI is not installed" in proc.stderr
+    assert "Traceback" not in proc.stderr
