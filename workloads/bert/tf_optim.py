@@ -1,0 +1,110 @@
+"""The BERT pretraining optimizers (AdamW, LAMB) and learning-rate schedule on Keras 3, as train_torch.py.
+
+- Schedule: the learning rate of optimizer step k (0-based) is peak * (k+1)/warmup during the warm-up,
+  then falls linearly to 0 at the last step (MLPerf BERT's polynomial decay of power 1): train_torch.py's
+  `lr_lambda` under torch's LambdaLR, step for step.
+- Weight decay skips every tensor of rank < 2 (biases, LayerNorm scales and offsets), as in BERT and
+  train_torch.py.
+- AdamW is `keras.optimizers.AdamW` (decoupled decay, as torch's AdamW; Keras adds epsilon to the
+  square root of the uncorrected second moment, torch to the corrected one, which differs only while
+  the second moment is tiny).
+- LAMB is `keras.optimizers.Lamb` with the decay moved inside the trust ratio, as in the LAMB paper
+  (You et al. 2019, algorithm 2), NVIDIA's FusedLAMB and lamb.py: Keras decays the weights separately,
+  outside the layer-wise ratio.
+
+The gradient these optimizers receive is already summed over replicas and clipped on its global norm
+(tf_pretrain.py does both, as DDP and clip_grad_norm_ do), so Keras's own all-reduce of each step's
+gradients is turned off (`_PreReduced`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+OptimizerName = Literal["adamw", "lamb"]
+
+
+@keras.saving.register_keras_serializable(package="ernie")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """peak * (k+1)/warmup_steps for step k < warmup_steps, then peak * (total-k)/(total-warmup), floored at 0."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int) -> None:
+        self.peak = peak
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = (step + 1.0) / max(self.warmup_steps, 1)
+        decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
+        factor = tf.where(step < self.warmup_steps, warmup, tf.maximum(decay, 0.0))
+        return self.peak * factor
+
+    def get_config(self) -> dict:
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+
+
+class _PreReduced:
+    """Mixin for a Keras optimizer whose gradients arrive already all-reduced across replicas."""
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
+class AdamW(_PreReduced, keras.optimizers.AdamW):
+    """keras.optimizers.AdamW over gradients already summed across replicas."""
+
+
+class Lamb(_PreReduced, keras.optimizers.Lamb):
+    """LAMB with the weight decay inside the trust ratio (module docstring), over pre-reduced gradients."""
+
+    def _apply_weight_decay(self, variables):
+        """Decay happens in `update_step`, inside the trust ratio, not as Keras's separate decoupled step."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        step = ops.cast(self.iterations + 1, variable.dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        m_hat = ops.divide(m, 1.0 - ops.power(ops.cast(self.beta_1, variable.dtype), step))
+        v_hat = ops.divide(v, 1.0 - ops.power(ops.cast(self.beta_2, variable.dtype), step))
+        update = ops.divide(m_hat, ops.add(ops.sqrt(v_hat), self.epsilon))
+        if self.weight_decay and self._use_weight_decay(variable):
+            update = ops.add(update, ops.multiply(ops.cast(self.weight_decay, variable.dtype), variable))
+        w_norm = ops.sqrt(ops.sum(ops.square(variable)))
+        u_norm = ops.sqrt(ops.sum(ops.square(update)))
+        trust = ops.where(ops.logical_and(w_norm > 0, u_norm > 0), w_norm / u_norm, 1.0)
+        self.assign_sub(variable, trust * lr * update)
+
+
+def make_optimizer(
+    name: OptimizerName,
+    variables: list,
+    *,
+    lr: float,
+    warmup_steps: int,
+    total_steps: int,
+    weight_decay: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+) -> keras.optimizers.Optimizer:
+    """The named optimizer over `variables` with the warm-up/linear-decay schedule, built."""
+    cls = {"adamw": AdamW, "lamb": Lamb}[name]
+    optimizer = cls(
+        learning_rate=WarmupLinearDecay(lr, warmup_steps, total_steps),
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+        weight_decay=weight_decay,
+    )
+    optimizer.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) < 2])
+    optimizer.build(variables)
+    return optimizer
