@@ -117,7 +117,9 @@ class Session:
                 chan = self.c.client.get_transport().open_session(timeout=limit)
                 chan.settimeout(limit)
                 chan.exec_command(command)
-                chan.sendall(data)
+                # In slices: paramiko's sendall re-slices what is left after every packet (quadratic on MBs).
+                for at in range(0, len(data), _CHUNK):
+                    chan.sendall(data[at:at + _CHUNK])
                 chan.shutdown_write()
                 err = chan.makefile_stderr("rb").read()
                 if not chan.status_event.wait(limit):

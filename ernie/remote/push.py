@@ -1,10 +1,11 @@
 """Push a bundle to a host, sending only the files whose content differs there.
 
 The host lists what it already holds with `sha256sum`; the files whose digest differs (or that are
-missing) travel as one gzip'd tar stream over one SSH channel, and files no longer in the bundle are
-deleted, so the remote directory ends up equal to the bundle. The archive for a given set of files is
-built once and shared by every host that needs the same set, so a first push to N hosts costs one
-compression and N parallel streams.
+missing) travel as tar streams over one SSH channel each (a gzip'd one for the files that compress,
+a plain one for those that do not: checkpoints and shards would only cost CPU), and files no longer in
+the bundle are deleted, so the remote directory ends up equal to the bundle. The archives for a given
+set of files are built once and shared by every host that needs the same set, so a first push to N
+hosts costs one compression and N parallel streams.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shlex
 import tarfile
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from ernie.remote.connect import Session
 EXCLUDED_DIRS = frozenset({"__pycache__", ".git", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv"})
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 _COMPRESSLEVEL = 1  # gzip's fastest level: most of the gain on text, little CPU
+_SAMPLE = 64 << 10  # compressibility is judged on a file's first 64 KiB
+_WORTH_IT = 0.9  # compress a file only if its sample shrinks below this fraction
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class BundleFile:
     size: int
     mode: int = 0o644
     mtime: float = 0.0
+    compressible: bool = True
     path: Path | None = None
     data: bytes | None = None
 
@@ -44,7 +49,7 @@ class Bundle:
     """A workload directory plus generated files (ernie_run.json), as content digests."""
 
     files: dict[str, BundleFile]
-    _archives: dict[frozenset[str], bytes] = field(default_factory=dict, repr=False)
+    _archives: dict[frozenset[str], list[tuple[str, bytes]]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -59,7 +64,7 @@ class Bundle:
                 data, st = path.read_bytes(), path.stat()
                 files[rel.as_posix()] = BundleFile(
                     name=rel.as_posix(), sha256=hashlib.sha256(data).hexdigest(), size=len(data),
-                    mode=st.st_mode & 0o777, mtime=st.st_mtime, path=path)
+                    mode=st.st_mode & 0o777, mtime=st.st_mtime, compressible=_compressible(data), path=path)
         for name, data in (extra or {}).items():
             files[name] = BundleFile(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
                                      mtime=time.time(), data=data)
@@ -69,20 +74,31 @@ class Bundle:
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files.values())
 
-    def archive(self, names: frozenset[str]) -> bytes:
-        """A .tar.gz of the named files, built once per distinct set."""
+    def archives(self, names: frozenset[str]) -> list[tuple[str, bytes]]:
+        """The named files as (tar extract flags, archive) pairs, built once per distinct set."""
         with self._lock:
             if names not in self._archives:
-                buf = io.BytesIO()
-                with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=_COMPRESSLEVEL) as tar:
-                    for name in sorted(names):
-                        f = self.files[name]
-                        data = f.data if f.data is not None else f.path.read_bytes()
-                        info = tarfile.TarInfo(name)
-                        info.size, info.mode, info.mtime = len(data), f.mode, f.mtime
-                        tar.addfile(info, io.BytesIO(data))
-                self._archives[names] = buf.getvalue()
+                groups = [("-xzf", "w:gz", sorted(n for n in names if self.files[n].compressible)),
+                          ("-xf", "w", sorted(n for n in names if not self.files[n].compressible))]
+                self._archives[names] = [(flags, self._tar(mode, group)) for flags, mode, group in groups if group]
             return self._archives[names]
+
+    def _tar(self, mode: str, names: list[str]) -> bytes:
+        buf = io.BytesIO()
+        extra = {"compresslevel": _COMPRESSLEVEL} if mode == "w:gz" else {}
+        with tarfile.open(fileobj=buf, mode=mode, **extra) as tar:
+            for name in names:
+                f = self.files[name]
+                data = f.data if f.data is not None else f.path.read_bytes()
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), f.mode, f.mtime
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+
+def _compressible(data: bytes) -> bool:
+    sample = data[:_SAMPLE]
+    return len(sample) < 512 or len(zlib.compress(sample, _COMPRESSLEVEL)) < _WORTH_IT * len(sample)
 
 
 @dataclass(frozen=True)
@@ -115,9 +131,9 @@ def push(s: Session, bundle: Bundle, dest: str) -> PushResult:
     stale = sorted(set(have) - set(bundle.files))
     sent = 0
     if changed:
-        payload = bundle.archive(changed)
-        s.pipe_in(f"tar -xzf - -C {shlex.quote(dest)}", payload)
-        sent += len(payload)
+        for flags, payload in bundle.archives(changed):
+            s.pipe_in(f"tar {flags} - -C {shlex.quote(dest)}", payload)
+            sent += len(payload)
     if stale:
         names = "\0".join(stale).encode() + b"\0"
         s.pipe_in(f"cd {shlex.quote(dest)} && xargs -0 -r rm -f --", names)
