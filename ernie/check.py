@@ -34,8 +34,8 @@ from pulumi.runtime.stack import run_pulumi_func  # noqa: E402
 from pulumi.runtime.sync_await import _sync_await  # noqa: E402
 
 from ernie import mocks  # noqa: E402
-from infra.config import ConfigError  # noqa: E402
-from policy.rules import Finding, evaluate  # noqa: E402
+from infra.config import ConfigError, parse  # noqa: E402
+from policy.rules import RULES, STACK_RULES, Finding, Limits, evaluate  # noqa: E402
 
 PROGRAM_DIR = PROJECT_DIR / "infra"
 
@@ -49,6 +49,7 @@ class Plan:
     resources: list[mocks.RecordedResource]
     inventory: dict[str, Any]
     inventory_is_secret: bool
+    limits: Limits
     findings: list[Finding]
 
 
@@ -105,8 +106,9 @@ def _run_program(stack: str, path: Path, raw: dict[str, str], project: str) -> P
     exported = pulumi.runtime.settings.get_root_resource().outputs["inventory"]
     inventory = _sync_await(exported.future())
     is_secret = _sync_await(exported.is_secret())
-    findings = evaluate((r.type, r.name, r.inputs) for r in recorder.resources)
-    return Plan(stack, path, recorder.resources, inventory, is_secret, findings)
+    limits = Limits(max_usd_per_hour=parse(raw, stack).max_usd_per_hour)
+    findings = evaluate(((r.type, r.name, r.inputs) for r in recorder.resources), limits, stack)
+    return Plan(stack, path, recorder.resources, inventory, is_secret, limits, findings)
 
 
 # What a reviewer looks at, per resource type: (label, path into the camelCase inputs).
@@ -174,6 +176,7 @@ def render(result: Plan, console: Console) -> None:
     console.print(f"workers: {len(hosts)} ({', '.join(h['name'] for h in hosts)}); "
                   f"{chips} {'TPU chips' if inv['cloud'] == 'gcp' else 'GPUs'} in all; runner {inv['runner']}")
     console.print(f"cost: {inv['price_per_hour_usd']:.2f} USD/hour ({inv['price_source']}); "
+                  f"ceiling {result.limits.max_usd_per_hour:g} USD/hour (ernie:maxUsdPerHour); "
                   f"hosts delete themselves after {inv['ttl_minutes']} minutes")
     if "ssh_private_key" in inv:
         console.print(f"inventory: SSH private key kept as a Pulumi secret: {result.inventory_is_secret}")
@@ -182,7 +185,7 @@ def render(result: Plan, console: Console) -> None:
         for f in result.findings:
             console.print(f"  [red]{f.rule}[/] {escape(f'{f.resource_type} {f.resource_name}: {f.message}')}")
     else:
-        console.print("guardrail findings: none (SSH reach, TTL, encryption, public buckets, IMDSv2)")
+        console.print(f"guardrail findings: none ({', '.join(r.name for r in (*RULES, *STACK_RULES))})")
 
 
 def run_check(stack: str | None, config_file: Path | None, console: Console) -> int:

@@ -69,7 +69,8 @@ if cfg.serving is not None:
     serving_url = LambdaService("serving", LambdaServiceArgs(
         function=function, stack=cfg.stack, memory_mb=serving.memory_mb, timeout_seconds=serving.timeout_seconds,
         log_retention_days=serving.log_retention_days, throttle_rate=serving.throttle_rate,
-        throttle_burst=serving.throttle_burst, ttl_minutes=cfg.ttl_minutes,
+        throttle_burst=serving.throttle_burst, reserved_concurrency=serving.reserved_concurrency,
+        ttl_minutes=cfg.ttl_minutes,
         tags={**labels, "ernie-ttl": str(cfg.ttl_minutes)})).url
 
 pulumi.export("inventory", pulumi.Output.all(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from infra.config import SERVING_DEFAULT_RESERVED_CONCURRENCY
 from infra.grants import render_assume_role_policy
 from infra.layers import BuiltFunction, BuiltLayer
 
@@ -45,6 +46,8 @@ class LambdaServiceArgs:
     """Applied to every resource that takes tags (ernie-stack, ernie-ttl)."""
     environment: Mapping[str, str] = field(default_factory=dict)
     """Extra environment variables of the function."""
+    reserved_concurrency: int = SERVING_DEFAULT_RESERVED_CONCURRENCY
+    """Instances that may run at once: the bound on what a flood of requests can cost."""
 
 
 def render_logs_policy(log_group_arn: str) -> str:
@@ -102,6 +105,7 @@ class LambdaService(pulumi.ComponentResource):
             layers=[layer.arn for layer in layers],
             memory_size=args.memory_mb,
             timeout=args.timeout_seconds,
+            reserved_concurrent_executions=args.reserved_concurrency,
             environment={"variables": dict(args.environment)} if args.environment else None,
             tags=tags,
             # The log group first, or Lambda makes one itself, kept forever.

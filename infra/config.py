@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -27,17 +28,21 @@ Cloud = Literal["gcp", "aws"]
 # A slice left running is the costliest mistake; a run longer than a day should checkpoint and resume.
 MAX_TTL_MINUTES = 24 * 60
 
-COMMON_KEYS = frozenset({"cloud", "ttlMinutes", "spot", "sshAllowedCidrs", "allowSshFromAnywhere",
-                         "sshPublicKey", "sshKeyPath"})
+COMMON_KEYS = frozenset({"cloud", "ttlMinutes", "maxUsdPerHour", "spot", "sshAllowedCidrs",
+                         "allowSshFromAnywhere", "sshPublicKey", "sshKeyPath"})
 GCP_KEYS = frozenset({"tpuType", "runtimeVersion"})
 AWS_KEYS = frozenset({"instanceType", "instanceCount", "availabilityZone", "framework", "dlcTag", "serving"})
 SERVING_KEYS = frozenset({"servingPython", "servingArchitecture", "servingMemoryMb", "servingTimeoutSeconds",
-                          "servingLogRetentionDays", "servingThrottleRate", "servingThrottleBurst"})
+                          "servingLogRetentionDays", "servingThrottleRate", "servingThrottleBurst",
+                          "servingReservedConcurrency"})
 # The serving layers' pins (numpy 2.4, pandas 3) have wheels for the AL2023 runtimes (glibc 2.34) only.
 SERVING_PYTHONS = ("3.12", "3.13")
 SERVING_ARCHITECTURES = ("x86_64", "arm64")
 # API Gateway gives up on an integration after 30 s; a longer function timeout would only hide that.
 SERVING_MAX_TIMEOUT_SECONDS = 30
+# A benchmark endpoint, not a production fleet: unreserved, a function may take the account's whole concurrency.
+SERVING_MAX_RESERVED_CONCURRENCY = 100
+SERVING_DEFAULT_RESERVED_CONCURRENCY = 10
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
                       2922, 3288, 3653)
@@ -99,6 +104,8 @@ class ServingConfig:
     throttle_rate: int
     """Steady requests per second the HTTP API lets through."""
     throttle_burst: int
+    reserved_concurrency: int
+    """Instances of the function that may run at once (and that no other function of the account may take)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,8 @@ class StackConfig:
     cloud: Cloud
     stack: str
     ttl_minutes: int
+    max_usd_per_hour: float
+    """The most the stack's hosts and disks may cost per hour on demand; the cost-ceiling guardrail checks it."""
     spot: bool
     access: AccessConfig
     tpu: TpuConfig | None
@@ -136,6 +145,7 @@ def parse(raw: Mapping[str, str], stack: str) -> StackConfig:
         cloud=cloud,
         stack=stack,
         ttl_minutes=_ttl(values),
+        max_usd_per_hour=_max_usd_per_hour(values),
         spot=values.flag("spot", default=False),
         access=_access(values),
         tpu=_tpu(values) if cloud == "gcp" else None,
@@ -151,6 +161,19 @@ def _ttl(values: _Values) -> int:
     if not 1 <= ttl <= MAX_TTL_MINUTES:
         raise values.error("ttlMinutes", ttl, accepted)
     return ttl
+
+
+def _max_usd_per_hour(values: _Values) -> float:
+    accepted = ("the most the stack's hosts and disks may cost, in USD per hour on demand (infra/prices.csv), "
+                "a number above 0, e.g. 60")
+    text = values.text("maxUsdPerHour", accepted, required=True)
+    try:
+        ceiling = float(text)
+    except ValueError:
+        raise values.error("maxUsdPerHour", text, accepted) from None
+    if not (math.isfinite(ceiling) and ceiling > 0):
+        raise values.error("maxUsdPerHour", text, accepted)
+    return ceiling
 
 
 def _access(values: _Values) -> AccessConfig:
@@ -205,6 +228,8 @@ def _serving(values: _Values) -> ServingConfig:
         log_retention_days=retention,
         throttle_rate=bounded("servingThrottleRate", 1, 10000, 50, "requests per second"),
         throttle_burst=bounded("servingThrottleBurst", 1, 5000, 100, "requests"),
+        reserved_concurrency=bounded("servingReservedConcurrency", 1, SERVING_MAX_RESERVED_CONCURRENCY,
+                                     SERVING_DEFAULT_RESERVED_CONCURRENCY, "instances running at once"),
     )
 
 

@@ -1,17 +1,23 @@
-"""Guardrail rules: plain functions over one resource's type token and its properties.
+"""Guardrail rules: plain functions over the resources a stack declares.
 
-Each rule takes `(resource_type, props)` as the Pulumi engine sees them (camelCase keys, numbers possibly as
-floats) and returns a list of findings, empty when the resource is fine. `ernie check` runs `RULES` over the
-resources the program declares under mocks; a Pulumi policy pack can wrap the same functions
-(`ResourceValidationPolicy(validate=...)` gets the same type token and props).
+A resource rule takes `(resource_type, props)` as the Pulumi engine sees them (camelCase keys, numbers possibly
+as floats) and returns a list of findings, empty when the resource is fine. A stack rule takes every resource
+as `(resource_type, name, props)` with the stack's `Limits` (from its config). `ernie check` runs `RULES` and
+`STACK_RULES` over the resources the program declares under mocks; the policy pack (policy/pack.py, used as
+`pulumi up --policy-pack policy`) wraps the same functions, so both report the same findings.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from infra import pricing
+from infra.config import MAX_TTL_MINUTES, SERVING_MAX_RESERVED_CONCURRENCY, SERVING_MAX_TIMEOUT_SECONDS
+from infra.tpu_catalog import lookup_tpu
 
 SSH_PORT = 22
 TTL_LABEL = "ernie-ttl"
@@ -25,6 +31,32 @@ AWS_INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 AWS_EBS_VOLUME = "aws:ebs/volume:Volume"
 AWS_S3_SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
 AWS_S3_PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+AWS_EIP = "aws:ec2/eip:Eip"
+AWS_S3_BUCKET = "aws:s3/bucket:Bucket"
+AWS_S3_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
+AWS_LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+AWS_LAMBDA_FUNCTION = "aws:lambda/function:Function"
+AWS_LAMBDA_LAYER = "aws:lambda/layerVersion:LayerVersion"
+AWS_HTTP_API = "aws:apigatewayv2/api:Api"
+
+# What bills while it exists or per use, and where it carries ernie's TTL: its labels (GCP), its tags (AWS; an
+# instance's root volume bills too, so its volume tags as well), or, for a Lambda layer version, which takes no
+# tags, its description as `ernie-ttl=<minutes>`. `ernie sweep` reads the TTL from the same places.
+BILLABLE_TTL_FIELDS: dict[str, tuple[str, ...]] = {
+    GCP_TPU_VM: ("labels",),
+    GCP_BUCKET: ("labels",),
+    AWS_INSTANCE: ("tags", "volumeTags"),
+    AWS_EBS_VOLUME: ("tags",),
+    AWS_EIP: ("tags",),
+    AWS_S3_BUCKET: ("tags",),
+    AWS_S3_OBJECT: ("tags",),
+    AWS_LOG_GROUP: ("tags",),
+    AWS_LAMBDA_FUNCTION: ("tags",),
+    AWS_HTTP_API: ("tags",),
+    AWS_LAMBDA_LAYER: ("description",),
+}
+_TTL_VALUE = re.compile(r"(\d+)m?")  # "180" (AWS tags) or "180m" (GCP label values)
+_TTL_IN_DESCRIPTION = re.compile(rf"{TTL_LABEL}=(\d+)")
 
 Check = Callable[[str, Mapping[str, Any]], list[str]]
 
@@ -82,13 +114,8 @@ def ssh_open_to_world(resource_type: str, props: Mapping[str, Any]) -> list[str]
 def ttl_missing(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     """An accelerator host with nothing that ends it: a forgotten one bills until someone notices."""
     if resource_type == GCP_TPU_VM:
-        findings = []
-        if TTL_LABEL not in (props.get("labels") or {}):
-            findings.append(f"TPU node has no {TTL_LABEL} label")
         script = (props.get("metadata") or {}).get("startup-script") or ""
-        if "DELETE" not in script:
-            findings.append("TPU node's startup script does not delete the node at its TTL")
-        return findings
+        return [] if "DELETE" in script else ["TPU node's startup script does not delete the node at its TTL"]
     if resource_type == AWS_INSTANCE:
         findings = []
         if props.get("instanceInitiatedShutdownBehavior") != "terminate":
@@ -129,6 +156,47 @@ def storage_public(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _ttl_minutes(field: str, value: Any) -> int | None:
+    if field == "description":
+        match = _TTL_IN_DESCRIPTION.search(str(value or ""))
+    else:
+        match = _TTL_VALUE.fullmatch(str((value or {}).get(TTL_LABEL, "")))
+    return int(match.group(1)) if match else None
+
+
+def ttl_label_missing(resource_type: str, props: Mapping[str, Any]) -> list[str]:
+    """A billable resource without a readable TTL: `ernie sweep` cannot tell when it outlived its stack."""
+    findings = []
+    for field in BILLABLE_TTL_FIELDS.get(resource_type, ()):
+        minutes = _ttl_minutes(field, props.get(field))
+        if minutes is None:
+            where = f"`{TTL_LABEL}=<minutes>` in its description" if field == "description" else \
+                f"{TTL_LABEL} in its {field}"
+            findings.append(f"billable resource carries no {where}")
+        elif not 1 <= minutes <= MAX_TTL_MINUTES:
+            findings.append(f"{TTL_LABEL} in its {field} is {minutes} minutes; accepted: 1 to {MAX_TTL_MINUTES}")
+    return findings
+
+
+def lambda_out_of_bounds(resource_type: str, props: Mapping[str, Any]) -> list[str]:
+    """A function that may run past the HTTP API's patience, or scale without limit, billing every instance."""
+    if resource_type != AWS_LAMBDA_FUNCTION:
+        return []
+    findings = []
+    timeout = props.get("timeout")  # unset: Lambda's default of 3 s
+    if timeout is not None and not 1 <= timeout <= SERVING_MAX_TIMEOUT_SECONDS:
+        findings.append(f"timeout is {timeout:g} s; accepted: 1 to {SERVING_MAX_TIMEOUT_SECONDS} "
+                        "(the HTTP API gives up after 30 s while the function runs on, billed)")
+    reserved = props.get("reservedConcurrentExecutions")
+    if reserved is None or reserved == -1:
+        findings.append("no reserved concurrency: the function scales to the account's whole concurrency "
+                        f"(1000 by default); set 1 to {SERVING_MAX_RESERVED_CONCURRENCY}")
+    elif not 1 <= reserved <= SERVING_MAX_RESERVED_CONCURRENCY:
+        findings.append(f"reserved concurrency is {reserved:g}; accepted: 1 to {SERVING_MAX_RESERVED_CONCURRENCY} "
+                        "(0 disables the function)")
+    return findings
+
+
 def imdsv2_not_required(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     """Instances answering IMDSv1, whose credentials a server-side request forgery can read."""
     if resource_type == AWS_INSTANCE and (props.get("metadataOptions") or {}).get("httpTokens") != "required":
@@ -148,10 +216,94 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule("ssh-open-to-world", "SSH must not be reachable from the whole internet", ssh_open_to_world),
     Rule("ttl-missing", "Accelerator hosts must end themselves at their TTL", ttl_missing),
+    Rule("ttl-label-missing", f"Every billable resource must carry the {TTL_LABEL} label or tag",
+         ttl_label_missing),
     Rule("storage-unencrypted", "Disks and buckets must be encrypted at rest", storage_unencrypted),
     Rule("storage-public", "Buckets must not be publicly accessible", storage_public),
     Rule("imdsv2-required", "EC2 instances must require IMDSv2", imdsv2_not_required),
+    Rule("lambda-bounds", "Lambda functions must have a bounded timeout and reserved concurrency",
+         lambda_out_of_bounds),
 )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a whole stack may add up to, from its config (infra/config.py)."""
+
+    max_usd_per_hour: float
+    """ernie:maxUsdPerHour: the most the stack's hosts and disks may cost per hour on demand."""
+
+
+Resource = tuple[str, str, Mapping[str, Any]]
+"""(type token, name, props) of one declared resource."""
+StackCheck = Callable[[Sequence[Resource], Limits], list[str]]
+
+
+def _catalog_usd(cloud: str, item: str) -> float | None:
+    price = pricing.catalog().get((cloud, item))
+    return None if price is None else price.usd_per_hour
+
+
+def _disk_usd(props: Mapping[str, Any]) -> float | None:
+    size = props.get("volumeSize") or props.get("size")
+    if size is None:  # the AMI's own size: only known once the image is looked up (not during a preview)
+        return 0.0
+    per_gib = _catalog_usd("aws", f"ebs-{props.get('volumeType') or 'gp3'}")
+    return None if per_gib is None else float(size) * per_gib
+
+
+def hourly_usd(resource_type: str, props: Mapping[str, Any]) -> float | None:
+    """On-demand USD/hour of one resource from infra/prices.csv: TPU chips, EC2 instances and their disks.
+
+    0.0 for what bills per use or not at all (networks, roles, Lambda, buckets); None for a host or disk the
+    catalog has no price for.
+    """
+    if resource_type == GCP_TPU_VM:
+        tpu = lookup_tpu(str(props.get("acceleratorType", "")))
+        per_chip = _catalog_usd("gcp", tpu.generation.name) if tpu else None
+        return None if per_chip is None else tpu.chips * per_chip
+    if resource_type == AWS_INSTANCE:
+        instance = _catalog_usd("aws", str(props.get("instanceType", "")))
+        disk = _disk_usd(props.get("rootBlockDevice") or {})
+        return None if instance is None or disk is None else instance + disk
+    if resource_type == AWS_EBS_VOLUME:
+        return _disk_usd(props)
+    return 0.0
+
+
+def stack_cost_over_ceiling(resources: Sequence[Resource], limits: Limits) -> list[str]:
+    """The stack's hosts and disks cost more per hour than its configured ceiling, or cannot be priced."""
+    total, unpriced = 0.0, []
+    for typ, name, props in resources:
+        usd = hourly_usd(typ, props)
+        if usd is None:
+            unpriced.append(name)
+        else:
+            total += usd
+    findings = []
+    if unpriced:
+        findings.append(f"{pricing.PRICES_CSV.name} has no price for {', '.join(unpriced)}: "
+                        "the stack's hourly cost cannot be checked against ernie:maxUsdPerHour")
+    if total > limits.max_usd_per_hour:
+        findings.append(f"hosts and disks cost {total:.2f} USD/hour on demand, over ernie:maxUsdPerHour "
+                        f"{limits.max_usd_per_hour:g}; choose fewer or smaller accelerators, or raise the ceiling")
+    return findings
+
+
+@dataclass(frozen=True)
+class StackRule:
+    """One guardrail over the stack as a whole."""
+
+    name: str
+    description: str
+    check: StackCheck
+
+
+STACK_RULES: tuple[StackRule, ...] = (
+    StackRule("cost-ceiling", "The stack's hourly cost must stay under ernie:maxUsdPerHour", stack_cost_over_ceiling),
+)
+STACK_TYPE = "pulumi:pulumi:Stack"
+"""The resource type stack findings are reported against."""
 
 
 @dataclass(frozen=True)
@@ -164,9 +316,13 @@ class Finding:
     message: str
 
 
-def evaluate(resources: Iterable[tuple[str, str, Mapping[str, Any]]]) -> list[Finding]:
-    """Run every rule over (type, name, props) triples."""
-    return [Finding(rule.name, typ, name, message)
-            for typ, name, props in resources
-            for rule in RULES
-            for message in rule.check(typ, props)]
+def evaluate(resources: Iterable[Resource], limits: Limits, stack: str) -> list[Finding]:
+    """Run every resource rule over (type, name, props) triples, then every stack rule over all of them."""
+    resources = list(resources)
+    return [*(Finding(rule.name, typ, name, message)
+              for typ, name, props in resources
+              for rule in RULES
+              for message in rule.check(typ, props)),
+            *(Finding(rule.name, STACK_TYPE, stack, message)
+              for rule in STACK_RULES
+              for message in rule.check(resources, limits))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from policy import rules
-from policy.rules import RULES, evaluate
+from policy.rules import RULES, Limits, evaluate
 
 SCRIPT_WITH_TEARDOWN = "#!/bin/bash\ncurl -sSf -X DELETE https://tpu.googleapis.com/v2/...\n"
 
@@ -31,7 +31,7 @@ def test_ssh_open_to_world(typ, props, fires) -> None:
 
 @pytest.mark.parametrize(("typ", "props", "findings"), [
     (rules.GCP_TPU_VM, {"labels": {"ernie-ttl": "60m"}, "metadata": {"startup-script": SCRIPT_WITH_TEARDOWN}}, 0),
-    (rules.GCP_TPU_VM, {"labels": {}, "metadata": {"startup-script": SCRIPT_WITH_TEARDOWN}}, 1),
+    (rules.GCP_TPU_VM, {"labels": {"ernie-ttl": "60m"}, "metadata": {"startup-script": "#!/bin/bash\n"}}, 1),
     (rules.GCP_TPU_VM, {"labels": {"ernie-ttl": "60m"}}, 1),
     (rules.AWS_INSTANCE, {"instanceInitiatedShutdownBehavior": "terminate", "userData": "shutdown -h +60"}, 0),
     (rules.AWS_INSTANCE, {"userData": "shutdown -h +60"}, 1),
@@ -72,12 +72,15 @@ def test_imdsv2() -> None:
 
 
 def test_rules_ignore_other_types() -> None:
-    assert all(rule.check("aws:s3/bucket:Bucket", {}) == [] for rule in RULES)
+    assert all(rule.check("aws:ec2/vpc:Vpc", {}) == [] for rule in RULES)
 
 
 def test_evaluate_names_rule_and_resource() -> None:
+    ttl = {"ernie-ttl": "5"}
     (finding,) = evaluate([(rules.AWS_INSTANCE, "gpu-0", {"metadataOptions": {"httpTokens": "optional"},
                                                            "rootBlockDevice": {"encrypted": True},
                                                            "instanceInitiatedShutdownBehavior": "terminate",
-                                                           "userData": "shutdown -h +5"})])
+                                                           "userData": "shutdown -h +5", "instanceType": "g5.xlarge",
+                                                           "tags": ttl, "volumeTags": ttl})],
+                          Limits(max_usd_per_hour=5), "aws")
     assert (finding.rule, finding.resource_name) == ("imdsv2-required", "gpu-0")
