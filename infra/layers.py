@@ -151,6 +151,14 @@ class LayerSpec:
     """pip requirement lines (pinned, since the layer is cached by their hash)."""
     build: Path | None = None
     """A script run as `python SCRIPT --out DIR` that writes the layer's python/ (a model layer)."""
+    inputs: tuple[Path, ...] = ()
+    """What the script reads beside itself (files or directories): with it, the cache key of a build layer."""
+    omit: tuple[str, ...] = ()
+    """Distributions the requirements pull in that the function never imports (a dependency of a feature it
+    does not use): removed with whatever only they need, and exempt from the completeness check."""
+    drop: tuple[str, ...] = ()
+    """Glob patterns, relative to python/, of files no import loads; deleted after install. Each must match,
+    so a file renamed by a new release is noticed rather than shipped."""
 
 
 @dataclass(frozen=True)
@@ -264,8 +272,15 @@ def _layer_spec(table: dict, base: Path, where: str) -> LayerSpec:
         script = base / table["build"]
         if not script.is_file():
             raise LayerError(f"{where}: layer {name!r} build script {script} does not exist")
-        return LayerSpec(name, build=script)
-    return LayerSpec(name, requirements=read_requirements(base / table["requirements"]))
+        if "omit" in table or "drop" in table:
+            raise LayerError(f"{where}: layer {name!r} has a build script; `omit` and `drop` apply to requirements")
+        inputs = tuple(base / i for i in table.get("inputs", ()))
+        for path in inputs:
+            if not path.exists():
+                raise LayerError(f"{where}: layer {name!r} input {path} does not exist")
+        return LayerSpec(name, build=script, inputs=inputs)
+    return LayerSpec(name, requirements=read_requirements(base / table["requirements"]),
+                     omit=tuple(normalize(n) for n in table.get("omit", ())), drop=tuple(table.get("drop", ())))
 
 
 def read_requirements(path: Path) -> tuple[str, ...]:
@@ -376,16 +391,26 @@ def _cache_key(target: Target, tools: _Tools, layer: LayerSpec, below: Sequence[
     if layer.build is not None:
         # A script's output depends on the files beside it and on the versions the layers below hold.
         inputs: object = {
-            "files": {p.name: _sha256(p) for p in sorted(layer.build.parent.iterdir()) if p.is_file()},
+            "files": {str(p.relative_to(layer.build.parent)): _sha256(p) for p in _input_files(layer)},
             "below": [[d.name, d.version] for built in built_below for d in built.distributions],
             "python": sys.version,
         }
     else:
-        inputs = {"requirements": layer.requirements, "below": [spec.requirements for spec in below]}
+        inputs = {"requirements": layer.requirements, "omit": layer.omit, "drop": layer.drop,
+                  "below": [[spec.requirements, spec.omit, spec.drop] for spec in below]}
     material = {"builder": BUILDER_VERSION, "target": asdict(target), "layer": layer.name, "inputs": inputs,
                 "bytecode": tools.python_version, "strip": bool(tools.strip)}
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:20]
     return f"{layer.name}-{digest}"
+
+
+def _input_files(layer: LayerSpec) -> list[Path]:
+    assert layer.build is not None
+    files = {layer.build}
+    for path in layer.inputs:
+        files.update(f for f in ([path] if path.is_file() else path.rglob("*"))
+                     if f.is_file() and "__pycache__" not in f.parts)
+    return sorted(files)
 
 
 def _cached_layer(entry: Path) -> BuiltLayer | None:
@@ -406,13 +431,17 @@ def _build_layer(layer: LayerSpec, target: Target, tools: _Tools, below: Sequenc
         root = work / "python"
         held = {d.name: d.version for built in below for d in built.distributions}
         if layer.build is not None:
-            _run_build_script(layer, root)
+            run_build_script(layer, root)
         else:
             _pip_install(layer, target, root, held, work)
             removed = remove_distributions(root, set(held))
             if removed:
                 log(f"  {layer.name}: left out {', '.join(sorted(removed))} (held by a layer below)")
+            omitted = remove_distributions(root, unneeded(root, layer, target))
+            if omitted:
+                log(f"  {layer.name}: left out {', '.join(sorted(omitted))} (omitted, or needed only by what is)")
             slim(root)
+            drop_files(root, layer)
             if tools.strip:
                 strip_shared_objects(root, target, tools.strip)
         if tools.python:
@@ -458,7 +487,8 @@ def _pip_install(layer: LayerSpec, target: Target, root: Path, held: dict[str, s
     shutil.rmtree(root / "bin", ignore_errors=True)  # console scripts: nothing runs them on Lambda
 
 
-def _run_build_script(layer: LayerSpec, root: Path) -> None:
+def run_build_script(layer: LayerSpec, root: Path) -> None:
+    """Run a build layer's script into `root` (its python/); LayerError with the script's last lines if it fails."""
     assert layer.build is not None
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     result = subprocess.run([sys.executable, str(layer.build), "--out", str(root)], capture_output=True,
@@ -517,6 +547,37 @@ def remove_distributions(root: Path, names: set[str]) -> list[str]:
         removed.append(name)
     _prune_empty_dirs(root)
     return removed
+
+
+def unneeded(root: Path, layer: LayerSpec, target: Target) -> set[str]:
+    """The layer's omitted distributions and every one only they need: all not reachable from its requirements."""
+    if not layer.omit:
+        return set()
+    env = {**target.marker_environment(), "extra": ""}
+    requires = {normalize(_metadata(d)["Name"]): _metadata(d).get_all("Requires-Dist") or () for d in _dist_infos(root)}
+    needed: set[str] = set()
+    pending = [normalize(Requirement(line).name) for line in layer.requirements]
+    while pending:
+        name = pending.pop()
+        if name in needed or name in layer.omit:
+            continue
+        needed.add(name)
+        for line in requires.get(name, ()):
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate(env):
+                pending.append(normalize(requirement.name))
+    return set(requires) - needed
+
+
+def drop_files(root: Path, layer: LayerSpec) -> None:
+    """Delete the files the layer's `drop` patterns name; a pattern that matches nothing is an error."""
+    for pattern in layer.drop:
+        matches = [p for p in root.glob(pattern) if p.is_file()]
+        if not matches:
+            raise LayerError(f"layer {layer.name!r}: drop pattern {pattern!r} matches no file; update it in "
+                             f"{FUNCTIONS_FILE.name}")
+        for path in matches:
+            path.unlink()
 
 
 def slim(root: Path) -> int:
@@ -632,6 +693,7 @@ def check_complete(function: BuiltFunction) -> None:
     """Every Requires-Dist of every distribution (markers evaluated for the target) is held at a matching version."""
     env = function.target.marker_environment()
     held = {d.name: (layer.name, d.version) for layer in function.layers for d in layer.distributions}
+    omitted = {name for spec in function.spec.layers for name in spec.omit}
     problems = []
     for layer in function.layers:
         for dist in layer.distributions:
@@ -640,6 +702,8 @@ def check_complete(function: BuiltFunction) -> None:
                 if requirement.marker is not None and not requirement.marker.evaluate({**env, "extra": ""}):
                     continue
                 name = normalize(requirement.name)
+                if name in omitted:
+                    continue
                 if name not in held:
                     problems.append(f"{dist.name} (layer {layer.name}) needs {requirement}, which no layer holds")
                 elif not requirement.specifier.contains(held[name][1], prereleases=True):
@@ -667,4 +731,4 @@ def check_budget(function: BuiltFunction) -> None:
 
 
 def _mb(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import pickle
+import re
 import subprocess
 import sys
 import zipfile
@@ -173,3 +175,66 @@ def test_a_fault_of_ours_is_a_bare_500(monkeypatch: pytest.MonkeyPatch) -> None:
     response = apigw.dispatch({("GET", "/x"): broken}, event("GET", "/x"))
     assert response["statusCode"] == 500
     assert json.loads(response["body"]) == {"error": "internal error", "request_id": "req-1"}
+
+
+def test_local_gateway_round_trip() -> None:
+    """`ernie serve --local` speaks payload 2.0 both ways: the event API Gateway sends, the answer it reads."""
+    from ernie.serve import from_response, to_event
+
+    event = to_event("POST", "/predict?debug=1", {"Content-Type": "application/json", "Host": "h"}, b'{"a": 1}',
+                     "127.0.0.1")
+    assert event["version"] == "2.0" and event["rawPath"] == "/predict" and event["rawQueryString"] == "debug=1"
+    assert event["requestContext"]["http"]["method"] == "POST" and event["headers"]["content-type"] == "application/json"
+    assert (event["body"], event["isBase64Encoded"]) == ('{"a": 1}', False)
+    binary = to_event("POST", "/x", {}, b"\xff\x00", "127.0.0.1")
+    assert binary["isBase64Encoded"] and base64.b64decode(binary["body"]) == b"\xff\x00"
+    assert from_response({"statusCode": 400, "headers": {"Content-Type": "application/json"}, "body": '{"e": 1}'}) == \
+        (400, {"content-type": "application/json"}, b'{"e": 1}')
+    assert from_response({"ok": True}) == (200, {"content-type": "application/json"}, b'{"ok": true}')
+
+
+def test_serve_local_and_invoke_over_http(ernie_cmd: list[str]) -> None:
+    server = subprocess.Popen([*ernie_cmd, "serve", "--local", "--port", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = server.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert match, line
+        url = match.group(0)
+        ok = subprocess.run([*ernie_cmd, "invoke", "--url", url, "--data", json.dumps({"instances": [VALID]})],
+                            capture_output=True, text=True, timeout=60)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "HTTP 200" in ok.stdout and len(json.loads(ok.stdout.split("\n", 1)[1])["predictions"]) == 1
+        bad = subprocess.run([*ernie_cmd, "invoke", "--url", url, "--data", json.dumps({"instances": [{**VALID, "sex": 5}]})],
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 1 and "HTTP 400" in bad.stdout and "instances[0].sex is 5" in bad.stdout
+        schema = subprocess.run([*ernie_cmd, "invoke", "--url", url, "/schema"], capture_output=True, text=True, timeout=60)
+        assert schema.returncode == 0 and '"additionalProperties": false' in schema.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_invoke_without_a_serving_url_names_the_fix(ernie_cmd: list[str], tmp_path: Path) -> None:
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"cloud": "local", "stack": "local", "ssh_user": "me", "runner": "local",
+                                     "hosts": [{"name": "h", "address": "127.0.0.1", "worker": 0,
+                                                "accelerator": "cpu", "chips": 1}]}))
+    result = subprocess.run([*ernie_cmd, "invoke", "--inventory", str(inventory)], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "has no serving_url" in result.stderr and "ernie:serving: true" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_layers_build_prints_sizes_against_the_limit(ernie_cmd: list[str], tmp_path: Path) -> None:
+    result = subprocess.run([*ernie_cmd, "layers", "build", "--function", "tabular", "--python-version", "3.12",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    for name in ("numpy-scipy", "pandas", "scikit-learn", "model", "function"):
+        assert re.search(rf"│ {name}\s+│.*│\s+[\d.]+ [KM]iB │\s+[\d.]+ [KM]iB │", result.stdout), name
+    assert re.search(r"total [\d.]+ MiB unzipped of Lambda's 250\.0 MiB", result.stdout)
+    zips = sorted(p.name for p in (tmp_path / "python3.12-x86_64-glibc2.34" / "tabular").iterdir())
+    assert zips == ["1-numpy-scipy.zip", "2-pandas.zip", "3-scikit-learn.zip", "4-model.zip", "function.zip"]
+    bad = subprocess.run([*ernie_cmd, "layers", "build", "--arch", "amd64"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "'amd64' is not a Lambda architecture" in bad.stderr
