@@ -103,7 +103,7 @@ def main() -> None:
         raw_s = time.perf_counter() - start
         cold_s = timed_report(root, out)
         for result in sorted(root.glob("*/*/result.json"))[:CHANGED]:
-            _edit(result, lambda r: r.update(steps=r["steps"] + 1))
+            _edit(result, lambda r: r.update(samples_per_s=r["samples_per_s"] and r["samples_per_s"] + 1.0))
         warm_s = timed_report(root, out)
         md = (out / "report.md").read_text()
         assert md.count("\n| 2026") >= 2 * args.runs, "the report lacks runs"

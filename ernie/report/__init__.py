@@ -84,7 +84,8 @@ def _name(r: RunSummary) -> str:
     return f"{r.workload} ({r.framework}) on {chips}{r.accelerator} [{r.cloud}], run {r.run_id}"
 
 
-def report_runs(results: Path, run_ids: list[str], all_runs: bool, out: Path | None) -> tuple[ReportFiles, list[RunSummary]]:
+def report_runs(results: Path, run_ids: list[str], all_runs: bool,
+                out: Path | None) -> tuple[ReportFiles, list[RunSummary]]:
     """Index the runs under `results` (only those changed since last time) and report the runs asked for.
 
     `run_ids` names runs (directories under `results`, or runs already in its database); `all_runs` takes every
