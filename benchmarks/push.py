@@ -63,7 +63,8 @@ def rsync_sequential(hosts: SshHosts, bundle: Path, dest: str) -> tuple[float, i
     sent = 0
     start = time.perf_counter()
     for host in hosts.hosts:
-        out = subprocess.run(["rsync", "-a", "--stats", "-e", ssh, f"{bundle}/", f"{hosts.user}@{host.address}:{dest}/"],
+        target = f"{hosts.user}@{host.address}:{dest}/"
+        out = subprocess.run(["rsync", "-a", "--stats", "-e", ssh, f"{bundle}/", target],
                              check=True, capture_output=True, text=True, timeout=300).stdout
         sent += int(next(line for line in out.splitlines() if line.startswith("Total bytes sent"))
                     .split(":")[1].replace(",", ""))

@@ -177,6 +177,7 @@ def run_workload(resolved: ResolvedWorkload, inventory: Inventory, source: dict[
     connector = Connector(inventory, run_dir / KNOWN_HOSTS, opts.timeouts)
     hosts = {h.name: h for h in inventory.hosts}
 
+    console.print(f"waiting for SSH on {len(hosts)} host(s) (at most {opts.timeouts.wait_ssh:.0f}s)")
     with timeline.step("wait_ssh"):
         deadline = time.monotonic() + opts.timeouts.wait_ssh
         opened = fan_out(lambda h: connector.wait(h, deadline), inventory.hosts,
@@ -385,7 +386,8 @@ def stop_run(record: RunRecord, inventory: Inventory, opts: RunOptions, console:
     for name, why in sorted(unreachable.items()):
         console.print(f"[red]{name}: not stopped: {why}[/]")
     if unreachable:
-        raise ErnieError(f"could not reach {len(unreachable)} host(s) to stop them; run `ernie stop {record.run_id}` again")
+        raise ErnieError(f"could not reach {len(unreachable)} host(s) to stop them; "
+                         f"run `ernie stop {record.run_id}` again")
 
 
 def logs_run(record: RunRecord, inventory: Inventory, opts: RunOptions, worker: int, follow: bool,

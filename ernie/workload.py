@@ -195,5 +195,6 @@ def _coerce(key: str, raw: str, default: Param) -> Param:
         if isinstance(default, float):
             return float(raw)
     except ValueError as exc:
-        raise ErnieError(f"--set {key}={raw}: expected a {type(default).__name__} like the default {default!r}") from exc
+        kind = type(default).__name__
+        raise ErnieError(f"--set {key}={raw}: expected a {kind} like the default {default!r}") from exc
     return raw

@@ -206,8 +206,13 @@ def test_detached_workers_outlive_ernie_and_status_logs_stop_act_on_them(ssh_hos
     assert logs.returncode == 0 and ':::MLLOG {"namespace": ""' in logs.stdout
     bad = ernie(ernie_cmd, "logs", run_id, "--worker", "5", "--results", str(results))
     assert bad.returncode == 2 and "--worker 5" in bad.stderr
+    follower = subprocess.Popen([*ernie_cmd, "logs", "--follow", "--results", str(results)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stopped = ernie(ernie_cmd, "stop", run_id, "--results", str(results))
     assert stopped.returncode == 0 and stopped.stdout.count("stopped") == 3, stopped.stdout + stopped.stderr
+    followed, _ = follower.communicate(timeout=30)  # --follow ends by itself once the worker has ended
+    assert follower.returncode == 0
+    assert followed == (remote_output(ssh_hosts, 0, run_id) / "stdout.log").read_text()
     for i in range(3):
         assert (remote_output(ssh_hosts, i, run_id) / "exit_code").read_text().strip() == "143"
     collected = ernie(ernie_cmd, "collect", run_id, "--results", str(results))

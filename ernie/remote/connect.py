@@ -166,7 +166,7 @@ class Connector:
         self._pkey = _load_key(inventory) if inventory.runner != "local" else None
 
     def open(self, host: Host, timeout: float | None = None) -> Session:
-        """One attempt (each phase bounded by `timeout`, default Timeouts.connect): connect, authenticate, learn $HOME."""
+        """One attempt: connect, authenticate, learn $HOME; each phase bounded by `timeout` (default: connect)."""
         if self.inventory.runner == "local":
             LOCAL_BASE.mkdir(parents=True, exist_ok=True)
             return Session(host, invoke.Context(), str(LOCAL_BASE), self.timeouts)
@@ -247,7 +247,8 @@ class Outcome(Generic[T]):
         return self.error is None
 
 
-def fan_out(fn: Callable[[K], T], items: Iterable[K], timeout: float, name: Callable[[K], str]) -> dict[str, Outcome[T]]:
+def fan_out(fn: Callable[[K], T], items: Iterable[K], timeout: float,
+            name: Callable[[K], str]) -> dict[str, Outcome[T]]:
     """Run `fn` on every item in its own thread; each item's outcome, a timeout for any still running.
 
     Daemon threads, so one stuck host can neither hang the caller past `timeout` nor the interpreter's exit.

@@ -14,7 +14,6 @@ SSH session drops; it writes the command's exit status to `exit_code` when the c
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 import sys
 import time
@@ -60,6 +59,7 @@ class Probe:
     running: bool
     exit_code: int | None
     stdout_bytes: int
+    stderr_bytes: int
 
 
 def venv_dir(layout: Layout, spec: RunSpec) -> str | None:
@@ -160,17 +160,22 @@ def start(s: Session, layout: Layout, spec: RunSpec) -> Started:
     raise RemoteError(f"{s.host.name}: the workload did not start (no {layout.pid_file})")
 
 
-def probe(s: Session, layout: Layout) -> Probe:
-    """Running or not, exit code if written, stdout size: one command."""
+def probe(s: Session, layout: Layout, timeout: float | None = None) -> Probe:
+    """Running or not (its process group), exit code if written, log sizes: one command.
+
+    A group that has ended with no exit_code was killed before its wrapper could write one.
+    """
     out = shlex.quote(layout.output)
     result = s.check(
         f"pg=$(cat {shlex.quote(layout.pid_file)} 2>/dev/null); "
         f'if [ -n "$pg" ] && kill -0 -- "-$pg" 2>/dev/null; then echo running; else echo ended; fi; '
-        f"cat {out}/exit_code 2>/dev/null || echo none; stat -c %s {out}/stdout.log 2>/dev/null || echo 0",
-        "probing the workload")
-    state, code, size = (result.split() + ["", "", "0"])[:3]
+        f"cat {out}/exit_code 2>/dev/null || echo none; "
+        f"stat -c %s {out}/stdout.log 2>/dev/null || echo 0; stat -c %s {out}/stderr.log 2>/dev/null || echo 0",
+        "probing the workload", timeout=timeout)
+    state, code, out_size, err_size = (result.split() + ["", "", "0", "0"])[:4]
     return Probe(host=s.host.name, running=state == "running",
-                 exit_code=int(code) if code.lstrip("-").isdigit() else None, stdout_bytes=int(size or 0))
+                 exit_code=int(code) if code.lstrip("-").isdigit() else None,
+                 stdout_bytes=int(out_size or 0), stderr_bytes=int(err_size or 0))
 
 
 def stop(s: Session, layout: Layout, spec_runner: Runner, run_id: str) -> bool:

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from ernie.inventory import Host
-from ernie.remote.connect import Connector, RemoteError, Session, fan_out
+from ernie.remote.connect import Connector, Session, fan_out
 from ernie.remote.layout import Layout
+from ernie.remote.runners import probe
 
 MLLOG_PREFIX = ":::MLLOG "
 _ERROR_LINE = re.compile(r"error|traceback|exception|killed", re.IGNORECASE)
@@ -127,14 +128,8 @@ class Follower:
                                f"{follow.offsets['stdout.log']}[/]")
         s, layout = follow.session, self.layouts[follow.host.name]
         out = shlex.quote(layout.output)
-        state = s.check(
-            f"pg=$(cat {shlex.quote(layout.pid_file)} 2>/dev/null); "
-            f'if [ -n "$pg" ] && kill -0 -- "-$pg" 2>/dev/null; then echo running; else echo ended; fi; '
-            f"cat {out}/exit_code 2>/dev/null || echo none; "
-            f"stat -c %s {out}/stdout.log 2>/dev/null || echo 0; stat -c %s {out}/stderr.log 2>/dev/null || echo 0",
-            "polling the workload", timeout=s.timeouts.poll).split()
-        running, code, sizes = state[0] == "running", state[1], {"stdout.log": int(state[2]), "stderr.log": int(state[3])}
-        for log, size in sizes.items():
+        state = probe(s, layout, timeout=s.timeouts.poll)
+        for log, size in (("stdout.log", state.stdout_bytes), ("stderr.log", state.stderr_bytes)):
             if log == "stdout.log" and follow.host.worker != 0:
                 continue
             start = follow.offsets[log]
@@ -145,9 +140,7 @@ class Follower:
                 follow.partial[log] += text
                 follow.offsets[log] = start + count
         follow.unreachable_since = None
-        follow.exit_code = int(code) if code.lstrip("-").isdigit() else None
-        # An ended process group with no exit_code was killed before its wrapper could write one.
-        follow.running = running
+        follow.exit_code, follow.running = state.exit_code, state.running
 
     def _print(self, follow: HostFollow, bar: Progress, task: int) -> None:
         for log in ("stdout.log", "stderr.log"):
