@@ -443,7 +443,18 @@ def run_command(workload: str, sets: list[str], stack: str | None, inventory_fil
 
     resolved = resolve(find_workload(workload), sets)
     inventory = resolve_inventory(stack, inventory_file, local)
-    return run_workload(resolved, inventory, inventory_source(stack, inventory_file, local), opts, console)
+    started: list[str] = []
+    try:
+        return run_workload(resolved, inventory, inventory_source(stack, inventory_file, local), opts, console,
+                            on_started=started.append)
+    except KeyboardInterrupt:
+        if not started:
+            raise
+        run_id = started[0]
+        console.print(f"[yellow]interrupted: the workers go on. Watch them with `ernie status {run_id}` or "
+                      f"`ernie logs {run_id} --follow`, bring their output home with `ernie collect {run_id}`, "
+                      f"end them with `ernie stop {run_id}`[/]")
+        return 130
 
 
 def load_run(run_id: str | None, stack: str | None, inventory_file: Path | None, local: bool,

@@ -147,8 +147,8 @@ def start(s: Session, layout: Layout, spec: RunSpec) -> Started:
     """Write the wrapper and start it detached; return once its pid file names the process group."""
     run_dir, pid_file = shlex.quote(layout.run_dir), shlex.quote(layout.pid_file)
     script = render_run_script(spec, layout, s.host.worker)
-    s.pipe_in(f"mkdir -p {shlex.quote(layout.output)} && rm -f {pid_file} && cat > {run_dir}/run.sh",
-              script.encode())
+    stale = f"{pid_file} {shlex.quote(layout.output + '/exit_code')}"  # a restarted run's earlier ones
+    s.pipe_in(f"mkdir -p {shlex.quote(layout.output)} && rm -f {stale} && cat > {run_dir}/run.sh", script.encode())
     # --fork: setsid returns at once; the redirections leave no descriptor of the SSH channel open.
     s.check(f"cd {run_dir} && setsid --fork sh run.sh </dev/null >/dev/null 2>&1", "starting the workload")
     deadline = time.monotonic() + s.timeouts.connect
