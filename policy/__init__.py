@@ -1,1 +1,1 @@
-"""Guardrails over the resources a stack declares: run by `ernie check`, and later by a Pulumi policy pack."""
+"""Guardrails over the resources a stack declares: run by `ernie check`, and by the Pulumi policy pack here."""

@@ -1,0 +1,128 @@
+"""Every guardrail rule on resources the program really declares under mocks: the declared resource passes,
+the same resource with one property changed fails. `ernie check` and the policy pack run these same functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from policy_programs import MUTATIONS, PROGRAMS, program_plan, props, set_path, triples
+
+from ernie.check import Plan
+from policy import rules
+from policy.rules import BILLABLE_TTL_FIELDS, RULES, STACK_RULES, Limits, evaluate
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Plan]:
+    workdir = tmp_path_factory.mktemp("programs")
+    return {name: program_plan(name, workdir) for name in PROGRAMS}
+
+
+def check_of(name: str) -> Callable[[str, Any], list[str]]:
+    (rule,) = [r for r in RULES if r.name == name]
+    return rule.check
+
+
+@pytest.mark.parametrize(("rule", "program", "typ", "name", "path", "bad", "fragment"), MUTATIONS,
+                         ids=[f"{m[0]}:{m[4]}={m[5]!r:.20}" for m in MUTATIONS])
+def test_declared_resource_passes_and_one_changed_property_fails(plans, rule, program, typ, name, path, bad,
+                                                                  fragment) -> None:
+    check = check_of(rule)
+    declared = props(plans[program], typ, name)
+    assert check(typ, declared) == []
+    set_path(declared, path, bad)
+    findings = check(typ, declared)
+    assert len(findings) == 1 and fragment in findings[0], findings
+
+
+def test_every_rule_has_a_failing_case_from_the_program() -> None:
+    assert {m[0] for m in MUTATIONS} == {r.name for r in RULES}
+
+
+def test_committed_programs_have_no_findings(plans) -> None:
+    """Every configuration the tests plan, serving and EFA fleets included, passes every rule."""
+    for name, result in plans.items():
+        assert result.findings == [], name
+
+
+def billable(plans: dict[str, Plan]) -> list[tuple[str, str, str]]:
+    return [(program, r.type, r.name) for program, result in plans.items() for r in result.resources
+            if r.type in BILLABLE_TTL_FIELDS]
+
+
+def test_every_billable_resource_loses_its_ttl_and_is_flagged(plans) -> None:
+    """Each billable resource the programs declare, with its TTL label, tag or description entry removed."""
+    found = billable(plans)
+    declared_types = {typ for _, typ, _ in found}
+    # Everything in the table the stacks declare (a bare EBS volume is in the table for volumes made by hand).
+    assert declared_types == set(BILLABLE_TTL_FIELDS) - {rules.AWS_EBS_VOLUME}
+    for program, typ, name in found:
+        declared = props(plans[program], typ, name)
+        for field in BILLABLE_TTL_FIELDS[typ]:
+            stripped = dict(declared)
+            if field == "description":
+                stripped[field] = declared[field].replace("ernie-ttl=", "ttl:")
+            else:
+                stripped[field] = {k: v for k, v in declared[field].items() if k != "ernie-ttl"}
+            (finding,) = rules.ttl_label_missing(typ, stripped)
+            assert field in finding, (program, name, finding)
+
+
+def test_non_billable_resources_need_no_ttl(plans) -> None:
+    """Networks, firewalls, roles and keys cost nothing: the GCP network carries no labels and passes."""
+    network = props(plans["gcp"], "gcp:compute/network:Network")
+    assert "labels" not in network and rules.ttl_label_missing("gcp:compute/network:Network", network) == []
+
+
+def test_stack_cost_is_priced_from_the_catalog(plans) -> None:
+    """gcp: 16 v4 chips at 3.22; aws: one g5.xlarge at 1.006 and its gp3 root volume."""
+    gcp = triples(plans["gcp"])
+    assert sum(rules.hourly_usd(t, p) for t, _, p in gcp) == pytest.approx(51.52)
+    (instance,) = [p for t, _, p in triples(plans["aws"]) if t == rules.AWS_INSTANCE]
+    gib = instance["rootBlockDevice"]["volumeSize"]
+    assert rules.hourly_usd(rules.AWS_INSTANCE, instance) == pytest.approx(1.006 + gib * 0.000110)
+
+
+@pytest.mark.parametrize(("program", "typ", "path", "bad", "fragment"), [
+    ("gcp", rules.GCP_TPU_VM, "acceleratorType", "v4-128", "206.08 USD/hour on demand, over ernie:maxUsdPerHour 60"),
+    ("aws", rules.AWS_INSTANCE, "instanceType", "p4d.24xlarge", "over ernie:maxUsdPerHour 5"),
+    ("aws", rules.AWS_INSTANCE, "rootBlockDevice.volumeSize", 50000.0, "over ernie:maxUsdPerHour 5"),
+    ("aws", rules.AWS_INSTANCE, "instanceType", "x9.hyper", "has no price for gpu-0"),
+    ("aws", rules.AWS_INSTANCE, "rootBlockDevice.volumeType", "io2", "has no price for gpu-0"),
+])
+def test_stack_cost_ceiling(plans, program, typ, path, bad, fragment) -> None:
+    (cost_rule,) = STACK_RULES
+    limits = plans[program].limits
+    resources = triples(plans[program])
+    assert cost_rule.check(resources, limits) == []
+    (declared,) = [p for t, _, p in resources if t == typ]
+    set_path(declared, path, bad)
+    (finding,) = cost_rule.check(resources, limits)
+    assert fragment in finding
+
+
+def test_ceiling_is_the_configured_one(plans) -> None:
+    """The same two p4d instances pass under their stack's ceiling of 70 and fail under the committed 5."""
+    resources = triples(plans["aws-efa"])
+    assert plans["aws-efa"].limits == Limits(max_usd_per_hour=70)
+    (cost_rule,) = STACK_RULES
+    assert cost_rule.check(resources, Limits(max_usd_per_hour=70)) == []
+    (finding,) = cost_rule.check(resources, plans["aws"].limits)
+    assert "65.5" in finding and "over ernie:maxUsdPerHour 5" in finding
+
+
+def test_evaluate_reports_stack_findings_against_the_stack(plans) -> None:
+    resources = triples(plans["aws-efa"])
+    findings = evaluate(resources, Limits(max_usd_per_hour=10), "aws-efa")
+    assert [(f.rule, f.resource_type, f.resource_name) for f in findings] == \
+        [("cost-ceiling", rules.STACK_TYPE, "aws-efa")]
+
+
+def test_a_declared_resource_with_unknown_outputs_still_prices(plans) -> None:
+    """During a preview the AMI's size is not known yet: the instance is priced without its root volume."""
+    instance = props(plans["aws"], rules.AWS_INSTANCE)
+    del instance["rootBlockDevice"]["volumeSize"]
+    assert rules.hourly_usd(rules.AWS_INSTANCE, instance) == pytest.approx(1.006)
