@@ -10,8 +10,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ernie.demo import DemoWorkload, run_demo
+from ernie.demo import SUITE, DemoWorkload, run_demo
 from ernie.errors import ErnieError
+from ernie.workload import find_workload, resolve
 
 # A workload in the docs/workloads.md contract, small enough to finish in a second: an MLPerf log written by
 # mlperf-logging and a result.json on worker 0.
@@ -92,3 +93,12 @@ def test_demo_reports_a_failing_serving_check_and_still_reports(tmp_path: Path) 
     assert code == 1
     assert "the tabular layers could not be built" in buf.getvalue()
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_the_suite_names_built_in_workloads_with_valid_parameters() -> None:
+    """The demo's --set overrides must stay valid as the workloads evolve: resolve each as `ernie run` would."""
+    by_name = {item.workload: item for item in SUITE}
+    for name in ("bert-torch", "bert-tf"):
+        resolved = resolve(find_workload(name), list(by_name[name].sets))
+        assert resolved.params["preset"] == "tiny" and resolved.params["text"] == "stdlib"
+        assert resolved.progress_total == resolved.params["max_steps"]
