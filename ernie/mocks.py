@@ -153,6 +153,10 @@ def _outputs_for(typ: str, name: str, inputs: dict) -> tuple[str, dict]:
             res_name = inputs.get("name") or f"{name}-{h[:7]}"
             return res_name, {"name": res_name, "arn": f"arn:aws:iam::{ACCOUNT_ID}:{kind}/{res_name}",
                               "uniqueId": f"AROA{h.upper()}"}
+        case "aws:cloudwatch/logGroup:LogGroup":
+            group = inputs.get("name") or f"{name}-{h[:7]}"
+            # The provider drops the ":*" the API appends (all of the group's streams).
+            return group, {"name": group, "arn": f"arn:aws:logs:{region}:{ACCOUNT_ID}:log-group:{group}"}
         case "aws:lambda/function:Function":
             fn = inputs.get("name") or f"{name}-{h[:7]}"
             arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{fn}"
