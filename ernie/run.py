@@ -29,7 +29,7 @@ from ernie.remote.collect import Collected, collect_host, sha256_file
 from ernie.remote.connect import Connector, RemoteError, Session, Timeouts, fan_out
 from ernie.remote.layout import Layout
 from ernie.remote.push import Bundle, PushResult, push
-from ernie.remote.runners import Probe, RunSpec, probe, setup, start, stop
+from ernie.remote.runners import SETUP_TIMEOUT_S, Probe, RunSpec, probe, setup, start, stop
 from ernie.remote.stream import Follower
 from ernie.workload import ResolvedWorkload
 
@@ -148,6 +148,11 @@ def recorded_inventory(record: RunRecord, stack: str | None, inventory_file: Pat
                              Path(src["value"]) if src["kind"] == "file" else None, src["kind"] == "local")
 
 
+def _host_of(s: Session) -> str:
+    """A session's key in a fan-out's outcomes."""
+    return s.host.name
+
+
 def _fail_on_errors(what: str, outcomes: dict[str, Any]) -> None:
     errors = {name: o.error for name, o in outcomes.items() if not o.ok}
     if errors:
@@ -161,23 +166,72 @@ def run_workload(resolved: ResolvedWorkload, inventory: Inventory, source: dict[
     """Run a resolved workload on every host of the inventory; 0 only if every worker finished 0 and was collected."""
     workload = resolved.workload
     run_id = run_id or new_run_id(workload.name)
-    run_dir = opts.results_root / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    timeline = timeline or Timeline(run_dir / TIMELINE, run_id)
-    requirements_sha = (sha256_file(workload.directory / workload.requirements) if workload.requirements else None)
     record = RunRecord(
         run_id=run_id, workload=workload.name, spec_file=str(workload.spec_file), params=resolved.params,
         command=resolved.command, created=_now_iso(), inventory_source=source, inventory=inventory.public(),
         collect_paths=list(workload.collect_paths), progress_total=resolved.progress_total,
         progress_regex=workload.progress_regex, requirements=workload.requirements,
-        requirements_sha256=requirements_sha)
+        requirements_sha256=sha256_file(workload.directory / workload.requirements) if workload.requirements else None)
     record.save(opts.results_root)
-    console.print(f"run [bold]{run_id}[/]: {workload.name} on {len(inventory.hosts)} worker(s) "
+    return execute(record, inventory, opts, console, timeline, on_started)
+
+
+def execute(record: RunRecord, inventory: Inventory, opts: RunOptions, console: Console,
+            timeline: Timeline | None = None, on_started: Callable[[str], None] | None = None) -> int:
+    """Carry out a recorded run: wait for SSH, push, set up, start, follow, collect.
+
+    Everything comes from the record, so a run can be carried out again from results/RUN_ID/run.json.
+    """
+    run_dir = opts.results_root / record.run_id
+    timeline = timeline or Timeline(run_dir / TIMELINE, record.run_id)
+    console.print(f"run [bold]{record.run_id}[/]: {record.workload} on {len(inventory.hosts)} worker(s) "
                   f"({inventory.runner} runner, {inventory.source})")
     connector = Connector(inventory, run_dir / KNOWN_HOSTS, opts.timeouts)
-    hosts = {h.name: h for h in inventory.hosts}
+    sessions = _wait_for_ssh(connector, inventory, opts, console, timeline)
+    record.host_bases = {name: s.base for name, s in sessions.items()}
+    record.save(opts.results_root)
+    spec = record.spec(inventory)
+    layouts = {name: record.layout(name) for name in sessions}
+    try:
+        bundle = _bundle(record)
+        with timeline.step("push"):
+            pushed = fan_out(lambda s: push(s, bundle, layouts[s.host.name].bundle), sessions.values(),
+                             timeout=opts.timeouts.command * 2, name=_host_of)
+            _fail_on_errors("pushing the bundle", pushed)
+        _report_push(console, {n: o.value for n, o in pushed.items()}, bundle)
+        with timeline.step("setup"):
+            done = fan_out(lambda s: setup(s, layouts[s.host.name], spec), sessions.values(),
+                           timeout=SETUP_TIMEOUT_S + opts.timeouts.command, name=_host_of)
+            _fail_on_errors("setting up", done)
+        for name, o in sorted(done.items()):
+            console.print(f"{name}: set up ({o.value})")
+        with timeline.step("run"):
+            started = fan_out(lambda s: start(s, layouts[s.host.name], spec), sessions.values(),
+                              timeout=opts.timeouts.command * 2, name=_host_of)
+            if not all(o.ok for o in started.values()):
+                stop_workers(record, inventory, sessions, console)
+                _fail_on_errors("starting the workload", started)
+            if on_started is not None:
+                on_started(record.run_id)
+            follower = Follower(connector, sessions, layouts, console, total=record.progress_total,
+                                regex=record.progress_regex, stream_copy=run_dir / STREAM_COPY,
+                                lost_after=opts.lost_after_s)
+            followed = follower.follow(time.monotonic() + opts.run_timeout_s, f"{record.workload} worker 0")
+            sessions = {n: f.session for n, f in follower.hosts.items() if f.session is not None}
+            if followed.timed_out:
+                console.print(f"[red]the run passed its {opts.run_timeout_s:.0f}s limit: stopping every worker[/]")
+                stop_workers(record, inventory, sessions, console)
+    finally:
+        for s in sessions.values():
+            s.close()
+    return collect_run(record, inventory, opts, console, timeline=timeline, lost=followed.lost,
+                       patience_s=opts.timeouts.connect * 2)
 
-    console.print(f"waiting for SSH on {len(hosts)} host(s) (at most {opts.timeouts.wait_ssh:.0f}s)")
+
+def _wait_for_ssh(connector: Connector, inventory: Inventory, opts: RunOptions, console: Console,
+                  timeline: Timeline) -> dict[str, Session]:
+    """A session to every host, or ErnieError naming each host that did not answer in time."""
+    console.print(f"waiting for SSH on {len(inventory.hosts)} host(s) (at most {opts.timeouts.wait_ssh:.0f}s)")
     with timeline.step("wait_ssh"):
         deadline = time.monotonic() + opts.timeouts.wait_ssh
         opened = fan_out(lambda h: connector.wait(h, deadline), inventory.hosts,
@@ -189,46 +243,15 @@ def run_workload(resolved: ResolvedWorkload, inventory: Inventory, source: dict[
             for s in sessions.values():
                 s.close()
             raise
-    record.host_bases = {name: s.base for name, s in sessions.items()}
-    record.save(opts.results_root)
-    spec = record.spec(inventory)
-    layouts = {name: record.layout(name) for name in hosts}
-    try:
-        resolved_json = json.dumps({"run_id": run_id, "workload": workload.name, "params": resolved.params,
-                                    "command": resolved.command}, indent=2).encode()
-        bundle = Bundle.from_directory(workload.directory, extra={"ernie_run.json": resolved_json})
-        with timeline.step("push"):
-            pushed = fan_out(lambda s: push(s, bundle, layouts[s.host.name].bundle), sessions.values(),
-                             timeout=opts.timeouts.command * 2, name=lambda s: s.host.name)
-            _fail_on_errors("pushing the bundle", pushed)
-        _report_push(console, {n: o.value for n, o in pushed.items()}, bundle)
-        with timeline.step("setup"):
-            done = fan_out(lambda s: setup(s, layouts[s.host.name], spec), sessions.values(),
-                           timeout=3600 + opts.timeouts.command, name=lambda s: s.host.name)
-            _fail_on_errors("setting up", done)
-        for name, o in sorted(done.items()):
-            console.print(f"{name}: set up ({o.value})")
-        with timeline.step("run"):
-            started = fan_out(lambda s: start(s, layouts[s.host.name], spec), sessions.values(),
-                              timeout=opts.timeouts.command * 2, name=lambda s: s.host.name)
-            if not all(o.ok for o in started.values()):
-                stop_workers(record, inventory, sessions, console)
-                _fail_on_errors("starting the workload", started)
-            if on_started is not None:
-                on_started(run_id)
-            follower = Follower(connector, sessions, layouts, console, total=resolved.progress_total,
-                                regex=workload.progress_regex, stream_copy=run_dir / STREAM_COPY,
-                                lost_after=opts.lost_after_s)
-            followed = follower.follow(time.monotonic() + opts.run_timeout_s, f"{workload.name} worker 0")
-            sessions = {n: f.session for n, f in follower.hosts.items() if f.session is not None}
-            if followed.timed_out:
-                console.print(f"[red]the run passed its {opts.run_timeout_s:.0f}s limit: stopping every worker[/]")
-                stop_workers(record, inventory, sessions, console)
-    finally:
-        for s in sessions.values():
-            s.close()
-    return collect_run(record, inventory, opts, console, timeline=timeline, lost=followed.lost,
-                       patience_s=opts.timeouts.connect * 2)
+    return sessions
+
+
+def _bundle(record: RunRecord) -> Bundle:
+    """The workload's directory plus ernie_run.json, the run's resolved parameters."""
+    resolved = {"run_id": record.run_id, "workload": record.workload, "params": record.params,
+                "command": record.command}
+    return Bundle.from_directory(Path(record.spec_file).parent,
+                                 extra={"ernie_run.json": json.dumps(resolved, indent=2).encode()})
 
 
 def _report_push(console: Console, pushed: dict[str, PushResult], bundle: Bundle) -> None:
@@ -241,7 +264,7 @@ def _report_push(console: Console, pushed: dict[str, PushResult], bundle: Bundle
 def stop_workers(record: RunRecord, inventory: Inventory, sessions: dict[str, Session], console: Console) -> None:
     """End every reachable worker's process group; report the ones that could not be reached."""
     outcomes = fan_out(lambda s: stop(s, record.layout(s.host.name), inventory.runner, record.run_id),
-                       sessions.values(), timeout=60, name=lambda s: s.host.name)
+                       sessions.values(), timeout=60, name=_host_of)
     for name, o in sorted(outcomes.items()):
         console.print(f"{name}: " + (("stopped" if o.value else "not running") if o.ok else f"[red]{o.error}[/]"))
 
@@ -281,7 +304,7 @@ def collect_run(record: RunRecord, inventory: Inventory, opts: RunOptions, conso
             return probe(s, layout), collect_host(s, layout, run_dir / s.host.name, tuple(record.collect_paths))
 
         try:
-            outcomes = fan_out(one, sessions.values(), timeout=opts.collect_timeout_s, name=lambda s: s.host.name)
+            outcomes = fan_out(one, sessions.values(), timeout=opts.collect_timeout_s, name=_host_of)
         finally:
             for s in sessions.values():
                 s.close()
@@ -356,7 +379,7 @@ def status_run(record: RunRecord, inventory: Inventory, opts: RunOptions, consol
     sessions, unreachable = _connect_all(record, inventory, opts, opts.timeouts.wait_ssh)
     try:
         probes = fan_out(lambda s: probe(s, record.layout(s.host.name)), sessions.values(),
-                         timeout=opts.timeouts.command, name=lambda s: s.host.name)
+                         timeout=opts.timeouts.command, name=_host_of)
     finally:
         for s in sessions.values():
             s.close()
