@@ -57,18 +57,14 @@ class HostFollow:
     exit_code: int | None = None
     unreachable_since: float | None = None
     lost: str | None = None  # why it was given up on
-    reconnects: int = 0
 
 
 @dataclass(frozen=True)
 class FollowResult:
-    """How each worker ended, as far as the follower could see."""
+    """Which hosts were given up on (and why), and whether the run's deadline passed first."""
 
-    exit_codes: dict[str, int | None]
     lost: dict[str, str]
     timed_out: bool
-    last_step: int | None
-    reconnects: dict[str, int]
 
 
 class Follower:
@@ -81,15 +77,14 @@ class Follower:
         self.layouts = layouts
         self.console = console
         self.hosts = {name: HostFollow(host=s.host, session=s) for name, s in sessions.items()}
-        self.worker0 = next(name for name, s in sessions.items() if s.host.worker == 0)
         self.total = total
         self.regex = re.compile(regex) if regex else None
         self.stream_copy = stream_copy
         self.lost_after = lost_after
         self.interval = interval
-        self.last_step: int | None = None
 
     def follow(self, deadline: float, description: str) -> FollowResult:
+        """Poll every `interval` seconds, drawing worker 0's progress, until no worker is left to wait for."""
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=self.console, transient=False) as bar:
@@ -113,17 +108,12 @@ class Follower:
         return self._result(timed_out=False)
 
     def _result(self, timed_out: bool) -> FollowResult:
-        return FollowResult(
-            exit_codes={n: h.exit_code for n, h in self.hosts.items()},
-            lost={n: h.lost for n, h in self.hosts.items() if h.lost},
-            timed_out=timed_out, last_step=self.last_step,
-            reconnects={n: h.reconnects for n, h in self.hosts.items()})
+        return FollowResult(lost={n: h.lost for n, h in self.hosts.items() if h.lost}, timed_out=timed_out)
 
     def _poll(self, follow: HostFollow) -> None:
         """One host: reconnect if needed, read its state and the new bytes of its logs."""
         if follow.session is None:
             follow.session = self.connector.open(follow.host)
-            follow.reconnects += 1
             self.console.print(f"[green]{follow.host.name}: reconnected; resuming its logs at byte "
                                f"{follow.offsets['stdout.log']}[/]")
         s, layout = follow.session, self.layouts[follow.host.name]
@@ -153,7 +143,6 @@ class Follower:
                 if log == "stdout.log":
                     step = progress_step(line, self.regex)
                     if step is not None:
-                        self.last_step = step
                         bar.update(task, completed=step)
                 elif _ERROR_LINE.search(line):
                     self.console.print(Text.assemble((f"{follow.host.name}: ", "red"), line))
