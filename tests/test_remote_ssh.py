@@ -228,7 +228,9 @@ def test_docker_runner_command_lines_run_through_a_stand_in_docker(ssh_hosts: Ss
         (host.home / "bin").mkdir()
         (host.home / "bin" / "docker").write_text(stand_in)
         (host.home / "bin" / "docker").chmod(0o755)
-    inv = ssh_hosts.write_inventory(tmp_path / "docker.json", runner="docker", image=image)
+    # The key given as PEM text (as a stack's secret output gives it), not as a file.
+    inv = ssh_hosts.write_inventory(tmp_path / "docker.json", runner="docker", image=image,
+                                    ssh_private_key=ssh_hosts.key_path.read_text(), ssh_key_path=None)
     results = tmp_path / "results"
     proc = ernie(ernie_cmd, "run", str(ECHO), "--inventory", str(inv), "--results", str(results), "--set", "steps=3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
