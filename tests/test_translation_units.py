@@ -1,0 +1,238 @@
+"""The translation workload's parts that need no training run: log parser on recorded fairseq logs,
+command composition for every accelerator, the TPU check, and argument validation."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import sacrebleu
+
+WORKLOAD = Path(__file__).resolve().parents[1] / "workloads" / "translation"
+RECORDED = Path(__file__).resolve().parent / "data" / "fairseq"
+
+
+def _import_workload(*names: str) -> list[types.ModuleType]:
+    """The workload's modules, imported as the workload imports them (flat, from its directory), without
+    leaving them in sys.modules where another workload's same-named modules (mlperf, results) live."""
+    own = {p.stem for p in WORKLOAD.glob("*.py")}
+    saved = {name: sys.modules.pop(name) for name in own if name in sys.modules}
+    sys.path.insert(0, str(WORKLOAD))
+    try:
+        return [importlib.import_module(name) for name in names]
+    finally:
+        sys.path.remove(str(WORKLOAD))
+        for name in own:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+
+
+fairseq_log, launch, run, synthetic, tpu, recipes, evaluate = _import_workload(
+    "fairseq_log", "launch", "run", "synthetic", "tpu", "recipes", "evaluate")
+RECIPES, get_recipe = recipes.RECIPES, recipes.get_recipe
+
+
+def _lines(name: str) -> list[str]:
+    return (RECORDED / name).read_text().splitlines()
+
+
+# --- the log parser, on logs recorded from real runs on this machine (tests/data/fairseq/README.md) ---
+
+@pytest.mark.parametrize("name", ["train_cpu.log", "train_gloo_rank0.log"])
+def test_parser_reads_every_train_valid_and_inner_line(name: str) -> None:
+    lines = _lines(name)
+    log = fairseq_log.parse_train_log(lines)
+    assert len(log.inner) == sum(" | train_inner | " in line for line in lines) > 0
+    assert len(log.train) == sum(" | train | epoch " in line for line in lines) > 0
+    assert len(log.valid) == sum(" | valid | epoch " in line for line in lines) == len(log.train)
+    assert [t.epoch for t in log.train] == list(range(1, len(log.train) + 1))
+    updates = [r.num_updates for r in log.inner]
+    assert updates == sorted(updates) and updates[0] > 0
+    assert all(isinstance(v.stats["bleu"], float) and 0 <= v.stats["bleu"] <= 100 for v in log.valid)
+    assert all(isinstance(r.stats["loss"], float) for r in log.inner + log.train)
+    assert log.params is not None and log.params > 1000
+
+
+def test_parser_reads_fields_of_one_line_exactly() -> None:
+    inner = fairseq_log.parse_train_line(
+        "2026-11-28 07:54:27 | INFO | train_inner | epoch 002:      2 / 8 loss=6.286, nll_loss=6.274, ppl=77.37, "
+        "wps=15114.9, ups=8.07, wpb=1885.7, bsz=236.8, num_updates=10, lr=0.0001, gnorm=2.691, train_wall=1, wall=2")
+    assert isinstance(inner, fairseq_log.TrainInner)
+    assert (inner.epoch, inner.num_updates, inner.stats["wps"], inner.stats["wpb"]) == (2, 10, 15114.9, 1885.7)
+    valid = fairseq_log.parse_train_line(
+        "2026-11-28 07:54:28 | INFO | valid | epoch 002 | valid on 'valid' subset | loss 5.714 | nll_loss 5.641 | "
+        "ppl 49.89 | bleu 12.34 | wps 30994 | wpb 736.5 | bsz 100 | num_updates 16 | best_bleu 12.34")
+    assert isinstance(valid, fairseq_log.Summary)
+    assert (valid.kind, valid.epoch, valid.num_updates, valid.stats["bleu"]) == ("valid", 2, 16, 12.34)
+    assert fairseq_log.parse_train_line("2026-11-28 07:54:28 | INFO | fairseq.trainer | begin training epoch 2") is None
+
+
+def test_throughput_leaves_out_warm_up_and_epoch_boundaries() -> None:
+    log = fairseq_log.parse_train_log(_lines("train_cpu.log"))
+    speed = fairseq_log.throughput(log.inner)
+    assert speed is not None
+    clean = [r for prev, r in zip(log.inner, log.inner[1:]) if prev.epoch == r.epoch]
+    assert clean, "the recorded run should have intervals inside one epoch"
+    rates = [float(r.stats["wps"]) for r in clean]
+    assert min(rates) <= speed.words_per_s <= max(rates)
+    assert speed.timed_updates == sum(b.num_updates - a.num_updates for a, b in zip(log.inner, log.inner[1:])
+                                      if a.epoch == b.epoch)
+    assert speed.timed_updates < log.inner[-1].num_updates
+    assert len(speed.step_times_ms) == len(clean)
+
+
+def test_generate_parser_restores_test_order_and_detokenised_text() -> None:
+    lines = _lines("generate_cpu.log")
+    generated = fairseq_log.parse_generate(lines)
+    assert len(generated) == sum(line.startswith("H-") for line in lines) > 0
+    assert all("\u2581" not in g.hypothesis for g in generated)  # sentencepiece pieces were joined
+    assert all(g.score <= 0 for g in generated)
+    # fairseq prints by length; the parser hands them back in test-set order (the S- lines say which).
+    ids = [int(line.split("\t")[0][2:]) for line in lines if line.startswith("S-")]
+    assert ids != sorted(ids)
+    assert [g.source for g in generated] == [s for _, s in sorted(
+        (int(line.split("\t")[0][2:]), line.split("\t", 1)[1]) for line in lines if line.startswith("S-"))]
+
+
+def test_bleu_comes_from_the_hypotheses_not_fairseqs_summary_line() -> None:
+    lines = _lines("generate_cpu.log")
+    generated = fairseq_log.parse_generate(lines)
+    references = [g.reference for g in generated]
+    score = evaluate.score(lines, references)
+    assert score.sentences == len(generated)
+    assert score.bleu == pytest.approx(sacrebleu.corpus_bleu([g.hypothesis for g in generated], [references]).score)
+    perfect = evaluate.score(lines, [g.hypothesis for g in generated])
+    assert perfect.bleu == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="translated .* sentences but the test set has"):
+        evaluate.score(lines, references + ["one more"])
+
+
+# --- command composition: one place for CPU, GPU and TPU ---
+
+def _topology(accelerator: str, workers: int, index: int, devices: int) -> launch.Topology:
+    env = {"ERNIE_NUM_WORKERS": str(workers), "ERNIE_WORKER_INDEX": str(index), "ERNIE_COORDINATOR_ADDRESS": "10.0.0.2"}
+    return launch.topology_from_env(accelerator, devices, 29500, env)
+
+
+def _settings(precision: str = "fp32", target: float | None = 25.0) -> launch.TrainSettings:
+    return launch.TrainSettings(precision=precision, max_tokens=3584, update_freq=16, max_epoch=30, max_update=0,
+                                target_bleu=target, log_interval=10, num_workers=0)
+
+
+def _flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_gpu_hosts_get_fairseqs_distributed_flags_from_ernie_env() -> None:
+    recipe = get_recipe("wmt-en-de")
+    command = launch.train_command(recipe, Path("/d/bin"), Path("/c"), _settings("fp16"), _topology("gpu", 2, 1, 8))
+    assert _flag(command, "--distributed-world-size") == "16"
+    assert _flag(command, "--distributed-rank") == "8"  # fairseq spawns ranks 8..15 on this host
+    assert _flag(command, "--distributed-init-method") == "tcp://10.0.0.2:29500"
+    assert "--fp16" in command and "--cpu" not in command and "--distributed-no-spawn" not in command
+    assert _flag(command, "--arch") == "transformer_vaswani_wmt_en_de_big"
+    assert (_flag(command, "--max-tokens"), _flag(command, "--update-freq")) == ("3584", "16")
+    assert _flag(command, "--target-bleu") == "25.0" and "--eval-bleu" in command
+    assert _flag(command, "--valid-subset") == "test"  # MLPerf checks newstest2014 every epoch
+    assert launch.global_batch_tokens(_settings(), _topology("gpu", 2, 1, 8)) == 3584 * 16 * 16
+
+
+def test_cpu_workers_meet_over_gloo_without_spawning() -> None:
+    command = launch.train_command(get_recipe("synthetic"), Path("/d/bin"), Path("/c"), _settings(),
+                                   _topology("cpu", 2, 1, 1))
+    assert _flag(command, "--distributed-backend") == "gloo"
+    assert "--distributed-no-spawn" in command and _flag(command, "--ddp-backend") == "legacy_ddp"
+    assert (_flag(command, "--distributed-world-size"), _flag(command, "--distributed-rank")) == ("2", "1")
+    assert "--cpu" in command
+
+
+def test_single_host_and_tpu_commands() -> None:
+    alone = launch.train_command(get_recipe("synthetic"), Path("/d/bin"), Path("/c"), _settings(target=None),
+                                 _topology("cpu", 1, 0, 1))
+    assert not any(f.startswith("--distributed") for f in alone) and "--eval-bleu" not in alone
+    on_tpu = launch.train_command(get_recipe("wmt-en-de"), Path("/d/bin"), Path("/c"), _settings("bf16"),
+                                  _topology("tpu", 1, 0, 4))
+    assert "--tpu" in on_tpu and "--bf16" in on_tpu and _flag(on_tpu, "--distributed-world-size") == "4"
+
+
+@pytest.mark.parametrize(("accelerator", "precision"), [("gpu", "bf16"), ("cpu", "fp16"), ("tpu", "fp16")])
+def test_precision_the_accelerator_cannot_run_is_refused(accelerator: str, precision: str) -> None:
+    with pytest.raises(ValueError, match=f"--precision {precision} does not run on {accelerator}"):
+        launch.train_command(get_recipe("synthetic"), Path("/d"), Path("/c"), _settings(precision),
+                             _topology(accelerator, 1, 0, 1))
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"ERNIE_NUM_WORKERS": "2", "ERNIE_WORKER_INDEX": "0"}, "ERNIE_COORDINATOR_ADDRESS is unset"),
+    ({"ERNIE_NUM_WORKERS": "2", "ERNIE_WORKER_INDEX": "2", "ERNIE_COORDINATOR_ADDRESS": "h"}, "must lie in 0..ERNIE"),
+    ({"ERNIE_NUM_WORKERS": "two"}, "must be integers"),
+])
+def test_bad_ernie_environment_is_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        launch.topology_from_env("cpu", 1, 29500, env)
+
+
+def test_tpu_check_names_what_current_torch_xla_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "torch_xla is not installed" in (tpu.unsupported_reason() or "")
+    # torch_xla 2.9's xla_model: PJRT only, xrt_world_size and get_ordinal removed.
+    package = types.ModuleType("torch_xla")
+    core = types.ModuleType("torch_xla.core")
+    xm = types.ModuleType("torch_xla.core.xla_model")
+    for name in ("get_local_ordinal", "rendezvous", "mark_step", "xla_device"):
+        setattr(xm, name, lambda *a, **k: None)
+    for name, module in (("torch_xla", package), ("torch_xla.core", core), ("torch_xla.core.xla_model", xm)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(tpu.importlib.metadata, "version", lambda name: "2.9.0")
+    reason = tpu.unsupported_reason()
+    assert reason is not None and "torch_xla 2.9.0 lacks" in reason
+    assert "xrt_world_size" in reason and "get_ordinal" in reason and "get_local_ordinal" not in reason
+    xm.xrt_world_size = xm.get_ordinal = lambda *a, **k: 1
+    assert tpu.unsupported_reason() is None
+
+
+# --- argument validation: a clear error naming the flag, before anything runs ---
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--recipe", "wmt-fr-en"], "--recipe: unknown recipe 'wmt-fr-en': choose one of synthetic, iwslt14-de-en, wmt-en-de"),
+    (["--target-bleu", "150"], "--target-bleu 150.0: BLEU lies in (0, 100]"),
+    (["--target-bleu", "0"], "--target-bleu 0.0: BLEU lies in (0, 100]"),
+    (["--update-freq", "0"], "--update-freq 0: must be at least 1"),
+    (["--max-tokens", "-5"], "--max-tokens -5: must be at least 1"),
+])
+def test_bad_arguments_name_the_flag(argv: list[str], message: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run.parse_args(["--data-dir", str(tmp_path), "--out", str(tmp_path), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_recipe_defaults_and_data_dir_template(tmp_path: Path) -> None:
+    args = run.parse_args(["--recipe", "wmt-en-de", "--data-dir", "~/data/{recipe}", "--out", str(tmp_path),
+                           "--max-tokens", "recipe", "--target-bleu", "recipe"])
+    assert args.data_dir == Path.home() / "data" / "wmt-en-de"
+    assert (args.max_tokens, args.target_bleu, args.max_epoch) == (3584, 25.0, RECIPES["wmt-en-de"].max_epoch)
+
+
+def test_synthetic_corpus_is_a_learnable_mapping(tmp_path: Path) -> None:
+    counts = synthetic.write_corpus(tmp_path, 400, seed=3)
+    assert counts == {"train": 400, "valid": 40, "test": 40}
+    sources = (tmp_path / "train.src").read_text().splitlines()
+    targets = (tmp_path / "train.tgt").read_text().splitlines()
+    # A fixed lexicon: every sentence holding a source word holds that word's one translation, so the
+    # target words common to all of them are never empty; the order differs (the reordering rule).
+    common: dict[str, set[str]] = {}
+    for source, target in zip(sources, targets, strict=True):
+        assert len(source.split()) == len(target.split())
+        for word in source.split():
+            common[word] = common.get(word, set(target.split())) & set(target.split())
+    assert common and all(common.values())
+    lexicon = {word: next(iter(c)) for word, c in common.items() if len(c) == 1}
+    in_order = [[lexicon[w] for w in s.split()] == t.split() for s, t in zip(sources, targets)
+                if all(w in lexicon for w in s.split())]
+    assert any(in_order) and not all(in_order)  # translated word by word, some with words swapped
+    assert synthetic.write_corpus(tmp_path / "again", 400, seed=3) == counts
+    assert (tmp_path / "again" / "test.tgt").read_text() == (tmp_path / "test.tgt").read_text()

@@ -1,0 +1,69 @@
+"""fairseq's command-line tools as this workload runs them: `python fairseq_cmd.py TOOL [flags]`.
+
+    python fairseq_cmd.py preprocess ...       # = fairseq-preprocess ...
+    python fairseq_cmd.py generate ...         # = fairseq-generate ...
+    python fairseq_cmd.py train ... --target-bleu 25.0   # = fairseq-train ... plus MLPerf's stop rule
+
+Two things differ from the console scripts, neither touching fairseq's code:
+
+* `--target-bleu` for train. fairseq 0.12 has no such flag (MLPerf's reference fork added one to its
+  train.py). With `--eval-bleu --best-checkpoint-metric bleu` fairseq hands each epoch's validation
+  BLEU (sacrebleu over detokenised beam output, summed over all workers) to
+  `fairseq_cli.train.should_stop_early` on every rank, so wrapping that one function stops every
+  rank at the same update, after that epoch's checkpoint is saved.
+* TensorFlow is kept out. fairseq imports torch.utils.tensorboard at start-up (only for
+  --tensorboard-logdir, unused here), which imports all of TensorFlow whenever it is installed
+  beside torch: seconds of start-up for every process, for nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+TOOLS = ("preprocess", "train", "generate")
+
+
+def _pop_target_bleu(argv: list[str]) -> tuple[float | None, list[str]]:
+    if "--target-bleu" not in argv:
+        return None, argv
+    i = argv.index("--target-bleu")
+    return float(argv[i + 1]), argv[:i] + argv[i + 2:]
+
+
+def _stop_at_target(train, target: float) -> None:  # noqa: ANN001 - the fairseq_cli.train module
+    patience_rule = train.should_stop_early
+    logger = logging.getLogger("fairseq_cmd")
+
+    def should_stop_early(cfg, valid_bleu):  # noqa: ANN001 - fairseq's signature
+        if valid_bleu is not None and valid_bleu >= target:
+            logger.info(f"target BLEU reached: {valid_bleu:.2f} >= {target:.2f}")
+            return True
+        return patience_rule(cfg, valid_bleu)
+
+    # fairseq keeps its patience counter as attributes of whatever function this name holds.
+    train.should_stop_early = should_stop_early
+
+
+def keep_tensorflow_out() -> None:
+    """Make `import tensorflow` fail in this process, so importing fairseq skips it (see above)."""
+    sys.modules.setdefault("tensorflow", None)
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in TOOLS:
+        sys.exit(f"usage: python fairseq_cmd.py {{{','.join(TOOLS)}}} [fairseq flags]")
+    tool = sys.argv.pop(1)
+    target, sys.argv[1:] = _pop_target_bleu(sys.argv[1:])
+    if target is not None and tool != "train":
+        sys.exit("--target-bleu applies to train only")
+    keep_tensorflow_out()
+    module = importlib.import_module(f"fairseq_cli.{tool}")
+    if target is not None:
+        _stop_at_target(module, target)
+    module.cli_main()
+
+
+if __name__ == "__main__":
+    main()

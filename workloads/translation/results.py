@@ -1,0 +1,100 @@
+"""result.json for a translation run (the fields of docs/workloads.md) and the facts it records."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import statistics
+from pathlib import Path
+
+import torch
+
+from fairseq_log import Throughput, TrainLog
+
+RESULT_FILE = "result.json"
+
+
+def versions() -> dict[str, str | None]:
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "fairseq": version("ve-fairseq"),
+        "sacrebleu": version("sacrebleu"), "sentencepiece": version("sentencepiece"),
+        "torch_xla": version("torch-xla"), "mlperf_logging": version("mlperf-logging"),
+        "image": None, "runtime": f"cuda {torch.version.cuda}" if torch.cuda.is_available() else None,
+    }
+
+
+def device_name(accelerator: str) -> str:
+    if accelerator == "gpu":
+        return torch.cuda.get_device_name(0)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def model_shape(checkpoint: Path) -> dict:
+    """The trained model's shape, read back from the checkpoint fairseq wrote (named archs hide it)."""
+    if not checkpoint.exists():
+        return {}
+    # Our own checkpoint, so a full unpickle is safe; fairseq stores its config as plain objects.
+    cfg = torch.load(checkpoint, map_location="cpu", weights_only=False)["cfg"]["model"]
+    return {
+        key: getattr(cfg, key, None)
+        for key in ("arch", "encoder_layers", "decoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
+                    "encoder_attention_heads", "dropout")
+    }
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def build(*, recipe: str, model: dict, log: TrainLog, speed: Throughput | None, accelerator: str, chips: int,
+          hosts: int, global_batch_tokens: int, precision: str, eval_block: dict, time_to_target_s: float | None,
+          train_time_s: float | None, command: str, commands: dict[str, str], error: str | None = None) -> dict:
+    steps = log.train[-1].num_updates if log.train else (log.inner[-1].num_updates if log.inner else 0)
+    step_times = speed.step_times_ms if speed else []
+    return {
+        "workload": "translation", "framework": "fairseq", "framework_version": versions()["fairseq"],
+        "recipe": recipe,
+        "model": {**model, "params": log.params},
+        "accelerator": accelerator, "device_name": device_name(accelerator), "chips": chips, "hosts": hosts,
+        "global_batch_size": global_batch_tokens, "global_batch_unit": "tokens",
+        "seq_len": None,  # variable-length sentences, batched by token count
+        "precision": precision,
+        "steps": steps, "timed_steps": speed.timed_updates if speed else 0,
+        "samples_per_s": speed.sentences_per_s if speed else None,
+        # fairseq's "words" are target tokens after BPE, and so are its words/s.
+        "tokens_per_s": speed.words_per_s if speed else None,
+        "words_per_s": speed.words_per_s if speed else None,
+        "step_time_ms_p50": percentile(step_times, 50), "step_time_ms_p90": percentile(step_times, 90),
+        "flops_per_sample": None, "peak_flops_per_device": None, "mfu": None,
+        "eval": eval_block,
+        "valid_bleu_per_epoch": [
+            {"epoch": v.epoch, "bleu": v.stats.get("bleu"), "loss": v.stats.get("loss")} for v in log.valid
+        ],
+        "train_loss_per_epoch": [{"epoch": t.epoch, "loss": t.stats.get("loss")} for t in log.train],
+        "time_to_target_s": time_to_target_s, "train_time_s": train_time_s,
+        "versions": versions(),
+        "command": command, "commands": commands,
+        "error": error,
+    }
+
+
+def write(out_dir: Path, result: dict) -> Path:
+    path = out_dir / RESULT_FILE
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path

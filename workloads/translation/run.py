@@ -1,0 +1,268 @@
+"""fairseq Transformer translation, one worker of a run: prepare data, train, evaluate, log.
+
+    cd workloads/translation
+    python run.py --recipe synthetic --data-dir /tmp/syn --prepare --out /tmp/run1          # CPU demo
+    python run.py --recipe iwslt14-de-en --data-dir ~/data/iwslt14 --prepare --out $ERNIE_OUTPUT_DIR
+    python run.py --recipe wmt-en-de --data-dir ~/data/wmt --prepare --update-freq 16 --out $ERNIE_OUTPUT_DIR
+
+Every host runs the same command; ERNIE_NUM_WORKERS / ERNIE_WORKER_INDEX / ERNIE_COORDINATOR_ADDRESS
+place it (launch.py). Worker 0 writes mlperf.log (`:::MLLOG` lines, also on stdout) and, after testing
+the last checkpoint with fairseq-generate + sacrebleu, result.json. Training resumes from
+CHECKPOINT_DIR/checkpoint_last.pt when one is there (fairseq's own --restore-file default).
+Exit status: 0 trained and evaluated, 1 fairseq failed, 2 bad input or an unsupported setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import evaluate
+import launch
+import prepare
+import results
+import tpu
+from fairseq_log import Summary, TrainInner, TrainLog, throughput
+from mlperf import MLPerfLog, constants
+from recipes import RECIPES, Recipe, get_recipe
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+RECIPE_DEFAULT = "recipe"
+
+
+def _or_recipe(kind: type) -> object:
+    """An argparse type: a number, or the word "recipe" (None) for the recipe's own value."""
+    def parse(text: str) -> int | float | None:
+        return None if text == RECIPE_DEFAULT else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="synthetic", help=f"one of {', '.join(RECIPES)}")
+    parser.add_argument("--data-dir", required=True,
+                        help="prepared data (prepare.py), or where to make it; {recipe} and ~ are expanded")
+    parser.add_argument("--prepare", action="store_true", help="prepare --data-dir first unless it is ready")
+    parser.add_argument("--synthetic-pairs", type=int, default=2000, help="training pairs of the synthetic recipe")
+    parser.add_argument("--mirror", help="a directory or URL holding the real corpora's archives by file name")
+    parser.add_argument("--out", type=Path, default=os.environ.get("ERNIE_OUTPUT_DIR"),
+                        help="output directory (default: $ERNIE_OUTPUT_DIR)")
+    parser.add_argument("--checkpoint-dir", type=Path, help="where checkpoints go (default: OUT/checkpoints)")
+    parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "tpu"), default="auto",
+                        help="auto: gpu when CUDA is available, else tpu when torch_xla is installed, else cpu")
+    parser.add_argument("--precision", choices=("auto", *launch.PRECISION_FLAGS), default="auto",
+                        help="auto: fp16 on GPUs, bf16 on TPUs, fp32 on CPUs")
+    parser.add_argument("--max-tokens", type=_or_recipe(int), help="tokens per device per batch (default/'recipe': the recipe's)")
+    parser.add_argument("--update-freq", type=int, default=1, help="batches accumulated per optimizer step")
+    parser.add_argument("--max-epoch", type=_or_recipe(int), help="stop after this many epochs (default/'recipe': the recipe's)")
+    parser.add_argument("--max-update", type=int, default=0, help="stop after this many updates (0: no limit)")
+    parser.add_argument("--target-bleu", type=_or_recipe(float),
+                        help="stop once validation BLEU reaches this, in (0, 100] (default/'recipe': the recipe's)")
+    parser.add_argument("--log-interval", type=int, default=10, help="updates between fairseq's train_inner lines")
+    parser.add_argument("--data-workers", type=int, default=0,
+                        help="fairseq --num-workers: data-loading processes (0 loads in the training process)")
+    parser.add_argument("--cpu-threads", type=int, default=0,
+                        help="OMP threads per fairseq process on CPU hosts (0: torch's default, one per core)")
+    parser.add_argument("--port", type=int, default=launch.DEFAULT_PORT, help="rendezvous port on the coordinator")
+    args = parser.parse_args(argv)
+
+    try:
+        args.recipe = get_recipe(args.recipe)
+    except ValueError as err:
+        parser.error(f"--recipe: {err}")
+    args.data_dir = Path(args.data_dir.replace("{recipe}", args.recipe.name)).expanduser()
+    if args.out is None:
+        parser.error("--out: give an output directory or set ERNIE_OUTPUT_DIR")
+    if args.target_bleu is None:
+        args.target_bleu = args.recipe.target_bleu
+    if not 0 < args.target_bleu <= 100:
+        parser.error(f"--target-bleu {args.target_bleu}: BLEU lies in (0, 100]; MLPerf's WMT target is 25.0")
+    for name in ("max_tokens", "max_epoch"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    for name, low in (("update_freq", 1), ("max_update", 0), ("log_interval", 1), ("data_workers", 0), ("cpu_threads", 0),
+                      ("synthetic_pairs", 20)):
+        if getattr(args, name) < low:
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least {low}")
+    if not 0 < args.port < 65536:
+        parser.error(f"--port {args.port}: not a TCP port")
+    args.max_tokens = args.max_tokens or args.recipe.max_tokens
+    args.max_epoch = args.max_epoch or args.recipe.max_epoch
+    return args
+
+
+def detect_accelerator(choice: str) -> tuple[launch.Accelerator, int]:
+    """The accelerator and how many devices of it this host trains on."""
+    if choice == "auto":
+        if torch.cuda.is_available():
+            choice = "gpu"
+        else:
+            import importlib.util
+            choice = "tpu" if importlib.util.find_spec("torch_xla") else "cpu"
+    if choice == "gpu":
+        if not torch.cuda.is_available():
+            raise ValueError("--accelerator gpu: this torch sees no CUDA device; use --accelerator cpu")
+        return "gpu", torch.cuda.device_count()
+    if choice == "tpu":
+        # v4/v5 TPU VMs: 4 chips per host, one fairseq process per chip (TPU_NUM_DEVICES overrides).
+        return "tpu", int(os.environ.get("TPU_NUM_DEVICES", "4"))
+    return "cpu", 1
+
+
+def fairseq_env(cpu_threads: int = 0) -> dict[str, str]:
+    """The environment of every fairseq process this worker starts."""
+    threads = {"OMP_NUM_THREADS": str(cpu_threads)} if cpu_threads else {}
+    # torch >= 2.6 loads checkpoints with weights_only=True by default; fairseq 0.12 pickles its config
+    # (argparse.Namespace, omegaconf) into them and cannot read its own checkpoints back. The
+    # checkpoints are this run's own, so fairseq gets torch's documented switch back to a full load.
+    return {**os.environ, **threads, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def train(command: list[str], env: dict[str, str], out: Path, mllog: MLPerfLog,
+          target: float) -> tuple[int, TrainLog, float | None]:
+    """Run fairseq-train, echoing and keeping its output; MLPerf events as its lines arrive."""
+    log = TrainLog()
+    reached_at: float | None = None
+    with open(out / "train.log", "w") as keep, subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            keep.write(line)
+            record = log.add(line)
+            if isinstance(record, TrainInner):
+                mllog.tracked_stats(record.num_updates, loss=record.stats["loss"], wps=record.stats["wps"],
+                                    epoch=record.epoch)
+            elif isinstance(record, Summary) and record.kind == "valid" and "bleu" in record.stats:
+                bleu = float(record.stats["bleu"])
+                mllog.event(constants.EVAL_ACCURACY, bleu, {"epoch_num": record.epoch})
+                if reached_at is None and bleu >= target:
+                    reached_at = time.time()
+        returncode = proc.wait()
+    return returncode, log, reached_at
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe: Recipe = args.recipe
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir: Path = args.data_dir.resolve()
+    checkpoints = (args.checkpoint_dir or out / "checkpoints").resolve()
+    accelerator, devices = detect_accelerator(args.accelerator)
+    precision = args.precision if args.precision != "auto" else {"gpu": "fp16", "tpu": "bf16", "cpu": "fp32"}[accelerator]
+    topology = launch.topology_from_env(accelerator, devices, args.port)
+    env = fairseq_env(args.cpu_threads if accelerator == "cpu" else 0)
+    settings = launch.TrainSettings(
+        precision=precision, max_tokens=args.max_tokens, update_freq=args.update_freq, max_epoch=args.max_epoch,
+        max_update=args.max_update, target_bleu=args.target_bleu, log_interval=args.log_interval,
+        num_workers=args.data_workers,
+    )
+    train_cmd = launch.train_command(recipe, data_dir / "bin", checkpoints, settings, topology)
+    global_batch = launch.global_batch_tokens(settings, topology)
+    worker0 = topology.worker_index == 0
+    commands = {"run": shlex.join([sys.executable, *sys.argv]), "train": shlex.join(train_cmd)}
+    summary = dict(recipe=recipe.name, model={"arch": recipe.arch}, accelerator=accelerator, chips=topology.world_size,
+                   hosts=topology.num_workers, global_batch_tokens=global_batch, precision=precision,
+                   command=commands["run"], commands=commands)
+    print(f"translation: recipe {recipe.name} | {accelerator} x{devices} per host, {topology.num_workers} host(s), "
+          f"worker {topology.worker_index} | {precision} | global batch <= {global_batch} tokens "
+          f"({settings.max_tokens} x update-freq {settings.update_freq} x {topology.world_size} devices) | "
+          f"target BLEU {settings.target_bleu} | max epoch {settings.max_epoch}", flush=True)
+
+    if accelerator == "tpu" and (reason := tpu.unsupported_reason()):
+        if worker0:
+            results.write(out, results.build(**summary, log=TrainLog(), speed=None, eval_block=_eval_block(None, settings),
+                                             time_to_target_s=None, train_time_s=None, error=f"unsupported: {reason}"))
+        raise ValueError(f"--accelerator tpu: {reason}")
+
+    if args.prepare and not (data_dir / "bin" / prepare.MARKER).is_file():
+        record = prepare.prepare(recipe, data_dir, synthetic_pairs=args.synthetic_pairs, mirror=args.mirror,
+                                 env=env)
+        commands["preprocess"] = record["preprocess"]
+    prepare.check_data_bin(recipe, data_dir)
+
+    mllog = MLPerfLog(out, enabled=worker0)
+    mllog.submission(platform=f"{accelerator} x{topology.world_size}")
+    mllog.event(constants.GLOBAL_BATCH_SIZE, global_batch, {"unit": "tokens"})
+    mllog.event(constants.GRADIENT_ACCUMULATION_STEPS, settings.update_freq)
+    mllog.event(constants.MAX_SEQUENCE_LENGTH, None, {"note": "variable length, batched by tokens"})
+    mllog.start(constants.RUN_START)
+    start = time.time()
+    returncode, log, reached_at = train(train_cmd, env, out, mllog, settings.target_bleu)
+    train_time = time.time() - start
+    time_to_target = reached_at - start if reached_at else None
+    if returncode != 0:
+        mllog.end(constants.RUN_STOP, metadata={"status": constants.ABORTED})
+        mllog.close()
+        if worker0:
+            results.write(out, results.build(**summary, log=log, speed=throughput(log.inner),
+                                             eval_block=_eval_block(None, settings), time_to_target_s=None,
+                                             train_time_s=train_time, error=f"fairseq-train exited {returncode}"))
+        print(f"error: fairseq-train exited {returncode}; its output is in {out / 'train.log'}", file=sys.stderr)
+        return EXIT_FAILED
+    if not worker0:
+        return 0
+
+    checkpoint = checkpoints / "checkpoint_last.pt"
+    generate_cmd = evaluate.generate_command(recipe, data_dir / "bin", checkpoint, cpu=accelerator != "gpu",
+                                             fp16=precision == "fp16")
+    commands["generate"] = shlex.join(generate_cmd)
+    mllog.start(constants.EVAL_START, metadata={"split": "test"})
+    generated = subprocess.run(generate_cmd, capture_output=True, text=True, env=env)
+    (out / "generate.log").write_text(generated.stdout + generated.stderr)
+    if generated.returncode != 0:
+        print(generated.stderr[-3000:], file=sys.stderr)
+        mllog.end(constants.RUN_STOP, metadata={"status": constants.ABORTED})
+        mllog.close()
+        print(f"error: fairseq-generate exited {generated.returncode}; see {out / 'generate.log'}", file=sys.stderr)
+        return EXIT_FAILED
+    references = (data_dir / "raw" / f"test.{recipe.target_lang}").read_text(encoding="utf-8").splitlines()
+    test = evaluate.score(generated.stdout.splitlines(), references)
+    last_epoch = log.train[-1].epoch if log.train else 0
+    mllog.end(constants.EVAL_STOP, metadata={"split": "test"})
+    mllog.event(constants.EVAL_ACCURACY, test.bleu, {"epoch_num": last_epoch, "split": "test"})
+    mllog.end(constants.RUN_STOP, metadata={"status": constants.SUCCESS if reached_at else constants.ABORTED})
+    mllog.close()
+
+    result = results.build(
+        **{**summary, "model": results.model_shape(checkpoint)}, log=log, speed=throughput(log.inner),
+        eval_block=_eval_block(test, settings), time_to_target_s=time_to_target, train_time_s=train_time,
+    )
+    path = results.write(out, result)
+    speed = result["words_per_s"]
+    print(f"translation: test BLEU {test.bleu:.2f} ({test.signature}) | "
+          f"words/s {speed if speed is None else round(speed, 1)} | "
+          f"target {settings.target_bleu} {'reached' if reached_at else 'not reached'} | {path}", flush=True)
+    return 0
+
+
+def _eval_block(test: evaluate.TestScore | None, settings: launch.TrainSettings) -> dict:
+    return {
+        "metric": "bleu", "value": test.bleu if test else None, "target": settings.target_bleu,
+        "reached": test is not None and test.bleu >= settings.target_bleu,
+        "split": "test", "signature": test.signature if test else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
