@@ -272,3 +272,78 @@ def test_strategy_from_ernie_variables_and_clear_errors():
         tf_strategy.cluster_from_env({"ERNIE_NUM_WORKERS": "two"})
     vm = tf_strategy.parse_tpu_env("ACCELERATOR_TYPE: 'v4-32'\nNODE_ID: 'pod'\nWORKER_ID: '3'\n", "a:b:10.0.0.1,a:b:10.0.0.2")
     assert vm == tf_strategy.TpuVm("pod", "v4-32", 3, 2)
+
+
+# ---------------------------------------------------------------------------------------------- recipe parity
+
+
+def test_schedule_and_optimizers_step_like_pytorch():
+    """The learning rate of every step, and one AdamW and one LAMB update, against train_torch.py's."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+    import tensorflow as tf
+    import torch
+
+    import tf_optim
+    from lamb import Lamb as TorchLamb
+    from train_torch import lr_lambda
+
+    schedule = tf_optim.WarmupLinearDecay(2e-3, warmup_steps=3, total_steps=10)
+    torch_factor = lr_lambda(3, 10)
+    assert [float(schedule(k)) for k in range(12)] == pytest.approx([2e-3 * torch_factor(k) for k in range(12)])
+
+    rng = np.random.default_rng(0)
+    weight, bias = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    grads = [rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)]
+    # Keras's Adam adds epsilon before the bias correction, torch's after: a few 1e-5 apart at this size.
+    for name, torch_cls, atol in (("adamw", torch.optim.AdamW, 1e-4), ("lamb", TorchLamb, 1e-6)):
+        variables = [keras.Variable(weight), keras.Variable(bias)]
+        optimizer = tf_optim.make_optimizer(
+            name, variables, lr=0.1, warmup_steps=1, total_steps=100, weight_decay=0.01, beta_1=0.9, beta_2=0.999,
+            epsilon=1e-6,
+        )
+        for _ in range(2):
+            optimizer.apply_gradients(zip([tf.constant(g) for g in grads], variables))
+        params = [torch.nn.Parameter(torch.from_numpy(weight.copy())), torch.nn.Parameter(torch.from_numpy(bias.copy()))]
+        groups = [{"params": params[:1], "weight_decay": 0.01}, {"params": params[1:], "weight_decay": 0.0}]
+        reference = torch_cls(groups, lr=0.1, betas=(0.9, 0.999), eps=1e-6)
+        for _ in range(2):  # the schedule's factor is 1 for steps 0 and 1 of 100 with one warm-up step
+            for p, g in zip(params, grads):
+                p.grad = torch.from_numpy(g)
+            reference.step()
+        for ours, theirs in zip(variables, params):
+            np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=1e-5, atol=atol, err_msg=name)
+
+
+def test_optimizer_does_not_all_reduce_the_summed_gradient_again():
+    """Two replicas: tf_pretrain sums the gradients itself; Keras must not sum them a second time."""
+    script = """
+import os
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import tensorflow as tf
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import tf_optim
+
+class SummedSGD(tf_optim._PreReduced, keras.optimizers.SGD):
+    pass
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    w = keras.Variable(0.0)
+    sgd = SummedSGD(learning_rate=1.0)
+    sgd.build([w])
+
+@tf.function
+def step():
+    def replica():
+        grad = tf.distribute.get_replica_context().all_reduce("sum", tf.constant(1.0))
+        sgd.apply_gradients([(grad, w)])
+    strategy.run(replica)
+
+step()
+print(float(w.numpy()))
+"""
+    proc = _run([PYTHON, "-c", script])
+    assert float(proc.stdout.split()[-1]) == -2.0, "the summed gradient (2.0) must be applied once, not summed again"
