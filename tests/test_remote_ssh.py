@@ -119,13 +119,17 @@ def test_push_sends_only_what_changed(ssh_hosts: SshHosts, tmp_path: Path) -> No
         assert (remote / "pkg" / "m7.py").read_text() == (src / "pkg" / "m7.py").read_text()
         assert not (remote / "__pycache__").exists()
         again = push(s, Bundle.from_directory(src), dest)
-        assert (again.files_sent, again.bytes_sent, again.files_deleted) == (0, 0, 0)
+        assert (again.files_sent, again.content_bytes, again.files_deleted) == (0, 0, 0)
+        assert again.bytes_sent < 500  # the listing command (paths included), nothing else
+        # What the workload writes into its own directory on the host (prepared data) is left alone.
+        s.check(f"mkdir -p {dest}/data && echo prepared > {dest}/data/meta.json", "writing data")
         (src / "pkg" / "m3.py").write_text("VALUE = 'changed'\n")
         (src / "old.txt").unlink()
         before = {p: p.stat().st_mtime_ns for p in remote.rglob("*.py")}
         changed = push(s, Bundle.from_directory(src), dest)
         assert (changed.files_sent, changed.files_deleted) == (1, 1)
         assert (remote / "pkg" / "m3.py").read_text() == "VALUE = 'changed'\n" and not (remote / "old.txt").exists()
+        assert (remote / "data" / "meta.json").read_text() == "prepared\n"
         rewritten = [p.name for p in remote.rglob("*.py") if p.stat().st_mtime_ns != before[p]]
         assert rewritten == ["m3.py"]
     finally:

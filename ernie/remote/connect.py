@@ -103,33 +103,39 @@ class Session:
             raise RemoteError(f"{self.host.name}: {what} failed ({result.exited}): {result.stderr.strip()[-800:]}")
         return result.stdout
 
-    def pipe_in(self, command: str, data: bytes, timeout: float | None = None) -> None:
-        """Run `command` with `data` on its stdin (binary-safe; invoke's own stdin handling is text)."""
+    def pipe_in(self, command: str, data: bytes, timeout: float | None = None) -> bytes:
+        """Run `command` with `data` on its stdin and return its stdout (binary-safe; invoke's stdin is text)."""
         limit = timeout or self.timeouts.command
         if not self.is_ssh:
             try:
                 proc = subprocess.run(["bash", "-c", command], input=data, capture_output=True, timeout=limit)
             except subprocess.TimeoutExpired as exc:
                 raise RemoteError(f"{self.host.name}: a command timed out after {limit:.0f}s") from exc
-            status, err = proc.returncode, proc.stderr
+            status, out, err = proc.returncode, proc.stdout, proc.stderr
         else:
             try:
                 chan = self.c.client.get_transport().open_session(timeout=limit)
                 chan.settimeout(limit)
                 chan.exec_command(command)
+                # Drained while we send, so a command that answers as it reads cannot stall on a full window.
+                chunks: list[bytes] = []
+                reader = threading.Thread(target=lambda: chunks.append(chan.makefile("rb").read()), daemon=True)
+                reader.start()
                 # In slices: paramiko's sendall re-slices what is left after every packet (quadratic on MBs).
                 for at in range(0, len(data), _CHUNK):
                     chan.sendall(data[at:at + _CHUNK])
                 chan.shutdown_write()
                 err = chan.makefile_stderr("rb").read()
-                if not chan.status_event.wait(limit):
+                reader.join(limit)
+                if not chan.status_event.wait(limit) or reader.is_alive():
                     raise RemoteError(f"{self.host.name}: a transfer timed out after {limit:.0f}s")
-                status = chan.recv_exit_status()
+                status, out = chan.recv_exit_status(), b"".join(chunks)
                 chan.close()
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 raise RemoteError(f"{self.host.name}: connection lost during a transfer ({exc})") from exc
         if status != 0:
             raise RemoteError(f"{self.host.name}: `{command[:80]}` failed ({status}): {err.decode()[-800:]}")
+        return out
 
     def fetch(self, remote_path: str, dest: io.BufferedIOBase, offset: int) -> int:
         """Append the remote file's bytes from `offset` onwards to `dest`; return how many were copied."""

@@ -1,11 +1,13 @@
 """Push a bundle to a host, sending only the files whose content differs there.
 
-The host lists what it already holds with `sha256sum`; the files whose digest differs (or that are
-missing) travel as tar streams over one SSH channel each (a gzip'd one for the files that compress,
-a plain one for those that do not: checkpoints and shards would only cost CPU), and files no longer in
-the bundle are deleted, so the remote directory ends up equal to the bundle. The archives for a given
-set of files are built once and shared by every host that needs the same set, so a first push to N
-hosts costs one compression and N parallel streams.
+The host keeps the list of the files ernie pushed last (`.ernie-bundle`) and hashes those with
+`sha256sum`; the files whose digest differs (or that are new) travel as tar streams over one SSH
+channel each (a gzip'd one for the files that compress, a plain one for those that do not: checkpoints
+and shards would only cost CPU), and files ernie pushed before that left the bundle are deleted. Files
+the workload itself wrote into its directory (prepared data, caches) are neither hashed nor touched.
+An unchanged bundle costs one short command. The archives for a given set of files are built once
+and shared by every host that needs the same set, so a first push to N hosts costs one compression
+and N parallel streams.
 """
 
 from __future__ import annotations
@@ -107,35 +109,50 @@ class PushResult:
 
     host: str
     files_sent: int
-    bytes_sent: int  # payload on the wire: the compressed archive plus the list of files deleted
+    content_bytes: int  # the archives: file content, compressed where it compresses
+    bytes_sent: int  # everything sent: archives, file lists and the command lines themselves
     files_deleted: int
 
 
-def remote_digests(s: Session, dest: str) -> dict[str, str]:
-    """sha256 of every file under `dest` on the host (created if missing), by relative path."""
-    out = s.check(
-        f"mkdir -p {shlex.quote(dest)} && cd {shlex.quote(dest)} && find . -type f -print0 | xargs -0 -r sha256sum --",
-        "listing the bundle")
+PUSHED_LIST = ".ernie-bundle"  # on the host, in the bundle directory: what ernie pushed last, NUL-separated
+
+
+def remote_digests(s: Session, dest: str) -> tuple[str, dict[str, str]]:
+    """The listing command, and sha256 of every file of the last push still under `dest` (created if missing)."""
+    q = shlex.quote(dest)
+    command = (f"mkdir -p {q} && cd {q} && if [ -f {PUSHED_LIST} ]; then "
+               f"xargs -0 -r sha256sum -- < {PUSHED_LIST} 2>/dev/null; fi; true")
     digests = {}
-    for line in out.splitlines():
+    for line in s.check(command, "listing the bundle").splitlines():
         digest, _, name = line.partition("  ")
-        if name.startswith("./") and not line.startswith("\\"):  # sha256sum escapes odd names: resend those
-            digests[name[2:]] = digest
-    return digests
+        if name and not line.startswith("\\"):  # sha256sum escapes odd names: those are simply resent
+            digests[name] = digest
+    return command, digests
 
 
 def push(s: Session, bundle: Bundle, dest: str) -> PushResult:
-    """Make `dest` on the host hold exactly the bundle, sending only what differs."""
-    have = remote_digests(s, dest)
+    """Bring `dest` on the host to the bundle's content, sending only what differs."""
+    q = shlex.quote(dest)
+    command, have = remote_digests(s, dest)
+    sent = len(command)
     changed = frozenset(name for name, f in bundle.files.items() if have.get(name) != f.sha256)
     stale = sorted(set(have) - set(bundle.files))
-    sent = 0
+    # Stale files go first and the new list is written before the content, so an interrupted push
+    # leaves nothing ernie would forget to delete, and resends whatever did not arrive.
+    for payload, command in (
+        ("\0".join(stale).encode() + b"\0" if stale else b"", f"cd {q} && xargs -0 -r rm -f --"),
+        ("\0".join(sorted(bundle.files)).encode() if set(have) != set(bundle.files) else b"",
+         f"cd {q} && cat > {PUSHED_LIST}.tmp && mv {PUSHED_LIST}.tmp {PUSHED_LIST}"),
+    ):
+        if payload:
+            s.pipe_in(command, payload)
+            sent += len(command) + len(payload)
+    content = 0
     if changed:
         for flags, payload in bundle.archives(changed):
-            s.pipe_in(f"tar {flags} - -C {shlex.quote(dest)}", payload)
-            sent += len(payload)
-    if stale:
-        names = "\0".join(stale).encode() + b"\0"
-        s.pipe_in(f"cd {shlex.quote(dest)} && xargs -0 -r rm -f --", names)
-        sent += len(names)
-    return PushResult(host=s.host.name, files_sent=len(changed), bytes_sent=sent, files_deleted=len(stale))
+            command = f"tar {flags} - -C {q}"
+            s.pipe_in(command, payload)
+            content += len(payload)
+            sent += len(command) + len(payload)
+    return PushResult(host=s.host.name, files_sent=len(changed), content_bytes=content, bytes_sent=sent,
+                      files_deleted=len(stale))
