@@ -18,10 +18,9 @@ $(STAMP): pyproject.toml workloads/translation/requirements-fairseq.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r workloads/translation/requirements-fairseq.txt
 	touch $(STAMP)
 
-# Until the local benchmark suite (`ernie demo`) lands, the demo is the offline plan of both stacks.
+# The local benchmark suite through the run pipeline (ernie/demo.py), then the report under results/report/.
 demo: install
-	$(BIN)/ernie check -s gcp
-	$(BIN)/ernie check -s aws
+	$(BIN)/ernie demo
 
 test: install
 	$(BIN)/python -m pytest

@@ -102,3 +102,5 @@ def test_the_suite_names_built_in_workloads_with_valid_parameters() -> None:
         resolved = resolve(find_workload(name), list(by_name[name].sets))
         assert resolved.params["preset"] == "tiny" and resolved.params["text"] == "stdlib"
         assert resolved.progress_total == resolved.params["max_steps"]
+    translation = resolve(find_workload("translation"), list(by_name["translation"].sets))
+    assert translation.params["recipe"] == "synthetic"
