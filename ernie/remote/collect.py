@@ -18,6 +18,7 @@ from ernie.remote.connect import RemoteError, Session
 from ernie.remote.layout import Layout
 
 RUNNER_FILES = ("stdout.log", "stderr.log", "exit_code")  # always collected, whatever the globs say
+_SEPARATOR = "--ernie-digests--"
 
 
 @dataclass(frozen=True)
@@ -44,18 +45,20 @@ def wanted(name: str, globs: tuple[str, ...]) -> bool:
 
 
 def remote_files(s: Session, layout: Layout) -> dict[str, RemoteFile]:
-    """Every finished file under the host's output directory, with size and sha256."""
-    out = shlex.quote(layout.output)
+    """Every finished file under the host's output directory, with size and sha256 (plain POSIX sh)."""
+    files = "find . -type f ! -name '*.tmp'"
     listing = s.check(
-        f"cd {out} && find . -type f ! -name '*.tmp' -printf '%s %p\\0' | "
-        "while IFS= read -r -d '' entry; do size=${entry%% *}; path=${entry#* }; "
-        'printf "%s %s %s\\n" "$size" "$(sha256sum -- "$path" | cut -d" " -f1)" "${path#./}"; done',
-        "listing the output", timeout=s.timeouts.command)
-    files = {}
-    for line in listing.splitlines():
-        size, digest, name = line.split(" ", 2)
-        files[name] = RemoteFile(name=name, size=int(size), sha256=digest)
-    return files
+        f"cd {shlex.quote(layout.output)} && {files} -printf '%s %P\\n' && echo {_SEPARATOR} && "
+        f"{files} -print0 | xargs -0 -r sha256sum --", "listing the output", timeout=s.timeouts.command)
+    sizes_part, _, digests_part = listing.partition(f"{_SEPARATOR}\n")
+    sizes = dict(reversed(line.split(" ", 1)) for line in sizes_part.splitlines())
+    found = {}
+    for line in digests_part.splitlines():
+        digest, _, name = line.partition("  ")
+        name = name.removeprefix("./")
+        if name in sizes:  # a file that appeared between the two listings waits for the next collect
+            found[name] = RemoteFile(name=name, size=int(sizes[name]), sha256=digest)
+    return found
 
 
 def sha256_file(path: Path) -> str:
