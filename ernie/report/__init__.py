@@ -43,7 +43,9 @@ def answers(runs: list[RunSummary]) -> list[str]:
         priced = [r for r in same if r.usd_per_million is not None]
         if priced:
             cheapest = min(priced, key=lambda r: r.usd_per_million)
-            out.append(f"Cheapest per million {unit}: {_name(cheapest)} at ${cheapest.usd_per_million:,.2f}.")
+            cost = (f"${cheapest.usd_per_million:,.2f}" if cheapest.usd_per_million
+                    else f"no charge (its price is $0/h: {cheapest.price_source or 'no source given'})")
+            out.append(f"Cheapest per million {unit}: {_name(cheapest)} at {cost}.")
     reached = [r for r in done if r.usd_to_target is not None]
     if reached:
         best = min(reached, key=lambda r: r.usd_to_target)

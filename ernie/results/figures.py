@@ -104,8 +104,7 @@ def summarize(run: RunFiles) -> RunSummary:
     result = run.result or {}
     inventory = run.inventory
     manifest = run.manifest
-    problems = list(run.problems)
-    s = RunSummary(run_id=run.run_id, status="incomplete", problems=problems)
+    s = RunSummary(run_id=run.run_id, status="incomplete", problems=list(run.problems))
 
     s.workload = manifest.get("workload") or result.get("workload")
     s.created = manifest.get("created")
@@ -125,7 +124,7 @@ def summarize(run: RunFiles) -> RunSummary:
 
     _throughput(s, result)
     _evaluation(s, result, run.events)
-    _wall(s, run.steps, problems)
+    _wall(s, run.steps)
     _cost(s, inventory)
     _provenance(s, result, inventory)
 
@@ -174,11 +173,12 @@ def _evaluation(s: RunSummary, result: dict[str, Any], events: list[MllogEvent])
         s.time_to_target_s = result.get("time_to_target_s") if s.target_reached else None
 
 
-def _wall(s: RunSummary, steps: list[dict[str, Any]], problems: list[str]) -> None:
+def _wall(s: RunSummary, steps: list[dict[str, Any]] | None) -> None:
+    if steps is None:
+        return  # already a problem: timeline.json missing or unreadable
     timed = [st for st in steps if isinstance(st.get("start"), (int, float)) and isinstance(st.get("end"), (int, float))]
     if not timed:
-        if steps or not any("timeline.json" in p for p in problems):
-            problems.append("timeline.json has no timed steps: no wall-time split and no cost")
+        s.problems.append("timeline.json has no timed steps: no wall-time split and no cost")
         return
     durations: dict[str, float] = {}
     for st in timed:
@@ -187,7 +187,7 @@ def _wall(s: RunSummary, steps: list[dict[str, Any]], problems: list[str]) -> No
     s.lifetime_s = max(float(st["end"]) for st in timed) - min(float(st["start"]) for st in timed)
     failed = [st["name"] for st in timed if st.get("ok") is False]
     if failed:
-        problems.append(f"timeline steps failed: {', '.join(failed)}")
+        s.problems.append(f"timeline steps failed: {', '.join(failed)}")
 
 
 def _cost(s: RunSummary, inventory: dict[str, Any]) -> None:
@@ -214,7 +214,7 @@ def _provenance(s: RunSummary, result: dict[str, Any], inventory: dict[str, Any]
 
 def _status(run: RunFiles, s: RunSummary) -> str:
     """`complete` only when every worker was collected and verified, and the result and timings were read."""
-    if any(w.state == "failed" for w in run.workers) or any(st.get("ok") is False for st in run.steps):
+    if any(w.state == "failed" for w in run.workers) or any(st.get("ok") is False for st in run.steps or ()):
         return "failed"
     complete = (
         bool(run.workers)

@@ -51,7 +51,7 @@ class RunFiles:
     run_id: str
     path: Path
     manifest: dict[str, Any] = field(default_factory=dict)
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] | None = None  # None: timeline.json missing or unreadable
     result: dict[str, Any] | None = None
     events: list[MllogEvent] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
