@@ -20,7 +20,7 @@ from sshhosts import SshHosts
 from ernie.errors import ErnieError
 from ernie.inventory import load_inventory_file
 from ernie.remote.collect import sha256_file
-from ernie.remote.connect import Connector, Timeouts
+from ernie.remote.connect import Connector, RemoteError, Timeouts
 from ernie.remote.push import Bundle, push
 from ernie.run import RunOptions, RunRecord, run_workload
 from ernie.workload import find_workload, resolve
@@ -318,6 +318,13 @@ def test_wrong_key_unreachable_host_bad_inventory_and_unknown_workload_fail_clea
 def test_a_host_key_that_changes_within_a_run_is_refused(ssh_hosts: SshHosts, tmp_path: Path) -> None:
     inventory = load_inventory_file(ssh_hosts.inventory_path)
     known = tmp_path / "known_hosts"
+    # A host that refuses our key (still booting, say) is not trusted yet: its key is not recorded.
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    refused = load_inventory_file(ssh_hosts.write_inventory(tmp_path / "other.json", ssh_key_path=str(other)))
+    with pytest.raises(RemoteError, match="the SSH key was refused"):
+        Connector(refused, known, FAST).open(refused.hosts[0])
+    assert not known.exists()
     Connector(inventory, known, FAST).open(inventory.hosts[0]).close()
     assert known.read_text() == f"{ssh_hosts[0].address} {ssh_hosts[0].host_key_pub}\n"
     Connector(inventory, known, FAST).open(inventory.hosts[0]).close()  # the same key again: accepted

@@ -48,27 +48,37 @@ class HostKeyStore(paramiko.MissingHostKeyPolicy):
 
     Cloud hosts are new every run, so there is nothing to check against before the first connection;
     the run directory's `known_hosts` makes every later connection of the same run (the stream's
-    reconnects, `ernie collect` and `ernie stop`) prove it reaches the same machine.
+    reconnects, `ernie collect` and `ernie stop`) prove it reaches the same machine. A key is recorded
+    only once a session on it has authenticated: a booting host may still regenerate its keys while it
+    refuses logins.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
 
+    def _recorded(self, hostname: str, key: paramiko.PKey) -> bool:
+        """Whether `hostname` has a recorded key; raises BadHostKeyException if it is not `key`."""
+        known = paramiko.HostKeys()
+        if self.path.exists():
+            known.load(str(self.path))
+        recorded = known.lookup(hostname)
+        if recorded and all(k != key for k in recorded.values()):
+            raise paramiko.BadHostKeyException(hostname, key, next(iter(recorded.values())))
+        return bool(recorded)
+
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         with self._lock:
-            known = paramiko.HostKeys()
-            if self.path.exists():
-                known.load(str(self.path))
-            recorded = known.lookup(hostname)
-            if recorded:
-                if all(k != key for k in recorded.values()):
-                    raise paramiko.BadHostKeyException(hostname, key, next(iter(recorded.values())))
-            else:
+            self._recorded(hostname, key)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+    def record(self, hostname: str, key: paramiko.PKey) -> None:
+        """Remember the key of a host a session has authenticated to (unless a different one came first)."""
+        with self._lock:
+            if not self._recorded(hostname, key):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with self.path.open("a") as f:
                     f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        client.get_host_keys().add(hostname, key.get_name(), key)
 
 
 @dataclass
@@ -189,6 +199,8 @@ class Connector:
         try:
             c.open()
             c.transport.set_keepalive(5)
+            known_as = host.address if host.port == 22 else f"[{host.address}]:{host.port}"  # known_hosts' form
+            self.keys.record(known_as, c.transport.get_remote_server_key())
         except paramiko.BadHostKeyException as exc:
             c.close()
             raise ErnieError(
