@@ -19,8 +19,9 @@ from sshhosts import SshHosts
 
 from ernie.errors import ErnieError
 from ernie.inventory import load_inventory_file
-from ernie.remote.collect import sha256_file
+from ernie.remote.collect import collect_host, sha256_file
 from ernie.remote.connect import Connector, RemoteError, Timeouts
+from ernie.remote.layout import Layout
 from ernie.remote.push import Bundle, push
 from ernie.run import RunOptions, RunRecord, run_workload
 from ernie.workload import find_workload, resolve
@@ -332,3 +333,25 @@ def test_a_host_key_that_changes_within_a_run_is_refused(ssh_hosts: SshHosts, tm
     known.write_text(f"{ssh_hosts[0].address} {ssh_hosts[1].host_key_pub}\n")
     with pytest.raises(ErnieError, match="its host key changed during this run"):
         Connector(inventory, known, FAST).open(inventory.hosts[0])
+
+
+def test_an_interrupted_collect_resumes_from_its_part_file_and_verifies(ssh_hosts: SshHosts, tmp_path: Path) -> None:
+    inventory = load_inventory_file(ssh_hosts.inventory_path)
+    s = Connector(inventory, tmp_path / "known_hosts", FAST).open(inventory.hosts[0])
+    try:
+        layout = Layout(base=s.base, workload="w", run_id="r")
+        s.check(f"mkdir -p {layout.output} && head -c 3000000 /dev/urandom > {layout.output}/big.bin", "writing")
+        data = (ssh_hosts[0].home / "ernie" / "runs" / "r" / "output" / "big.bin").read_bytes()
+        dest = tmp_path / "w0"
+        dest.mkdir()
+        (dest / "big.bin.part").write_bytes(data[:1_000_000])  # what an interrupted collect left
+        first = collect_host(s, layout, dest, ("**/*",))
+        assert first.fetched_bytes == 2_000_000 and (dest / "big.bin").read_bytes() == data
+        assert not (dest / "big.bin.part").exists()
+        (dest / "big.bin").unlink()
+        (dest / "big.bin.part").write_bytes(b"x" * 1_000_000)  # a part that does not match: fetched anew
+        second = collect_host(s, layout, dest, ("**/*",))
+        assert second.fetched_bytes == 2_000_000 + 3_000_000 and (dest / "big.bin").read_bytes() == data
+        assert collect_host(s, layout, dest, ("**/*",)).fetched_files == 0
+    finally:
+        s.close()

@@ -155,11 +155,12 @@ class Session:
                 sftp = self.c.sftp()
                 sftp.get_channel().settimeout(self.timeouts.command)
                 src = sftp.open(remote_path, "rb")
-                src.prefetch()
+                src.seek(offset)
+                src.prefetch()  # pipelined reads of the rest, from the offset on
             else:
                 src = open(remote_path, "rb")  # noqa: SIM115 - closed below, like the SFTP file
-            with src:
                 src.seek(offset)
+            with src:
                 while chunk := src.read(_CHUNK):
                     dest.write(chunk)
                     copied += len(chunk)
