@@ -57,6 +57,7 @@ else:
 
 # The Lambda serving stack (aws, ernie:serving) sets this to its HTTPS endpoint.
 serving_url: pulumi.Input[str] | None = None
+embed_url: pulumi.Input[str] | None = None  # and, with ernie:servingEmbed, this to the embedding endpoint
 if cfg.serving is not None:
     serving = cfg.serving
     try:  # layers are built (or taken from the cache) and checked against Lambda's limits before any deploy
@@ -72,11 +73,26 @@ if cfg.serving is not None:
         throttle_burst=serving.throttle_burst, reserved_concurrency=serving.reserved_concurrency,
         ttl_minutes=cfg.ttl_minutes,
         tags={**labels, "ernie-ttl": str(cfg.ttl_minutes)})).url
+    if serving.embed_memory_mb is not None:  # the sentence-embedding function, beside the tabular one
+        try:
+            embed_function = layers.build_function(
+                layers.load_functions()["embed"], layers.Target.lambda_runtime(serving.python_version,
+                                                                                serving.architecture),
+                log=pulumi.log.info)
+        except layers.LayerError as exc:
+            raise config.ConfigError(f"ernie:servingEmbed: {exc}") from None
+        embed_url = LambdaService("embedding", LambdaServiceArgs(
+            function=embed_function, stack=cfg.stack, memory_mb=serving.embed_memory_mb,
+            timeout_seconds=serving.timeout_seconds, log_retention_days=serving.log_retention_days,
+            throttle_rate=serving.throttle_rate, throttle_burst=serving.throttle_burst,
+            reserved_concurrency=serving.reserved_concurrency, ttl_minutes=cfg.ttl_minutes,
+            tags={**labels, "ernie-ttl": str(cfg.ttl_minutes)})).url
 
 pulumi.export("inventory", pulumi.Output.all(
     hosts=machines.hosts, bucket=machines.bucket_uri, ssh_private_key=ssh_private_key, serving_url=serving_url,
+    embed_url=embed_url,
 ).apply(lambda out: build_inventory(
     cloud=cfg.cloud, stack=cfg.stack, runner=runner, ssh_user=ssh_user, hosts=out["hosts"], bucket=out["bucket"],
     price_per_hour_usd=quote.usd_per_hour, price_source=quote.source, ttl_minutes=cfg.ttl_minutes,
     ssh_private_key=out["ssh_private_key"], ssh_key_path=cfg.access.ssh_key_path, image=image,
-    serving_url=out["serving_url"])))
+    serving_url=out["serving_url"], embed_url=out["embed_url"])))

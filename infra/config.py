@@ -34,7 +34,7 @@ GCP_KEYS = frozenset({"tpuType", "runtimeVersion"})
 AWS_KEYS = frozenset({"instanceType", "instanceCount", "availabilityZone", "framework", "dlcTag", "serving"})
 SERVING_KEYS = frozenset({"servingPython", "servingArchitecture", "servingMemoryMb", "servingTimeoutSeconds",
                           "servingLogRetentionDays", "servingThrottleRate", "servingThrottleBurst",
-                          "servingReservedConcurrency"})
+                          "servingReservedConcurrency", "servingEmbed", "servingEmbedMemoryMb"})
 # The serving layers' pins (numpy 2.4, pandas 3) have wheels for the AL2023 runtimes (glibc 2.34) only.
 SERVING_PYTHONS = ("3.12", "3.13")
 SERVING_ARCHITECTURES = ("x86_64", "arm64")
@@ -43,6 +43,8 @@ SERVING_MAX_TIMEOUT_SECONDS = 30
 # A benchmark endpoint, not a production fleet: unreserved, a function may take the account's whole concurrency.
 SERVING_MAX_RESERVED_CONCURRENCY = 100
 SERVING_DEFAULT_RESERVED_CONCURRENCY = 10
+# Lambda's CPU grows with memory (one vCPU at 1,769 MB); the encoder is CPU-bound.
+SERVING_EMBED_DEFAULT_MEMORY_MB = 2048
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
                       2922, 3288, 3653)
@@ -106,6 +108,9 @@ class ServingConfig:
     throttle_burst: int
     reserved_concurrency: int
     """Instances of the function that may run at once (and that no other function of the account may take)."""
+    embed_memory_mb: int | None
+    """Memory of the second function, sentence embeddings (workloads/serving/embed.py, `ernie:servingEmbed`),
+    which shares the settings above; None when it is not built."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,11 @@ def _serving(values: _Values) -> ServingConfig:
             raise values.error(key, value, accepted)
         return value
 
+    embed = values.flag("servingEmbed", default=False)
+    stray = None if embed else values.text("servingEmbedMemoryMb", "")
+    if stray is not None:
+        raise values.error("servingEmbedMemoryMb", stray, "set it only with `ernie:servingEmbed: true`, which "
+                           "builds the embedding function", accepts=False)
     retention = values.integer("servingLogRetentionDays", "days", default=14)
     if retention not in LOG_RETENTION_DAYS:
         raise values.error("servingLogRetentionDays", retention,
@@ -230,6 +240,9 @@ def _serving(values: _Values) -> ServingConfig:
         throttle_burst=bounded("servingThrottleBurst", 1, 5000, 100, "requests"),
         reserved_concurrency=bounded("servingReservedConcurrency", 1, SERVING_MAX_RESERVED_CONCURRENCY,
                                      SERVING_DEFAULT_RESERVED_CONCURRENCY, "instances running at once"),
+        # The encoder's activations for a full batch of long texts come on top of ONNX Runtime and the model.
+        embed_memory_mb=bounded("servingEmbedMemoryMb", 512, 10240, SERVING_EMBED_DEFAULT_MEMORY_MB,
+                                "MB (the embedding model needs 512; Lambda allows up to 10240)") if embed else None,
     )
 
 

@@ -14,7 +14,8 @@ Runner = Literal["tpu-vm", "docker", "local"]
 def build_inventory(*, cloud: str, stack: str, runner: Runner, ssh_user: str, hosts: list[dict[str, Any]],
                     bucket: str, price_per_hour_usd: float, price_source: str, ttl_minutes: int,
                     ssh_private_key: str | None = None, ssh_key_path: str | None = None,
-                    image: str | None = None, serving_url: str | None = None) -> dict[str, Any]:
+                    image: str | None = None, serving_url: str | None = None,
+                    embed_url: str | None = None) -> dict[str, Any]:
     """The inventory document. Exactly one of `ssh_private_key` (made by the stack) and `ssh_key_path`."""
     if (ssh_private_key is None) == (ssh_key_path is None):
         raise ValueError("an inventory names exactly one of ssh_private_key and ssh_key_path")
@@ -29,4 +30,6 @@ def build_inventory(*, cloud: str, stack: str, runner: Runner, ssh_user: str, ho
                       "ttl_minutes": ttl_minutes})
     if serving_url is not None:
         inventory["serving_url"] = serving_url
+    if embed_url is not None:
+        inventory["embed_url"] = embed_url
     return inventory

@@ -34,6 +34,8 @@ MODEL_PACKAGE = "embed_model"
 MAX_INSTANCES = int(os.environ.get("ERNIE_EMBED_MAX_INSTANCES", "64"))
 # Enough problems to fix a request in one round trip, not so many the message drowns.
 MAX_REPORTED_PROBLEMS = 10
+# ONNX Runtime's intra-op threads; unset or 0: its default, one per core the function gets.
+THREADS = int(os.environ.get("ERNIE_EMBED_THREADS", "0"))
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Embedder:
         options = SessionOptions()
         # One request at a time per Lambda container: the intra-op threads are all the parallelism there is.
         options.inter_op_num_threads = 1
+        options.intra_op_num_threads = THREADS
         session = InferenceSession(str(directory / "model.onnx"), options, providers=["CPUExecutionProvider"])
         return cls(session, Tokenizer.from_file(str(directory / "tokenizer.json")), manifest)
 
