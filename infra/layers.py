@@ -440,10 +440,10 @@ def _build_layer(layer: LayerSpec, target: Target, tools: _Tools, below: Sequenc
             omitted = remove_distributions(root, unneeded(root, layer, target))
             if omitted:
                 log(f"  {layer.name}: left out {', '.join(sorted(omitted))} (omitted, or needed only by what is)")
-            slim(root)
+            slimmed = slim(root)
             drop_files(root, layer)
-            if tools.strip:
-                strip_shared_objects(root, target, tools.strip)
+            stripped = strip_shared_objects(root, target, tools.strip) if tools.strip else 0
+            log(f"  {layer.name}: slimming removed {_mb(slimmed)}, stripping symbols {_mb(stripped)}")
         if tools.python:
             compile_bytecode(root, tools.python)
         distributions = read_distributions(root)

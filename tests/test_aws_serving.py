@@ -85,6 +85,7 @@ def test_runtime_architecture_memory_timeout_as_configured(pulumi_mocks: ErnieMo
     assert (function["memorySize"], function["timeout"], function["handler"]) == (1536, 20, "handler.handler")
     assert function["environment"] == {"variables": {"ERNIE_MAX_INSTANCES": "500"}}
     assert function["name"] == "ernie-aws-tabular"
+    assert function["reservedConcurrentExecutions"] == 10  # the bound on what a flood of requests can cost
     assert all(r.inputs["compatibleArchitectures"] == [arch] for r in resources if r.type == LAYER)
 
 
