@@ -154,3 +154,24 @@ def test_large_zip_goes_through_s3() -> None:
     small = layers.Archive(Path("a.zip"), "00" * 32, layers.DIRECT_UPLOAD_LIMIT, 1)
     large = layers.Archive(Path("b.zip"), "00" * 32, layers.DIRECT_UPLOAD_LIMIT + 1, 1)
     assert not small.via_s3 and large.via_s3
+
+
+def elf_section_types(data: bytes) -> set[int]:
+    """sh_type of every section of an ELF64 little-endian object."""
+    shoff, shentsize, shnum = (int.from_bytes(data[a:b], "little") for a, b in ((0x28, 0x30), (0x3A, 0x3C), (0x3C, 0x3E)))
+    return {int.from_bytes(data[shoff + i * shentsize + 4:shoff + i * shentsize + 8], "little") for i in range(shnum)}
+
+
+def test_arm64_layer_gets_arm64_wheels_stripped_by_a_cross_strip(tmp_path: Path) -> None:
+    """Another architecture than this machine's: aarch64 wheels, symbols stripped (binutils-aarch64-linux-gnu)."""
+    target = Target.lambda_runtime("3.12", "arm64")
+    spec = FunctionSpec("arm", "", "h.h", (), (LayerSpec("markupsafe", ("markupsafe==3.0.2",)),))
+    built = layers.build_function(spec, target, tmp_path / "out", cache_dir=tmp_path / "cache")
+    with zipfile.ZipFile(built.layers[0].archive.path) as z:
+        (name,) = [n for n in z.namelist() if n.endswith(".so")]
+        data = z.read(name)
+    assert name == "python/markupsafe/_speedups.cpython-312-aarch64-linux-gnu.so"
+    assert int.from_bytes(data[18:20], "little") == 183  # EM_AARCH64
+    sht_symtab, sht_dynsym = 2, 11
+    types = elf_section_types(data)
+    assert sht_dynsym in types and sht_symtab not in types, "the wheel's symbol table should have been stripped"

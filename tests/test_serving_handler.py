@@ -238,3 +238,13 @@ def test_layers_build_prints_sizes_against_the_limit(ernie_cmd: list[str], tmp_p
     assert zips == ["1-numpy-scipy.zip", "2-pandas.zip", "3-scikit-learn.zip", "4-model.zip", "function.zip"]
     bad = subprocess.run([*ernie_cmd, "layers", "build", "--arch", "amd64"], capture_output=True, text=True)
     assert bad.returncode == 2 and "'amd64' is not a Lambda architecture" in bad.stderr
+
+
+def test_demo_check_serves_from_the_unpacked_layers() -> None:
+    from rich.console import Console
+
+    from ernie.serve import check_from_layers
+
+    note = check_from_layers(Console(quiet=True))
+    assert re.fullmatch(r"2 predictions \([\d.]+, [\d.]+\) and a 400 for an unknown category from layers of "
+                        r"[\d.]+ MiB \(limit 250\.0 MiB\), cold start and 3 requests in [\d.]+ s", note), note
