@@ -365,3 +365,19 @@ print(float(w.numpy()))
 """
     proc = _run([PYTHON, "-c", script], dict(os.environ))
     assert float(proc.stdout.split()[-1]) == -2.0, "the summed gradient (2.0) must be applied once, not summed again"
+
+
+def test_bad_flags_fail_before_anything_runs(prepared, tmp_path, capsys):
+    import train_tf
+
+    def error(*argv: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            train_tf.parse_args(["--out", str(tmp_path), *argv])
+        assert exit_info.value.code == 2
+        return capsys.readouterr().err
+
+    assert "does not exist: prepare it with `python prep_data.py" in error("--data-dir", str(tmp_path / "nowhere"))
+    assert "--warmup-steps must be in 0..9" in error("--data-dir", str(prepared), "--max-steps", "10", "--warmup-steps", "10")
+    assert "--seq-len 128 differs from the data's 64" in error("--data-dir", str(prepared), "--seq-len", "128")
+    assert "--preset: unknown preset 'huge'" in error("--data-dir", str(prepared), "--preset", "huge")
+    assert "--global-batch must be at least 1" in error("--data-dir", str(prepared), "--global-batch", "0")

@@ -32,7 +32,10 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import TYPE_CHECKING, Literal, Mapping
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 StrategyKind = Literal["tpu", "multi_worker", "mirrored", "default"]
 
@@ -222,11 +225,10 @@ def exchange_addresses(cluster: Cluster, port: int, timeout_s: float = 300.0) ->
     """
     assert cluster.coordinator_address is not None
     coordinator = cluster.coordinator_address
-    own = f"{_own_address(coordinator, port)}:{port + 1 + cluster.worker_index}"
     deadline = time.monotonic() + timeout_s
     if cluster.is_chief:
         addresses = {0: f"{coordinator}:{port + 1}"}
-        with socket.create_server((coordinator, port), reuse_port=False) as server:
+        with socket.create_server((coordinator, port)) as server:
             server.settimeout(timeout_s)
             peers = []
             while len(addresses) < cluster.num_workers:
@@ -235,6 +237,7 @@ def exchange_addresses(cluster: Cluster, port: int, timeout_s: float = 300.0) ->
                 except TimeoutError:
                     waiting = sorted(set(range(cluster.num_workers)) - set(addresses))
                     raise RuntimeError(f"workers {waiting} did not reach {coordinator}:{port} in {timeout_s:.0f} s")
+                conn.settimeout(timeout_s)
                 hello = json.loads(conn.makefile().readline())
                 addresses[int(hello["worker"])] = hello["address"]
                 peers.append(conn)
@@ -251,6 +254,7 @@ def exchange_addresses(cluster: Cluster, port: int, timeout_s: float = 300.0) ->
             if time.monotonic() > deadline:
                 raise RuntimeError(f"could not reach the coordinator at {coordinator}:{port} in {timeout_s:.0f} s")
             time.sleep(0.5)
+    own = f"{_own_address(coordinator, port)}:{port + 1 + cluster.worker_index}"
     with conn:
         conn.settimeout(timeout_s)
         conn.sendall((json.dumps({"worker": cluster.worker_index, "address": own}) + "\n").encode())
@@ -270,9 +274,9 @@ def prepare_environment(chosen: Plan, port: int) -> None:
         os.environ["TF_CONFIG"] = tf_config(exchange_addresses(chosen.cluster, port), chosen.cluster.worker_index)
 
 
-def build_strategy(chosen: Plan):
+def build_strategy(chosen: Plan) -> tf.distribute.Strategy:
     """The tf.distribute.Strategy for `chosen`; call after `prepare_environment`."""
-    import tensorflow as tf  # imported here: prepare_environment must run before TensorFlow loads
+    import tensorflow as tf  # noqa: F811  (here, not above: prepare_environment must run before it loads)
 
     if chosen.kind == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=chosen.tpu)

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         plan = tf_strategy.choose(args.port)
-    except ValueError as exc:  # a malformed ERNIE_* variable
+    except (ValueError, RuntimeError) as exc:  # a malformed ERNIE_* variable, a rendezvous that timed out
         sys.exit(f"train_tf.py: error: {exc}")
     # TensorFlow's C++ start-up chatter buries the config block; on a host without GPUs that includes an
     # ERROR line for the CUDA driver it looks for, so there only fatal messages are kept.
