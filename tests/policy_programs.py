@@ -1,9 +1,9 @@
 """The Pulumi program under mocks, run once per session per configuration, for the guardrail tests.
 
 Each plan is `ernie check`'s: the committed stack file (with some values changed) through infra/. The serving
-plan runs the whole aws program with `ernie:serving` on; its layers are small real zips standing in for the
-ones infra/layers.py builds (tested in test_layers.py), one of them sized over the direct-upload limit so the
-private layer bucket is declared too.
+plan runs the whole aws program with `ernie:serving` and `ernie:servingEmbed` on; the layers of both functions
+are small real zips standing in for the ones infra/layers.py builds (tested in test_layers.py), one of each
+function's sized over the direct-upload limit so its private layer bucket is declared too.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ PROGRAMS: dict[str, tuple[str, dict[str, Any]]] = {
     "aws": ("aws", {}),
     # EFA fleet: network interfaces and Elastic IPs; two p4d cost 65.54 USD/hour.
     "aws-efa": ("aws", {"ernie:instanceType": "p4d.24xlarge", "ernie:instanceCount": 2, "ernie:maxUsdPerHour": 70}),
-    "aws-serving": ("aws", {"ernie:serving": True, "ernie:servingTimeoutSeconds": 20,
+    "aws-serving": ("aws", {"ernie:serving": True, "ernie:servingEmbed": True, "ernie:servingTimeoutSeconds": 20,
                             "ernie:servingReservedConcurrency": 5}),
 }
 
@@ -50,8 +50,9 @@ def pulumi_config_env(name: str) -> str:
     return json.dumps({k: v if isinstance(v, str) else json.dumps(v) for k, v in stack_values(name).items()})
 
 
-def _stand_in_function(root: Path, python_version: str, arch: str) -> BuiltFunction:
-    spec = layers.load_functions()["tabular"]
+def _stand_in_function(workdir: Path, spec: layers.FunctionSpec, target: Target) -> BuiltFunction:
+    root = workdir / spec.name
+    root.mkdir(exist_ok=True)
     source = root / "stub.py"
     source.write_text("x = 1\n")
     built = []
@@ -61,7 +62,7 @@ def _stand_in_function(root: Path, python_version: str, arch: str) -> BuiltFunct
             archive = Archive(archive.path, archive.sha256, layers.DIRECT_UPLOAD_LIMIT + 1, archive.unzipped_bytes)
         built.append(BuiltLayer(layer.name, archive, (Distribution(layer.name, "1.0", (), 6),), None))
     code = layers.write_zip([("handler.py", source)], root / "function.zip")
-    return BuiltFunction(spec, Target.lambda_runtime(python_version, arch), code, tuple(built))
+    return BuiltFunction(spec, target, code, tuple(built))
 
 
 @cache
@@ -70,8 +71,7 @@ def program_plan(name: str, workdir: Path) -> Plan:
     path = workdir / f"Pulumi.{name}.yaml"
     path.write_text(yaml.safe_dump({"config": stack_values(name)}))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(layers, "build_function",
-                      lambda spec, target, log=None: _stand_in_function(workdir, target.python_version, target.arch))
+        patch.setattr(layers, "build_function", lambda spec, target, log=None: _stand_in_function(workdir, spec, target))
         return plan(config_file=path)
 
 
@@ -130,11 +130,12 @@ MUTATIONS = [
      "leaves blockPublicPolicy off"),
     ("imdsv2-required", "aws", rules.AWS_INSTANCE, None, "metadataOptions.httpTokens", "optional",
      "accepts IMDSv1"),
-    ("lambda-bounds", "aws-serving", rules.AWS_LAMBDA_FUNCTION, None, "timeout", 60.0, "timeout is 60 s"),
-    ("lambda-bounds", "aws-serving", rules.AWS_LAMBDA_FUNCTION, None, "reservedConcurrentExecutions", None,
-     "no reserved concurrency"),
-    ("lambda-bounds", "aws-serving", rules.AWS_LAMBDA_FUNCTION, None, "reservedConcurrentExecutions", 0.0,
-     "0 disables the function"),
-    ("lambda-bounds", "aws-serving", rules.AWS_LAMBDA_FUNCTION, None, "reservedConcurrentExecutions", 500.0,
-     "reserved concurrency is 500"),
+    ("lambda-bounds", "aws-serving", rules.AWS_LAMBDA_FUNCTION, "serving-function", "timeout", 60.0,
+     "timeout is 60 s"),
+    ("lambda-bounds", "aws-serving", rules.AWS_LAMBDA_FUNCTION, "embedding-function", "reservedConcurrentExecutions",
+     None, "no reserved concurrency"),
+    ("lambda-bounds", "aws-serving", rules.AWS_LAMBDA_FUNCTION, "serving-function", "reservedConcurrentExecutions",
+     0.0, "0 disables the function"),
+    ("lambda-bounds", "aws-serving", rules.AWS_LAMBDA_FUNCTION, "serving-function", "reservedConcurrentExecutions",
+     500.0, "reserved concurrency is 500"),
 ]
