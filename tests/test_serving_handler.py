@@ -193,7 +193,21 @@ def test_local_gateway_round_trip() -> None:
     assert from_response({"ok": True}) == (200, {"content-type": "application/json"}, b'{"ok": true}')
 
 
-def test_serve_local_and_invoke_over_http(ernie_cmd: list[str]) -> None:
+def fake_pulumi(tmp_path: Path, serving_url: str) -> dict[str, str]:
+    """Environment whose `pulumi stack output inventory` (ernie/pulumi_cli.py) answers with this serving_url."""
+    inventory = tmp_path / "inventory.json"
+    (tmp_path / "id_ed25519").write_text("an inventory names a key; invoke never uses it\n")
+    inventory.write_text(json.dumps({
+        "cloud": "aws", "stack": "aws", "ssh_user": "ubuntu", "runner": "docker", "image": "img",
+        "hosts": [{"name": "gpu-0", "address": "127.0.0.1", "worker": 0, "accelerator": "g5.xlarge", "chips": 1}],
+        "ssh_key_path": str(tmp_path / "id_ed25519"), "serving_url": serving_url}))
+    exe = tmp_path / "pulumi"
+    exe.write_text(f"#!/bin/sh\ncat {inventory}\n")
+    exe.chmod(0o755)
+    return {**os.environ, "ERNIE_PULUMI": str(exe)}
+
+
+def test_serve_local_and_invoke_over_http(ernie_cmd: list[str], tmp_path: Path) -> None:
     server = subprocess.Popen([*ernie_cmd, "serve", "--local", "--port", "0"], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -210,6 +224,11 @@ def test_serve_local_and_invoke_over_http(ernie_cmd: list[str]) -> None:
         assert bad.returncode == 1 and "HTTP 400" in bad.stdout and "instances[0].sex is 5" in bad.stdout
         schema = subprocess.run([*ernie_cmd, "invoke", "--url", url, "/schema"], capture_output=True, text=True, timeout=60)
         assert schema.returncode == 0 and '"additionalProperties": false' in schema.stdout
+        # -s aws: the endpoint is the stack inventory's serving_url.
+        health = subprocess.run([*ernie_cmd, "invoke", "-s", "aws"], capture_output=True, text=True, timeout=60,
+                                env=fake_pulumi(tmp_path, url))
+        assert health.returncode == 0, health.stderr
+        assert json.loads(health.stdout.split("\n", 1)[1])["status"] == "ok"
     finally:
         server.terminate()
         server.wait(timeout=30)
