@@ -233,3 +233,33 @@ def test_comparisons_label_the_scale_and_skip_incomplete_runs() -> None:
 )
 def test_accelerator_family(name: str, family: str) -> None:
     assert accelerator_family(name) == family
+
+
+LOCAL_RUNS = Path(__file__).parent / "data" / "local_runs"  # real `ernie run --local` output (README there)
+
+
+@pytest.mark.parametrize(("run_id", "framework"), [("20261128-082700-bert-torch-db1a", "pytorch"),
+                                                   ("20261128-083016-bert-tf-a5fb", "tensorflow")])
+def test_real_local_runs_read_as_complete_results(run_id: str, framework: str) -> None:
+    run = read_run(LOCAL_RUNS / run_id)
+    s = summarize(run)
+    assert s.status == "complete" and s.problems == []
+    assert (s.framework, s.cloud, s.accelerator, s.chips, s.preset) == (framework, "local", "cpu", 1, "tiny")
+    assert s.throughput == run.result["samples_per_s"] and s.throughput_unit == "samples"
+    starts = [e.time_ms for e in run.events if e.key == "run_start"]
+    stops = [e.time_ms for e in run.events if e.key == "run_stop"]
+    assert s.time_to_train_s == pytest.approx((stops[-1] - starts[0]) / 1000)
+    assert 0 < s.time_to_train_s < s.wall_s["training"]  # MLPerf's span lies inside the run step
+    assert s.wall_s["provisioning"] < 1 and s.wall_s["teardown"] == 0 and s.cost_usd == 0  # nothing provisioned
+    assert s.mfu is None  # no peak is known for a CPU
+    assert not s.target_reached and s.eval_value == pytest.approx(run.result["eval"]["value"])
+
+
+def test_config_hash_names_the_configuration_not_the_run(tmp_path: Path) -> None:
+    src = LOCAL_RUNS / "20261128-083016-bert-tf-a5fb"
+    again = tmp_path / "20261128-090000-bert-tf-0000"
+    shutil.copytree(src, again)
+    _edit_json(again / "local" / "result.json", lambda r: r.update(command=r["command"].replace("a5fb", "0000")))
+    assert summarize(read_run(again)).config_hash == summarize(read_run(src)).config_hash
+    _edit_json(again / "manifest.json", lambda m: m["params"].update(max_steps=40))
+    assert summarize(read_run(again)).config_hash != summarize(read_run(src)).config_hash

@@ -8,7 +8,8 @@
 - MFU: throughput x FLOPs per sample / (peak FLOP/s per device x devices), only where the peak is known.
 - wall time from timeline.json: provisioning = provision + wait_ssh, setup = push + setup, training = run,
   collection = collect, teardown = destroy; the stack's lifetime runs from the first step's start to the
-  last step's end.
+  last step's end. Time lost to preemptions = the `preempted` steps `ernie run --resume` records (from the
+  last checkpoint to the restart); it overlaps the split, which counts what each attempt did.
 - cost = the inventory's price per hour x that lifetime; dollars to target = that cost when the target was
   reached (what was paid, provisioning and teardown included, to get the model); dollars per million samples
   = price per hour / samples per hour at the measured throughput (the steady-state rate).
@@ -31,6 +32,9 @@ WALL_SPLIT: dict[str, tuple[str, ...]] = {
     "collection": ("collect",),
     "teardown": ("destroy",),
 }
+
+#: The timeline step `ernie run --resume` records for each preemption.
+LOST_STEP = "preempted"
 
 #: MLPerf benchmark of a workload, by the quality metric it evaluates (when its log names no benchmark).
 BENCHMARK_BY_METRIC = {"masked_lm_accuracy": "bert", "bleu": "transformer"}
@@ -75,6 +79,7 @@ class RunSummary:
     time_to_target_s: float | None = None
     wall_s: dict[str, float] = field(default_factory=dict)
     lifetime_s: float | None = None
+    lost_s: float | None = None  # lost to preemptions: from the last checkpoint to the restart, summed
     price_per_hour_usd: float | None = None
     price_source: str | None = None
     cost_usd: float | None = None
@@ -185,6 +190,7 @@ def _wall(s: RunSummary, steps: list[dict[str, Any]] | None) -> None:
         durations[st["name"]] = durations.get(st["name"], 0.0) + float(st["end"]) - float(st["start"])
     s.wall_s = {bucket: sum(durations.get(n, 0.0) for n in names) for bucket, names in WALL_SPLIT.items()}
     s.lifetime_s = max(float(st["end"]) for st in timed) - min(float(st["start"]) for st in timed)
+    s.lost_s = durations.get(LOST_STEP)
     failed = [st["name"] for st in timed if st.get("ok") is False]
     if failed:
         s.problems.append(f"timeline steps failed: {', '.join(failed)}")
@@ -208,7 +214,9 @@ def _provenance(s: RunSummary, result: dict[str, Any], inventory: dict[str, Any]
     s.versions = dict(result.get("versions") or {})
     s.image = _first(s.versions.get("image"), inventory.get("image"))
     s.runtime = s.versions.get("runtime")
-    config = {"workload": s.workload, "params": s.params, "command": s.command}
+    # The workload and its resolved parameters: the same configuration hashes the same on every run, where
+    # the command a worker ran also holds that run's own output directory.
+    config = {"workload": s.workload, "params": s.params}
     s.config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
