@@ -12,7 +12,8 @@ as data); `build_function()` turns one into deterministic zips for a target runt
    imports, and timestamp-based `.pyc` are useless there because the zip's fixed timestamps never match.
    So the layers carry unchecked-hash `.pyc` compiled by an interpreter of the *target* version, and
    none when no such interpreter is here (bytecode for another version is dead weight Lambda ignores).
-   benchmarks/layers.py measures the cold import both ways.
+   benchmarks/layers.py measures it: the tabular handler's cold start to its first prediction took 1.2 s of
+   CPU with the bytecode and 3.8 s without, for 43 MB more unzipped (python3.11 here).
 4. Zips have fixed timestamps, permissions and order: an unchanged layer hashes the same and is not
    republished. Each layer is cached under ~/.cache/ernie/layers by the hash of its requirements (and
    those of the layers below it), the target and this builder's version.
