@@ -238,14 +238,18 @@ def test_accelerator_family(name: str, family: str) -> None:
 LOCAL_RUNS = Path(__file__).parent / "data" / "local_runs"  # real `ernie run --local` output (README there)
 
 
-@pytest.mark.parametrize(("run_id", "framework"), [("20261128-082700-bert-torch-db1a", "pytorch"),
-                                                   ("20261128-083016-bert-tf-a5fb", "tensorflow")])
-def test_real_local_runs_read_as_complete_results(run_id: str, framework: str) -> None:
+@pytest.mark.parametrize(
+    ("run_id", "framework", "unit", "preset"),
+    [("20261128-082700-bert-torch-db1a", "pytorch", "samples", "tiny"),
+     ("20261128-083016-bert-tf-a5fb", "tensorflow", "samples", "tiny"),
+     ("20261128-083857-translation-355f", "fairseq", "words", "synthetic")],
+)
+def test_real_local_runs_read_as_complete_results(run_id: str, framework: str, unit: str, preset: str) -> None:
     run = read_run(LOCAL_RUNS / run_id)
     s = summarize(run)
     assert s.status == "complete" and s.problems == []
-    assert (s.framework, s.cloud, s.accelerator, s.chips, s.preset) == (framework, "local", "cpu", 1, "tiny")
-    assert s.throughput == run.result["samples_per_s"] and s.throughput_unit == "samples"
+    assert (s.framework, s.cloud, s.accelerator, s.chips, s.preset) == (framework, "local", "cpu", 1, preset)
+    assert s.throughput == run.result[f"{unit}_per_s"] and s.throughput_unit == unit
     starts = [e.time_ms for e in run.events if e.key == "run_start"]
     stops = [e.time_ms for e in run.events if e.key == "run_stop"]
     assert s.time_to_train_s == pytest.approx((stops[-1] - starts[0]) / 1000)

@@ -3,8 +3,8 @@
 - time-to-train: MLPerf's method, worker 0's `run_stop.time_ms - run_start.time_ms`.
 - time-to-target: from `run_start` to the first `eval_accuracy` at or above the target (result.json's
   `eval.target`); when the log has no evaluation, the workload's own `time_to_target_s`.
-- throughput: result.json's `samples_per_s` (or `words_per_s` where a workload counts words), timed by the
-  workload with its warm-up excluded.
+- throughput: result.json's `words_per_s` where a workload counts words (translation), else `samples_per_s`,
+  timed by the workload with its warm-up excluded.
 - MFU: throughput x FLOPs per sample / (peak FLOP/s per device x devices), only where the peak is known.
 - wall time from timeline.json: provisioning = provision + wait_ssh, setup = push + setup, training = run,
   collection = collect, teardown = destroy; the stack's lifetime runs from the first step's start to the
@@ -122,7 +122,7 @@ def summarize(run: RunFiles) -> RunSummary:
     s.framework = result.get("framework")
     s.device_name = result.get("device_name")
     s.model = dict(result.get("model") or {})
-    s.preset = _first(s.model.get("preset"), s.params.get("preset"))
+    s.preset = _first(s.model.get("preset"), s.params.get("preset"), s.params.get("recipe"))
     for key in ("global_batch_size", "seq_len", "precision", "steps", "tokens_per_s",
                 "step_time_ms_p50", "step_time_ms_p90", "command"):
         setattr(s, key, result.get(key))
@@ -138,10 +138,12 @@ def summarize(run: RunFiles) -> RunSummary:
 
 
 def _throughput(s: RunSummary, result: dict[str, Any]) -> None:
-    if result.get("samples_per_s") is not None:
-        s.throughput, s.throughput_unit = float(result["samples_per_s"]), "samples"
-    elif result.get("words_per_s") is not None:
+    # A workload that counts words (translation) is measured in words, as MLPerf's Transformer is; its sentence
+    # pairs per second would otherwise share an axis with BERT's sequences.
+    if result.get("words_per_s") is not None:
         s.throughput, s.throughput_unit = float(result["words_per_s"]), "words"
+    elif result.get("samples_per_s") is not None:
+        s.throughput, s.throughput_unit = float(result["samples_per_s"]), "samples"
     flops, peak = result.get("flops_per_sample"), result.get("peak_flops_per_device")
     if s.throughput_unit == "samples" and flops and peak and s.chips:
         s.mfu = s.throughput * float(flops) / (float(peak) * s.chips)

@@ -103,12 +103,16 @@ def scale_label(run: RunSummary, row: MlperfRow) -> str:
     if run.eval_target is not None and float(run.eval_target) != row.quality_target:
         notes.append(f"target {run.eval_target} vs {row.quality_target}")
     m = run.model
-    shape = ", ".join(
-        f"{k} {v}" for k, v in (("hidden", m.get("hidden")), ("layers", m.get("layers")), ("seq", run.seq_len)) if v
-    )
+    hidden = _first(m.get("hidden"), m.get("encoder_embed_dim"))  # BERT's names, else fairseq's
+    layers = _first(m.get("layers"), m.get("encoder_layers"))
+    shape = ", ".join(f"{k} {v}" for k, v in (("hidden", hidden), ("layers", layers), ("seq", run.seq_len)) if v)
     notes.append(f"{run.preset or 'our'} model ({shape}) vs {row.reference_model}" if shape
                  else f"{run.preset or 'our'} model vs {row.reference_model}")
     return f"{ours} vs {theirs}: " + "; ".join(notes)
+
+
+def _first(*values: object) -> object:
+    return next((v for v in values if v is not None), None)
 
 
 def _times(ratio: float) -> str:
