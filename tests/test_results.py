@@ -267,3 +267,11 @@ def test_config_hash_names_the_configuration_not_the_run(tmp_path: Path) -> None
     assert summarize(read_run(again)).config_hash == summarize(read_run(src)).config_hash
     _edit_json(again / "manifest.json", lambda m: m["params"].update(max_steps=40))
     assert summarize(read_run(again)).config_hash != summarize(read_run(src)).config_hash
+
+
+def test_a_malformed_manifest_host_is_a_problem_not_a_crash(runs: Path) -> None:
+    _edit_json(runs / INCOMPLETE / "manifest.json", lambda m: m["hosts"].update({"tpu-1": "gone"}))
+    s = summarize(read_run(runs / INCOMPLETE))
+    assert s.status == "incomplete"
+    assert "manifest.json: host 'tpu-1' has no integer 'worker'; it is not read" in s.problems
+    assert s.time_to_train_s == pytest.approx(240.02)  # worker 0 still reads

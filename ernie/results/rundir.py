@@ -92,20 +92,14 @@ def _workers(run: RunFiles) -> list[Worker]:
     """The workers the manifest names; without a manifest, every host directory found beside it."""
     hosts = run.manifest.get("hosts")
     if isinstance(hosts, dict) and hosts:
-        return sorted(
-            (
-                Worker(
-                    name=name,
-                    worker=int(h.get("worker", -1)),
-                    state=str(h.get("state", "missing")),
-                    exit_code=h.get("exit_code"),
-                    directory=run.path / name,
-                    reason=h.get("reason"),
-                )
-                for name, h in hosts.items()
-            ),
-            key=lambda w: w.worker,
-        )
+        workers = []
+        for name, h in hosts.items():
+            if not isinstance(h, dict) or not isinstance(h.get("worker"), int):
+                run.problems.append(f"manifest.json: host {name!r} has no integer 'worker'; it is not read")
+                continue
+            workers.append(Worker(name=name, worker=h["worker"], state=str(h.get("state", "missing")),
+                                  exit_code=h.get("exit_code"), directory=run.path / name, reason=h.get("reason")))
+        return sorted(workers, key=lambda w: w.worker)
     found = sorted(p for p in run.path.iterdir() if p.is_dir())
     if not found:
         return []
