@@ -275,3 +275,11 @@ def test_a_malformed_manifest_host_is_a_problem_not_a_crash(runs: Path) -> None:
     assert s.status == "incomplete"
     assert "manifest.json: host 'tpu-1' has no integer 'worker'; it is not read" in s.problems
     assert s.time_to_train_s == pytest.approx(240.02)  # worker 0 still reads
+
+
+def test_result_fields_of_the_wrong_type_read_as_missing(runs: Path) -> None:
+    _edit_json(runs / BERT_TF / "tpu-0" / "result.json", lambda r: r.update(eval="0.5", model=[1], versions=None))
+    _edit_json(runs / BERT_TF / "timeline.json", lambda t: t["steps"][0].pop("name"))
+    s = summarize(read_run(runs / BERT_TF))
+    assert s.model == {} and s.versions == {} and s.eval_target is None
+    assert s.throughput == 1500.0 and s.lifetime_s == pytest.approx(830)

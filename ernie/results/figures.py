@@ -113,7 +113,7 @@ def summarize(run: RunFiles) -> RunSummary:
 
     s.workload = manifest.get("workload") or result.get("workload")
     s.created = manifest.get("created")
-    s.params = dict(manifest.get("params") or {})
+    s.params = _mapping(manifest.get("params"))
     s.cloud, s.stack, s.runner = inventory.get("cloud"), inventory.get("stack"), inventory.get("runner")
     inv_hosts = [h for h in inventory.get("hosts") or [] if isinstance(h, dict)]
     s.accelerator = _first(inv_hosts[0].get("accelerator") if inv_hosts else None, result.get("accelerator"))
@@ -121,7 +121,7 @@ def summarize(run: RunFiles) -> RunSummary:
     s.hosts = _first(result.get("hosts"), len(inv_hosts) or None)
     s.framework = result.get("framework")
     s.device_name = result.get("device_name")
-    s.model = dict(result.get("model") or {})
+    s.model = _mapping(result.get("model"))
     s.preset = _first(s.model.get("preset"), s.params.get("preset"), s.params.get("recipe"))
     for key in ("global_batch_size", "seq_len", "precision", "steps", "tokens_per_s",
                 "step_time_ms_p50", "step_time_ms_p90", "command"):
@@ -150,7 +150,7 @@ def _throughput(s: RunSummary, result: dict[str, Any]) -> None:
 
 
 def _evaluation(s: RunSummary, result: dict[str, Any], events: list[MllogEvent]) -> None:
-    ev = result.get("eval") or {}
+    ev = _mapping(result.get("eval"))
     s.eval_metric, s.eval_target = ev.get("metric"), ev.get("target")
     by_key: dict[str, list[MllogEvent]] = {}
     for e in events:
@@ -189,11 +189,12 @@ def _wall(s: RunSummary, steps: list[dict[str, Any]] | None) -> None:
         return
     durations: dict[str, float] = {}
     for st in timed:
-        durations[st["name"]] = durations.get(st["name"], 0.0) + float(st["end"]) - float(st["start"])
+        name = str(st.get("name"))
+        durations[name] = durations.get(name, 0.0) + float(st["end"]) - float(st["start"])
     s.wall_s = {bucket: sum(durations.get(n, 0.0) for n in names) for bucket, names in WALL_SPLIT.items()}
     s.lifetime_s = max(float(st["end"]) for st in timed) - min(float(st["start"]) for st in timed)
     s.lost_s = durations.get(LOST_STEP)
-    failed = [st["name"] for st in timed if st.get("ok") is False]
+    failed = [str(st.get("name")) for st in timed if st.get("ok") is False]
     if failed:
         s.problems.append(f"timeline steps failed: {', '.join(failed)}")
 
@@ -213,7 +214,7 @@ def _cost(s: RunSummary, inventory: dict[str, Any]) -> None:
 
 
 def _provenance(s: RunSummary, result: dict[str, Any], inventory: dict[str, Any]) -> None:
-    s.versions = dict(result.get("versions") or {})
+    s.versions = _mapping(result.get("versions"))
     s.image = _first(s.versions.get("image"), inventory.get("image"))
     s.runtime = s.versions.get("runtime")
     # The workload and its resolved parameters: the same configuration hashes the same on every run, where
@@ -234,6 +235,11 @@ def _status(run: RunFiles, s: RunSummary) -> str:
         and s.lifetime_s is not None
     )
     return "complete" if complete and not s.problems else "incomplete"
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A JSON object's field that should be an object; anything else reads as empty."""
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def _first(*values: Any) -> Any:
