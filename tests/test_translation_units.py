@@ -236,3 +236,73 @@ def test_synthetic_corpus_is_a_learnable_mapping(tmp_path: Path) -> None:
     assert any(in_order) and not all(in_order)  # translated word by word, some with words swapped
     assert synthetic.write_corpus(tmp_path / "again", 400, seed=3) == counts
     assert (tmp_path / "again" / "test.tgt").read_text() == (tmp_path / "test.tgt").read_text()
+
+
+# --- the real recipes' corpus extraction, on archives laid out like the real downloads ---
+
+(corpora,) = _import_workload("corpora")
+
+
+def _tgz(path: Path, files: dict[str, str]) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _xml(lines: list[str]) -> str:
+    segs = "".join(f'<seg id="{i}"> {line} </seg>\n' for i, line in enumerate(lines, 1))
+    return f'<mteval>\n<srcset setid="x" srclang="any">\n<doc docid="1">\n{segs}</doc>\n</srcset>\n</mteval>\n'
+
+
+def test_iwslt14_is_split_as_fairseqs_prepare_script_does(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    german = [f"Satz Nummer {i} &amp; mehr" for i in range(1, 47)]
+    english = [f"Sentence number {i} &amp; more" for i in range(1, 47)]
+    meta = "<url>http://www.ted.com/talks/x.html</url>\n<talkid>1</talkid>\n<title>T</title>\n"
+    files = {"de-en/train.tags.de-en.de": meta + "".join(f"{s}\n" for s in german),
+             "de-en/train.tags.de-en.en": meta + "".join(f"{s}\n" for s in english)}
+    for name in ("IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010", "IWSLT14.TED.tst2011",
+                 "IWSLT14.TED.tst2012"):
+        files[f"de-en/{name}.de-en.de.xml"] = _xml([f"{name} Deutsch &quot;A&quot;"])
+        files[f"de-en/{name}.de-en.en.xml"] = _xml([f"{name} English"])
+    _tgz(mirror / "de-en.tgz", files)
+
+    splits = corpora.iwslt14(tmp_path / "downloads", mirror=str(mirror))
+    assert len(splits["valid"].source) == 2 and len(splits["train"].source) == 44  # every 23rd line held out
+    assert splits["valid"].source[0] == "satz nummer 23 &amp; mehr" and splits["valid"].target[0].startswith("sentence number 23")
+    assert not any(line.startswith("<") for line in splits["train"].source)
+    assert splits["test"].source[0] == 'iwslt14.ted.dev2010 deutsch "a"'  # <seg> text, entities unescaped, lowercased
+    assert len(splits["test"].target) == 5
+    counts = corpora.write_raw(splits, tmp_path / "raw", "de", "en")
+    assert counts == {"train": 44, "valid": 2, "test": 5}
+    assert (tmp_path / "raw" / "test.en").read_text().splitlines()[4] == "iwslt14.ted.tst2012 english"
+
+
+def test_wmt_en_de_uses_wmt17_training_data_and_newstest2014(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    pair = {"en": ["a house", "the cat sat", "x " * 200], "de": ["ein Haus", "die Katze sass", "y"]}
+    _tgz(mirror / "training-parallel-europarl-v7.tgz",
+         {f"training/europarl-v7.de-en.{lang}": "\n".join(pair[lang]) + "\n" for lang in pair})
+    _tgz(mirror / "training-parallel-commoncrawl.tgz",
+         {f"commoncrawl.de-en.{lang}": "\n".join(pair[lang][:2]) + "\n" for lang in pair})
+    _tgz(mirror / "training-parallel-nc-v12.tgz",
+         {f"training/news-commentary-v12.de-en.{lang}": "\n".join(pair[lang][:1]) + "\n" for lang in pair})
+    _tgz(mirror / "dev.tgz", {"dev/newstest2013.en": "dev one\n", "dev/newstest2013.de": "Dev eins\n"})
+    _tgz(mirror / "test-full.tgz", {"test-full/newstest2014-deen-src.en.sgm": _xml(["Test one", "Test two"]),
+                                    "test-full/newstest2014-deen-ref.de.sgm": _xml(["Test eins", "Test zwei"])})
+    splits = corpora.wmt_en_de(tmp_path / "downloads", mirror=str(mirror))
+    assert splits["train"].source == ["a house", "the cat sat", "a house", "the cat sat", "a house"]  # 200:1 dropped
+    assert splits["train"].target[1] == "die Katze sass"  # cased: MLPerf scores cased BLEU
+    assert splits["valid"].source == ["dev one"]
+    assert splits["test"].source == ["Test one", "Test two"] and splits["test"].target == ["Test eins", "Test zwei"]
+    with pytest.raises(FileNotFoundError, match="holds no dev.tgz"):
+        (mirror / "dev.tgz").unlink()
+        corpora.wmt_en_de(tmp_path / "elsewhere", mirror=str(mirror))

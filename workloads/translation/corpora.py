@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import re
+import shutil
 import tarfile
 import time
 import urllib.request
@@ -43,24 +44,29 @@ class Split:
 
 
 def download(url: str, dest_dir: Path, *, mirror: str | None = None, attempts: int = 3) -> Path:
-    """Fetch `url` (or the file of the same name under `mirror`) into dest_dir once; reuse it after."""
+    """Fetch `url` into dest_dir once and reuse it after; with `mirror` (a directory or a base URL),
+    take the file of the same name from there instead (hosts without internet, pinned copies)."""
     name = url.rsplit("/", 1)[-1]
     dest = dest_dir / name
     if dest.exists() and dest.stat().st_size > 0:
         return dest
-    source = f"{mirror.rstrip('/')}/{name}" if mirror else url
     dest_dir.mkdir(parents=True, exist_ok=True)
+    if mirror and Path(mirror).is_dir():
+        if not (Path(mirror) / name).is_file():
+            raise FileNotFoundError(f"--mirror {mirror} holds no {name} (the file {url} names)")
+        shutil.copyfile(Path(mirror) / name, dest)
+        return dest
+    source = f"{mirror.rstrip('/')}/{name}" if mirror else url
     partial = dest.with_suffix(dest.suffix + ".part")
-    for attempt in range(1, attempts + 1):
+    for attempt in range(attempts):
         try:
             urllib.request.urlretrieve(source, partial)
             partial.rename(dest)
             return dest
         except OSError as err:
-            if attempt == attempts:
-                raise OSError(f"could not download {source}: {err}; pass --mirror DIR_OR_URL holding {name}") from err
-            time.sleep(2**attempt)
-    raise AssertionError("unreachable")
+            error = err
+            time.sleep(2**attempt if attempt + 1 < attempts else 0)
+    raise OSError(f"could not download {source}: {error}; pass --mirror DIR_OR_URL holding {name}") from error
 
 
 def extract(archive: Path) -> Path:

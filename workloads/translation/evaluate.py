@@ -18,12 +18,14 @@ from prepare import FAIRSEQ_CMD
 from recipes import Recipe
 
 
-def generate_command(recipe: Recipe, bin_dir: Path, checkpoint: Path, *, cpu: bool, fp16: bool) -> list[str]:
+def generate_command(recipe: Recipe, bin_dir: Path, checkpoint: Path, *, cpu: bool, fp16: bool,
+                     num_workers: int) -> list[str]:
     """fairseq-generate over the test split with the recipe's beam and length penalty."""
     command = [
         sys.executable, str(FAIRSEQ_CMD), "generate", str(bin_dir), "--path", str(checkpoint), "--gen-subset", "test",
         "--beam", str(recipe.beam), "--lenpen", str(recipe.lenpen), "--max-tokens", "8192",
-        "--post-process", "sentencepiece",
+        "--max-len-a", str(recipe.max_len[0]), "--max-len-b", str(recipe.max_len[1]),
+        "--post-process", "sentencepiece", "--num-workers", str(num_workers),
         # fairseq's batch_by_size drops a last batch whose size is not a multiple of this (default 8):
         # left at 8, up to 7 test sentences would go untranslated.
         "--required-batch-size-multiple", "1",

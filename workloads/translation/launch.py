@@ -14,6 +14,7 @@ ERNIE_WORKER_INDEX, worker 0 at ERNIE_COORDINATOR_ADDRESS. fairseq's own distrib
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -140,7 +141,8 @@ def train_command(recipe: Recipe, bin_dir: Path, save_dir: Path, settings: Train
     if settings.target_bleu is not None:
         # Validation BLEU each epoch, scored as the final test is: sacrebleu on detokenised beam output.
         command += [
-            "--eval-bleu", "--eval-bleu-args", f'{{"beam": {recipe.beam}, "lenpen": {recipe.lenpen}}}',
+            "--eval-bleu", "--eval-bleu-args", json.dumps({"beam": recipe.beam, "lenpen": recipe.lenpen,
+                                                           "max_len_a": recipe.max_len[0], "max_len_b": recipe.max_len[1]}),
             "--eval-bleu-remove-bpe", "sentencepiece", "--valid-subset", recipe.bleu_subset,
             "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric",
             "--target-bleu", str(settings.target_bleu),

@@ -59,7 +59,8 @@ class MLPerfLog:
             self.event(key, value)
 
     def tracked_stats(self, step: int, **values: float) -> None:
-        self.event(TRACKED_STATS, values, {"step": step})
+        if self.enabled:  # straight to mllog, so the line's file/lineno name our caller
+            self._mllog.event(key=TRACKED_STATS, value=values, metadata={"step": step})
 
     def close(self) -> None:
         for handler in self._handlers:

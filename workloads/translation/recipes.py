@@ -36,6 +36,9 @@ class Recipe:
     max_epoch: int
     beam: int
     lenpen: float = 1.0
+    max_len: tuple[float, int] = (1.2, 10)
+    """Hypotheses stop at a x source length + b tokens (fairseq's IWSLT evaluation setting): without
+    it a barely trained model decodes 200 tokens of every sentence."""
     bleu_subset: str = "valid"
     """The split whose BLEU, computed after every epoch, decides when the target is reached."""
 

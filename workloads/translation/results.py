@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import platform
 import statistics
 from pathlib import Path
@@ -33,6 +34,8 @@ def versions() -> dict[str, str | None]:
 def device_name(accelerator: str) -> str:
     if accelerator == "gpu":
         return torch.cuda.get_device_name(0)
+    if accelerator == "tpu":
+        return os.environ.get("TPU_ACCELERATOR_TYPE", "TPU")  # set on Cloud TPU VMs, e.g. v4-32
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text().splitlines():

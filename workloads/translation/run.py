@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,16 +35,14 @@ from mlperf import MLPerfLog, constants
 from recipes import RECIPES, Recipe, get_recipe
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+RECIPE_DEFAULT = "recipe"  # the value of --max-tokens/--max-epoch/--target-bleu meaning "the recipe's"
 
 
-RECIPE_DEFAULT = "recipe"
-
-
-def _or_recipe(kind: type) -> object:
+def _or_recipe(kind: Callable[[str], float]) -> Callable[[str], float | None]:
     """An argparse type: a number, or the word "recipe" (None) for the recipe's own value."""
-    def parse(text: str) -> int | float | None:
+    def parse(text: str) -> float | None:
         return None if text == RECIPE_DEFAULT else kind(text)
-    parse.__name__ = kind.__name__
+    parse.__name__ = kind.__name__  # argparse names it in "invalid int value"
     return parse
 
 
@@ -216,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoint = checkpoints / "checkpoint_last.pt"
     generate_cmd = evaluate.generate_command(recipe, data_dir / "bin", checkpoint, cpu=accelerator != "gpu",
-                                             fp16=precision == "fp16")
+                                             fp16=precision == "fp16", num_workers=args.data_workers)
     commands["generate"] = shlex.join(generate_cmd)
     mllog.start(constants.EVAL_START, metadata={"split": "test"})
     generated = subprocess.run(generate_cmd, capture_output=True, text=True, env=env)
@@ -259,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError
+    except (ValueError, OSError) as err:  # DataError is a ValueError; OSError: a download or a file
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
