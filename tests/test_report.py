@@ -54,6 +54,9 @@ def test_report_all_writes_markdown_html_and_plots(ernie_cmd: list[str], results
     # Provenance: image, runtime, command and config hash per run.
     assert "tpu-vm-tf-2.17.0-pjrt" in md and "python train_tf.py --preset base" in md
     assert "Cheapest to its quality target: bert-torch (pytorch) on 8x A100" in md
+    assert "Cheapest per million samples: bert-tf (tensorflow) on 4x v3-8 [gcp]" in md and "at $1.48." in md
+    assert "Cheapest per million words: translation (fairseq) on 1x cpu [local], run 20261128-105500-translation-b21d " \
+           "at no charge (its price is $0/h: this machine: no charge)." in md
 
     for name in ("throughput", "cost", "target", "wall"):
         png = (out / "plots" / f"{name}.png").read_bytes()
