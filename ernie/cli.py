@@ -84,15 +84,23 @@ out_console = Console(soft_wrap=True)  # paths and commands stay whole, ready to
 
 @app.command()
 def run(
-    workload: str = typer.Argument(..., help="A built-in workload's name, a directory, or a .workload.toml file."),
+    workload: str = typer.Argument(None, help="A built-in workload's name, a directory, or a .workload.toml file."),
     stack: str = _STACK, inventory: Path = _INVENTORY, local: bool = _LOCAL, sets: list[str] = _SET,
     results: Path = _RESULTS, wait_ssh: float = _WAIT_SSH, lost_after: float = _LOST_AFTER,
     timeout: float = _TIMEOUT,
+    resume: str = typer.Option(None, "--resume", metavar="RUN_ID",
+                               help="Restart a recorded run's workers (after a preemption) from their checkpoints."),
 ) -> None:
     """Run a workload on every host: push, set up, start detached, stream progress, collect."""
     from ernie.run import options, run_command
 
     opts = options(results, wait_ssh, lost_after, timeout)
+    if resume is not None:
+        from ernie.resume import resume_command
+
+        raise typer.Exit(resume_command(resume, workload, sets, stack, inventory, local, opts, out_console))
+    if workload is None:
+        raise ErnieError("name a WORKLOAD to run, or --resume RUN_ID to restart a recorded run")
     raise typer.Exit(run_command(workload, sets, stack, inventory, local, opts, out_console))
 
 

@@ -57,6 +57,14 @@ class Timeline:
         self.run_id = run_id
         self.steps: list[dict[str, Any]] = []
 
+    @classmethod
+    def load(cls, path: Path, run_id: str) -> Timeline:
+        """A run's timeline so far, to be continued (`ernie run --resume`)."""
+        timeline = cls(path, run_id)
+        if path.is_file():
+            timeline.steps = list(json.loads(path.read_text()).get("steps", []))
+        return timeline
+
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
         """Time one step; `ok` is False when it raised (Ctrl-C included)."""
@@ -65,11 +73,14 @@ class Timeline:
             yield
             ok = True
         finally:
-            end = time.time()
-            self.steps.append({"name": name, "start": round(start, 3), "end": round(end, 3),
-                               "duration_s": round(end - start, 3), "ok": ok})
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps({"run_id": self.run_id, "steps": self.steps}, indent=2) + "\n")
+            self.add(name, start, time.time(), ok)
+
+    def add(self, name: str, start: float, end: float, ok: bool, **details: Any) -> None:
+        """Record one step (with any `details`) and rewrite the file."""
+        self.steps.append({"name": name, "start": round(start, 3), "end": round(end, 3),
+                           "duration_s": round(end - start, 3), "ok": ok, **details})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"run_id": self.run_id, "steps": self.steps}, indent=2) + "\n")
 
 
 @dataclass

@@ -44,10 +44,12 @@ def wall_table(runs: list[RunSummary]) -> Table:
     """Where each run's wall time went, from its timeline.json."""
     rows = [
         (r.run_id, r.status, *(_minutes(r.wall_s.get(b)) if r.wall_s else "-" for b in WALL_SPLIT),
-         _minutes(r.lifetime_s), _price(r))
+         _minutes(r.lifetime_s), _minutes(r.lost_s), _price(r))
         for r in runs
     ]
-    return Table("Wall time", ("run", "status", *WALL_SPLIT, "lifetime", "price"), rows)
+    return Table("Wall time", ("run", "status", *WALL_SPLIT, "lifetime", "lost to preemption", "price"), rows,
+                 note="lost to preemption: from the last checkpoint before a preemption until `ernie run --resume` "
+                      "had every worker training again (work redone and downtime); it is part of the lifetime.")
 
 
 def comparison_table(comparisons: list[Comparison], note: str = "") -> Table:
