@@ -338,8 +338,12 @@ def main(argv: list[str] | None = None) -> int:
 
     start_step = 0
     resume_from = latest_checkpoint(args.out) if args.resume else None
-    if resume_from is not None:
-        state = torch.load(resume_from, map_location=launch.device, weights_only=False)
+    state = torch.load(resume_from, map_location="cpu", weights_only=False) if resume_from else None
+    if launch.world > 1:  # only rank 0 writes checkpoints (on its own host): every rank resumes from its state
+        shared = [state if launch.is_main else None]
+        dist.broadcast_object_list(shared, src=0)
+        state = shared[0]
+    if state is not None:
         if state["fingerprint"] != checkpoint_fingerprint(args):
             raise SystemExit(
                 f"train_torch.py: error: --resume: {resume_from} was written with {state['fingerprint']}, "
@@ -372,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             + (f"\n  resuming from {resume_from}" if resume_from else ""),
             flush=True,
         )
-    if resume_from is None:
+    if state is None:
         mllog.submission(platform=f"{launch.world}x{name}")
         mllog.start(mlc.INIT_START)
         for key, value in (
