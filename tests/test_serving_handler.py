@@ -97,6 +97,8 @@ BAD_REQUESTS = [
      400, "instances[1] has unknown field 'smoker'"),
     ("wrong type", event("POST", "/predict", {"instances": [{**VALID, "age": "fifty"}]}),
      400, "instances[0].age must be a finite number, got 'fifty'"),
+    ("integer beyond a float", event("POST", "/predict", {"instances": [{**VALID, "age": 10**400}]}),
+     400, "instances[0].age must be a finite number"),
     ("boolean as number", event("POST", "/predict", {"instances": [{**VALID, "bp": True}]}), 400, "instances[0].bp must be a finite number"),
     ("unknown category", event("POST", "/predict", {"instances": [{**VALID, "sex": 3}]}),
      400, "instances[0].sex is 3, not one of the categories [1, 2]"),

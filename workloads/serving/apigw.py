@@ -117,5 +117,10 @@ def dispatch(routes: Mapping[tuple[str, str], Route], event: Any) -> dict[str, A
 
 
 def is_number(value: Any) -> bool:
-    """A JSON number that a model can take: int or float, finite, and not a boolean."""
-    return type(value) in (int, float) and math.isfinite(value)
+    """A JSON number that a model can take: int or float, finite as a float, and not a boolean."""
+    if type(value) not in (int, float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (JSON allows 10**400): no model takes it
+        return False
