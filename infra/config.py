@@ -20,6 +20,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from infra.gpu_catalog import DLC_TAGS, INSTANCE_TYPES, GpuInstanceType, dlc_image, dlc_regions, lookup_instance
+from infra.reach import world_ranges
 from infra.tpu_catalog import TpuType, accelerator_types, lookup_tpu, runtime_examples, runtime_problem
 
 NAMESPACE = "ernie"
@@ -48,7 +49,6 @@ SERVING_EMBED_DEFAULT_MEMORY_MB = 2048
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
                       2922, 3288, 3653)
-_WORLD = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 
 class ConfigError(pulumi.RunError):
@@ -192,9 +192,12 @@ def _access(values: _Values) -> AccessConfig:
             networks.append(ipaddress.ip_network(cidr, strict=True))
         except ValueError as exc:
             raise values.error("sshAllowedCidrs", cidr, f"{accepted} ({exc})") from None
-    if any(n in _WORLD for n in networks) and not values.flag("allowSshFromAnywhere", default=False):
-        raise values.error("sshAllowedCidrs", cidrs, f"{accepted}; 0.0.0.0/0 opens SSH to the whole internet "
-                                                     "and needs the explicit opt-in `ernie:allowSshFromAnywhere: true`")
+    world = world_ranges(cidrs)
+    if world and not values.flag("allowSshFromAnywhere", default=False):
+        raise values.error("sshAllowedCidrs", cidrs, f"{accepted}; {', '.join(world)} opens SSH to the internet "
+                                                     "(ranges broader than a /8 of IPv4 or a /32 of IPv6, alone or "
+                                                     "together) and needs the explicit opt-in "
+                                                     "`ernie:allowSshFromAnywhere: true`")
     public_key = values.text("sshPublicKey", "an OpenSSH public key line")
     if public_key is not None and not public_key.startswith(("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-")):
         raise values.error("sshPublicKey", public_key[:24] + "...", "an OpenSSH public key line (ssh-ed25519 AAAA...)")

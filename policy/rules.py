@@ -9,7 +9,6 @@ as `(resource_type, name, props)` with the stack's `Limits` (from its config). `
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 from infra import pricing
 from infra.config import MAX_TTL_MINUTES, SERVING_MAX_RESERVED_CONCURRENCY, SERVING_MAX_TIMEOUT_SECONDS
+from infra.reach import world_ranges
 from infra.tpu_catalog import lookup_tpu
 
 SSH_PORT = 22
@@ -61,13 +61,6 @@ _TTL_IN_DESCRIPTION = re.compile(rf"{TTL_LABEL}=(\d+)")
 Check = Callable[[str, Mapping[str, Any]], list[str]]
 
 
-def _is_world(cidr: str) -> bool:
-    try:
-        return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
-    except ValueError:
-        return False
-
-
 def _port_range_has(low: Any, high: Any, port: int) -> bool:
     return low is None or high is None or int(low) <= port <= int(high)
 
@@ -92,19 +85,19 @@ def _aws_allows_port(protocol: Any, from_port: Any, to_port: Any, port: int) -> 
 
 
 def ssh_open_to_world(resource_type: str, props: Mapping[str, Any]) -> list[str]:
-    """Port 22 admitted from 0.0.0.0/0 or ::/0."""
+    """Port 22 admitted from the internet: 0.0.0.0/0, ::/0, or ranges as broad (infra/reach.py)."""
     if resource_type == GCP_FIREWALL and props.get("direction", "INGRESS") == "INGRESS":
-        world = [r for r in props.get("sourceRanges") or [] if _is_world(r)]
+        world = world_ranges(props.get("sourceRanges") or [])
         if world and any(_gcp_allows_port(a, SSH_PORT) for a in props.get("allows") or []):
             return [f"firewall admits port 22 from {', '.join(world)}"]
     if resource_type == AWS_INGRESS_RULE:
-        world = [c for c in (props.get("cidrIpv4"), props.get("cidrIpv6")) if c and _is_world(c)]
+        world = world_ranges(c for c in (props.get("cidrIpv4"), props.get("cidrIpv6")) if c)
         if world and _aws_allows_port(props.get("ipProtocol"), props.get("fromPort"), props.get("toPort"), SSH_PORT):
             return [f"ingress rule admits port 22 from {', '.join(world)}"]
     if resource_type == AWS_SECURITY_GROUP:
         findings = []
         for rule in props.get("ingress") or []:
-            world = [c for c in [*(rule.get("cidrBlocks") or []), *(rule.get("ipv6CidrBlocks") or [])] if _is_world(c)]
+            world = world_ranges([*(rule.get("cidrBlocks") or []), *(rule.get("ipv6CidrBlocks") or [])])
             if world and _aws_allows_port(rule.get("protocol"), rule.get("fromPort"), rule.get("toPort"), SSH_PORT):
                 findings.append(f"inline ingress admits port 22 from {', '.join(world)}")
         return findings

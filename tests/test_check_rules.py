@@ -24,6 +24,13 @@ SCRIPT_WITH_TEARDOWN = "#!/bin/bash\ncurl -sSf -X DELETE https://tpu.googleapis.
     (rules.AWS_INGRESS_RULE, {"referencedSecurityGroupId": "sg-1", "ipProtocol": "-1"}, False),
     (rules.AWS_SECURITY_GROUP, {"ingress": [{"cidrBlocks": ["0.0.0.0/0"], "protocol": "tcp", "fromPort": 0,
                                              "toPort": 65535}]}, True),
+    # The whole internet in halves, or in one range a little narrower than /0, is still the whole internet.
+    (rules.GCP_FIREWALL, {"sourceRanges": ["0.0.0.0/1", "128.0.0.0/1"], "allows": [{"protocol": "tcp"}]}, True),
+    (rules.AWS_INGRESS_RULE, {"cidrIpv4": "128.0.0.0/1", "ipProtocol": "tcp", "fromPort": 22, "toPort": 22}, True),
+    (rules.AWS_INGRESS_RULE, {"cidrIpv6": "2000::/3", "ipProtocol": "tcp", "fromPort": 22, "toPort": 22}, True),
+    (rules.AWS_SECURITY_GROUP, {"ingress": [{"cidrBlocks": ["0.0.0.0/1", "128.0.0.0/1"], "protocol": "tcp",
+                                             "fromPort": 22, "toPort": 22}]}, True),
+    (rules.GCP_FIREWALL, {"sourceRanges": ["10.0.0.0/8", "172.16.0.0/12"], "allows": [{"protocol": "tcp"}]}, False),
 ])
 def test_ssh_open_to_world(typ, props, fires) -> None:
     assert bool(rules.ssh_open_to_world(typ, props)) is fires

@@ -122,6 +122,18 @@ def test_ssh_from_anywhere_needs_the_opt_in() -> None:
     assert opted.access.ssh_allowed_cidrs == ("0.0.0.0/0",)
 
 
+@pytest.mark.parametrize("cidrs", [["0.0.0.0/1", "128.0.0.0/1"], ["64.0.0.0/2"], ["2000::/3"], ["::ffff:0:0/96"],
+                                   [f"{i}.0.0.0/8" for i in range(256)]])
+def test_ssh_from_ranges_as_wide_as_the_internet_needs_the_opt_in(cidrs: list[str]) -> None:
+    with pytest.raises(ConfigError, match="opens SSH to the internet.*allowSshFromAnywhere"):
+        parse(_with("aws", ernie__sshAllowedCidrs=json.dumps(cidrs)), "aws")
+
+
+def test_ssh_from_own_networks_needs_no_opt_in() -> None:
+    own = ["10.0.0.0/8", "172.16.0.0/12", "203.0.113.7/32", "2001:db8::/32"]
+    assert parse(_with("aws", ernie__sshAllowedCidrs=json.dumps(own)), "aws").access.ssh_allowed_cidrs == tuple(own)
+
+
 def test_own_key_needs_its_path() -> None:
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIexample you@laptop"
     with pytest.raises(ConfigError, match="ernie:sshKeyPath: missing; accepted: sshPublicKey and sshKeyPath"):
