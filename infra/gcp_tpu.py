@@ -99,6 +99,11 @@ class TpuSlice(pulumi.ComponentResource):
             role_id=account.unique_id.apply(lambda uid: f"ernieTpuTeardown{uid}"),
             title="ernie TPU teardown", description="Lets a TPU slice delete itself at its TTL",
             permissions=list(TPU_TEARDOWN_PERMISSIONS), opts=child)
+        # Granted on the project, with no IAM condition on the node's name: TPU nodes have no IAM policy of their
+        # own, and Cloud TPU is not among the services that recognise resource attributes in conditions
+        # (cloud.google.com/iam/docs/conditions-resource-attributes), so a `resource.name == ".../nodes/N"`
+        # condition would never hold and the node could not delete itself at its TTL. What bounds the grant
+        # instead: the role holds only get/delete of nodes, and the account is this slice's alone.
         grants.append(gcp.projects.IAMMember(f"{name}-teardown", project=args.project, role=teardown_role.name,
                                              member=account.member, opts=child))
 
