@@ -9,6 +9,10 @@ import shlex
 from textwrap import dedent
 
 TPU_API = "https://tpu.googleapis.com/v2"
+GPU_DEADLINE_FILE = "/var/lib/ernie/deadline"
+"""Epoch second at which a GPU instance terminates, written at first boot."""
+# cloud-init runs what lies here at every boot (user data runs only at the first).
+GPU_REARM_SCRIPT = "/var/lib/cloud/scripts/per-boot/ernie-ttl"
 
 
 def tpu_node_url(project: str, zone: str, node: str) -> str:
@@ -65,11 +69,13 @@ def render_gpu_user_data(*, region: str, registry: str, image: str, gpus: int, t
     """User data for a GPU instance: schedule the TTL shutdown, check the GPUs, log in to ECR, pull the image.
 
     The instance is created with instance_initiated_shutdown_behavior="terminate", so the shutdown at
-    `ttl_minutes` terminates it. The TTL is scheduled before anything that can fail.
+    `ttl_minutes` terminates it. The TTL is scheduled before anything that can fail. A reboot cancels a
+    scheduled shutdown and user data runs only at first boot, so the deadline is fixed in a file at first boot
+    and a cloud-init per-boot script schedules the shutdown for the time left, at this boot and every later one.
     """
     return dedent(f"""\
         #!/bin/bash
-        # ernie: terminate this instance {ttl_minutes} minutes after boot (ernie:ttlMinutes), check its GPUs
+        # ernie: terminate this instance {ttl_minutes} minutes after first boot (ernie:ttlMinutes), check its GPUs
         # and pull the training image, so the first run starts without a download.
         set -euo pipefail
         exec > >(tee -a /var/log/ernie-user-data.log) 2>&1
@@ -80,8 +86,27 @@ def render_gpu_user_data(*, region: str, registry: str, image: str, gpus: int, t
         readonly IMAGE={shlex.quote(image)}
         readonly EXPECTED_GPUS={int(gpus)}
 
+        readonly DEADLINE_FILE={GPU_DEADLINE_FILE}
+        readonly REARM_SCRIPT={GPU_REARM_SCRIPT}
+
+        mkdir -p "$(dirname "${{DEADLINE_FILE}}")" "$(dirname "${{REARM_SCRIPT}}")"
+        if [[ ! -s "${{DEADLINE_FILE}}" ]]; then
+          echo "$(( $(date +%s) + TTL_MINUTES * 60 ))" > "${{DEADLINE_FILE}}"
+        fi
+        cat > "${{REARM_SCRIPT}}" <<'REARM'
+        #!/bin/bash
+        # ernie: schedule the TTL shutdown for the minutes left until the first boot's deadline.
+        set -euo pipefail
+        remaining=$(( $(cat {GPU_DEADLINE_FILE}) - $(date +%s) ))
+        minutes=$(( (remaining + 59) / 60 ))
+        if (( minutes < 0 )); then
+          minutes=0
+        fi
         # instance_initiated_shutdown_behavior=terminate turns this shutdown into termination.
-        shutdown -h "+${{TTL_MINUTES}}" "ernie: ttlMinutes reached, terminating"
+        shutdown -h "+${{minutes}}" "ernie: ttlMinutes reached, terminating"
+        REARM
+        chmod 0755 "${{REARM_SCRIPT}}"
+        "${{REARM_SCRIPT}}"
 
         found=$(nvidia-smi --list-gpus | wc -l)
         if (( found != EXPECTED_GPUS )); then

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import yaml
 
 from ernie.check import Plan, plan
 from infra.gpu_catalog import DLC_IMAGE_GIB
+from infra.startup import GPU_DEADLINE_FILE, GPU_REARM_SCRIPT, render_gpu_user_data
 
 REPO = Path(__file__).resolve().parents[1]
 SHELLCHECK = REPO / ".venv" / "bin" / "shellcheck"
@@ -141,7 +144,7 @@ def test_bucket_is_private_and_encrypted(tmp_path) -> None:
 def test_user_data_pulls_checks_gpus_terminates_at_ttl_and_passes_shellcheck(tmp_path) -> None:
     (instance,) = inputs_of(aws_plan(tmp_path, {**P4D_X2, "ernie:ttlMinutes": 45, "ernie:instanceCount": 1}), INSTANCE)
     script = instance["userData"]
-    assert 'readonly TTL_MINUTES=45' in script and 'shutdown -h "+${TTL_MINUTES}"' in script
+    assert 'readonly TTL_MINUTES=45' in script and 'shutdown -h "+${minutes}"' in script
     assert "readonly EXPECTED_GPUS=8" in script and "nvidia-smi --list-gpus" in script
     assert "docker login --username AWS --password-stdin" in script
     assert f"readonly IMAGE={PYTORCH_IMAGE}" in script and 'docker pull "${IMAGE}"' in script
@@ -151,6 +154,26 @@ def test_user_data_pulls_checks_gpus_terminates_at_ttl_and_passes_shellcheck(tmp
     check = subprocess.run([str(SHELLCHECK), "--shell=bash", "--severity=style", "-"], input=script,
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
+
+
+@pytest.mark.parametrize(("seconds_left", "armed"), [(45 * 60, "+45"), (10 * 60 + 30, "+11"), (-600, "+0")])
+def test_ttl_is_rearmed_at_every_boot_for_the_time_left(tmp_path, seconds_left: int, armed: str) -> None:
+    """A reboot cancels `shutdown -h +N` and user data runs once: the per-boot script re-arms from the deadline."""
+    script = render_gpu_user_data(region="us-east-1", registry="r", image="i", gpus=1, ttl_minutes=45)
+    assert f"readonly REARM_SCRIPT={GPU_REARM_SCRIPT}" in script and f'"${{REARM_SCRIPT}}"\n' in script
+    rearm = script.split("<<'REARM'\n", 1)[1].split("\nREARM\n", 1)[0] + "\n"
+    check = subprocess.run([str(SHELLCHECK), "--shell=bash", "--severity=style", "-"], input=rearm,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    deadline, calls, bin_dir = tmp_path / "deadline", tmp_path / "shutdown-calls", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "shutdown").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "shutdown").chmod(0o755)
+    deadline.write_text(f"{int(time.time()) + seconds_left}\n")
+    (tmp_path / "rearm").write_text(rearm.replace(GPU_DEADLINE_FILE, str(deadline)))
+    subprocess.run(["bash", str(tmp_path / "rearm")], check=True, timeout=30,
+                   env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert calls.read_text().split()[:2] == ["-h", armed]
 
 
 def test_spot_instances(tmp_path) -> None:
