@@ -20,6 +20,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from infra.gpu_catalog import DLC_TAGS, INSTANCE_TYPES, GpuInstanceType, dlc_image, dlc_regions, lookup_instance
+from infra.layers import ARCHES, SERVING_PYTHONS
 from infra.reach import world_ranges
 from infra.tpu_catalog import TpuType, accelerator_types, lookup_tpu, runtime_examples, runtime_problem
 
@@ -36,9 +37,6 @@ AWS_KEYS = frozenset({"instanceType", "instanceCount", "availabilityZone", "fram
 SERVING_KEYS = frozenset({"servingPython", "servingArchitecture", "servingMemoryMb", "servingTimeoutSeconds",
                           "servingLogRetentionDays", "servingThrottleRate", "servingThrottleBurst",
                           "servingReservedConcurrency", "servingEmbed", "servingEmbedMemoryMb"})
-# The serving layers' pins (numpy 2.4, pandas 3) have wheels for the AL2023 runtimes (glibc 2.34) only.
-SERVING_PYTHONS = ("3.12", "3.13")
-SERVING_ARCHITECTURES = ("x86_64", "arm64")
 # API Gateway gives up on an integration after 30 s; a longer function timeout would only hide that.
 SERVING_MAX_TIMEOUT_SECONDS = 30
 # A benchmark endpoint, not a production fleet: unreserved, a function may take the account's whole concurrency.
@@ -234,7 +232,7 @@ def _serving(values: _Values) -> ServingConfig:
                            f"a CloudWatch retention period: {', '.join(map(str, LOG_RETENTION_DAYS))}")
     return ServingConfig(
         python_version=one_of("servingPython", SERVING_PYTHONS),
-        architecture=one_of("servingArchitecture", SERVING_ARCHITECTURES),
+        architecture=one_of("servingArchitecture", ARCHES),
         memory_mb=bounded("servingMemoryMb", 128, 10240, 1024, "MB (Lambda's range)"),
         timeout_seconds=bounded("servingTimeoutSeconds", 1, SERVING_MAX_TIMEOUT_SECONDS, 30,
                                 "seconds (the HTTP API gives up after 30)"),

@@ -63,9 +63,16 @@ Arch = Literal["x86_64", "arm64"]
 ARCHES: tuple[str, ...] = get_args(Arch)
 _MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}
 _ELF_MACHINE = {"x86_64": 62, "arm64": 183}  # e_machine: EM_X86_64, EM_AARCH64
-# glibc of each Lambda Python runtime's OS: python3.9-3.11 run on Amazon Linux 2, 3.12+ on AL2023
-# (docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html); it caps the manylinux wheels that load.
-RUNTIME_GLIBC = {"3.9": (2, 26), "3.10": (2, 26), "3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34)}
+# glibc of each Lambda Python runtime ernie serves on; it caps the manylinux wheels that load. The serving
+# layers' pins (numpy 2.4, pandas 3) publish wheels for glibc 2.34 and later only, so only the AL2023 runtimes
+# (python3.12+) are here; python3.9-3.11 run on Amazon Linux 2, glibc 2.26
+# (docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html). The one list of supported runtimes.
+RUNTIME_GLIBC = {"3.12": (2, 34), "3.13": (2, 34)}
+SERVING_PYTHONS: tuple[str, ...] = tuple(RUNTIME_GLIBC)
+# A wedged index or mirror must fail the build with a message, not hang `pulumi up`: the largest layer (scipy,
+# numpy) takes about a minute here; pip's own --timeout bounds each socket wait, this the whole install.
+PIP_TIMEOUT_SECONDS = 900
+PIP_SOCKET_TIMEOUT_SECONDS = 60
 # Lambda unpacks layers into /opt; compiled bytecode records paths as they will be there.
 LAMBDA_PYTHON_DIR = "/opt/python"
 
@@ -97,7 +104,9 @@ class Target:
     @classmethod
     def lambda_runtime(cls, python_version: str = "3.12", arch: str = "x86_64") -> Target:
         if python_version not in RUNTIME_GLIBC:
-            raise LayerError(f"python version {python_version!r} is not a Lambda runtime; use one of {sorted(RUNTIME_GLIBC)}")
+            raise LayerError(f"python version {python_version!r} is not a Lambda runtime the serving layers support "
+                             f"(their wheels need glibc 2.34, Amazon Linux 2023); use one of "
+                             f"{', '.join(SERVING_PYTHONS)}")
         if arch not in ARCHES:
             raise LayerError(f"architecture {arch!r} is not a Lambda architecture; use one of {list(ARCHES)}")
         return cls(python_version, arch, RUNTIME_GLIBC[python_version])  # type: ignore[arg-type]
@@ -473,12 +482,18 @@ def _pip_install(layer: LayerSpec, target: Target, root: Path, held: dict[str, s
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(held.items())))
     command = [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-conflicts",
+        "--timeout", str(PIP_SOCKET_TIMEOUT_SECONDS),
         "--no-compile",  # bytecode is compiled deliberately afterwards, for the target interpreter only
         "--target", str(root), "--implementation", "cp", "--python-version", target.python_version,
         "--only-binary=:all:", *(f"--platform={tag}" for tag in target.platform_tags()),
         "-r", str(requirements), "-c", str(constraints),
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise LayerError(f"pip did not finish installing layer {layer.name!r} ({', '.join(layer.requirements)}) "
+                         f"for {target.name} within {PIP_TIMEOUT_SECONDS} s; check that the package index "
+                         "(pip config, PIP_INDEX_URL) answers, then build again") from None
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-6:])
         raise LayerError(

@@ -128,9 +128,20 @@ def test_unknown_requirement_names_pip_error(tmp_path: Path) -> None:
         layers.build_function(spec, Target.host(), tmp_path / "out", cache_dir=tmp_path / "cache")
 
 
+def test_pip_that_hangs_is_stopped_with_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layers, "PIP_TIMEOUT_SECONDS", 0.05)  # pip cannot even start in that time
+    spec = FunctionSpec("slow", "", "h.h", (), (LayerSpec("stuck", ("ernie-no-such-package-xyz==1.0",)),))
+    with pytest.raises(layers.LayerError, match=r"pip did not finish installing layer 'stuck' .* within 0.05 s; "
+                                                r"check that the package index"):
+        layers.build_function(spec, Target.host(), tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("*/layer.zip"))  # nothing half-built is cached
+
+
 def test_target_validation_names_accepted_values() -> None:
-    with pytest.raises(layers.LayerError, match=r"'3.8' is not a Lambda runtime; use one of \['3.10'"):
-        Target.lambda_runtime("3.8")
+    for unsupported in ("3.8", "3.9", "3.11"):  # 3.9-3.11 are Lambda runtimes, but on glibc 2.26
+        with pytest.raises(layers.LayerError, match=rf"'{unsupported}' is not a Lambda runtime the serving layers "
+                                                    r"support \(their wheels need glibc 2.34.*use one of 3.12, 3.13$"):
+            Target.lambda_runtime(unsupported)
     with pytest.raises(layers.LayerError, match=r"'amd64' is not a Lambda architecture; use one of \['x86_64', 'arm64'\]"):
         Target.lambda_runtime("3.12", "amd64")
     target = Target.lambda_runtime("3.12", "arm64")
