@@ -259,6 +259,10 @@ def test_layers_build_prints_sizes_against_the_limit(ernie_cmd: list[str], tmp_p
     assert zips == ["1-numpy-scipy.zip", "2-pandas.zip", "3-scikit-learn.zip", "4-model.zip", "function.zip"]
     bad = subprocess.run([*ernie_cmd, "layers", "build", "--arch", "amd64"], capture_output=True, text=True)
     assert bad.returncode == 2 and "'amd64' is not a Lambda architecture" in bad.stderr
+    old = subprocess.run([*ernie_cmd, "layers", "build", "--python-version", "3.9", "--out", str(tmp_path / "old")],
+                         capture_output=True, text=True)
+    assert old.returncode == 2 and "'3.9' is not a Lambda runtime the serving layers support" in old.stderr
+    assert not (tmp_path / "old").exists()  # refused before anything is built
 
 
 def test_demo_check_serves_from_the_unpacked_layers() -> None:
