@@ -30,18 +30,18 @@ def aws_plan(tmp_path: Path, changes: dict[str, object]) -> Plan:
 
 def test_embedding_function_has_its_layers_and_memory(tmp_path: Path) -> None:
     result = aws_plan(tmp_path, {"ernie:servingEmbed": True, "ernie:servingEmbedMemoryMb": 3008,
-                                 "ernie:servingMemoryMb": 1024, "ernie:servingArchitecture": "arm64"})
+                                 "ernie:servingMemoryMb": 1024})
     functions = {r.inputs["name"]: r for r in result.resources if r.type == FUNCTION}
     assert set(functions) == {"ernie-aws-tabular", "ernie-aws-embed"}
     embed = functions["ernie-aws-embed"].inputs
-    assert (embed["handler"], embed["runtime"], embed["architectures"]) == ("embed.handler", "python3.12", ["arm64"])
+    assert (embed["handler"], embed["runtime"], embed["architectures"]) == ("embed.handler", "python3.12", ["x86_64"])
     assert embed["memorySize"] == 3008 and functions["ernie-aws-tabular"].inputs["memorySize"] == 1024
     layer_versions = {r.name: r for r in result.resources if r.type == LAYER}
     order = ["embedding-onnxruntime", "embedding-tokenizers", "embedding-embed-model"]
     assert embed["layers"] == [layer_versions[name].outputs["arn"] for name in order]
     assert [layer_versions[name].inputs["layerName"] for name in order] == \
         ["ernie-aws-embed_onnxruntime", "ernie-aws-embed_tokenizers", "ernie-aws-embed_embed_model"]
-    assert all(layer_versions[name].inputs["compatibleArchitectures"] == ["arm64"] for name in order)
+    assert all(layer_versions[name].inputs["compatibleArchitectures"] == ["x86_64"] for name in order)
     assert "onnxruntime 1.32.0" in layer_versions["embedding-onnxruntime"].inputs["description"]
     apis = {r.name: r for r in result.resources if r.type == "aws:apigatewayv2/api:Api"}
     assert result.inventory["embed_url"] == apis["embedding-api"].outputs["apiEndpoint"]
