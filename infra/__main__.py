@@ -41,7 +41,7 @@ if cfg.tpu is not None:
         accelerator_type=tpu.tpu.name, runtime_version=tpu.runtime_version, hosts=tpu.tpu.hosts,
         chips_per_host=tpu.tpu.chips_per_host, spot=cfg.spot, ssh_allowed_cidrs=cfg.access.ssh_allowed_cidrs,
         ssh_user=TPU_SSH_USER, ssh_public_key=ssh_public_key, ttl_minutes=cfg.ttl_minutes, labels=labels))
-    quote = pricing.quote("gcp", tpu.tpu.generation.name, tpu.tpu.chips)
+    priced, disk_gib = ("gcp", tpu.tpu.generation.name, tpu.tpu.chips), 0  # the catalog prices TPU chips only
     runner, ssh_user, image = "tpu-vm", TPU_SSH_USER, None
 else:
     gpu = cfg.gpu
@@ -52,7 +52,8 @@ else:
         repository=DLC_REPOSITORIES[gpu.framework], spot=cfg.spot, ssh_allowed_cidrs=cfg.access.ssh_allowed_cidrs,
         ssh_public_key=ssh_public_key, ttl_minutes=cfg.ttl_minutes, bucket_prefix=f"{cfg.stack}/",
         tags={**labels, "ernie-ttl": str(cfg.ttl_minutes)}))
-    quote = pricing.quote("aws", gpu.instance.name, gpu.instance_count)
+    priced = ("aws", gpu.instance.name, gpu.instance_count)
+    disk_gib = machines.root_volume_gib.apply(lambda gib: gib * gpu.instance_count)  # each root volume bills too
     runner, ssh_user, image = "docker", AMI_SSH_USER, gpu.image
 
 # The Lambda serving stack (aws, ernie:serving) sets this to its HTTPS endpoint.
@@ -90,9 +91,10 @@ if cfg.serving is not None:
 
 pulumi.export("inventory", pulumi.Output.all(
     hosts=machines.hosts, bucket=machines.bucket_uri, ssh_private_key=ssh_private_key, serving_url=serving_url,
-    embed_url=embed_url,
+    embed_url=embed_url, disk_gib=disk_gib,
 ).apply(lambda out: build_inventory(
     cloud=cfg.cloud, stack=cfg.stack, runner=runner, ssh_user=ssh_user, hosts=out["hosts"], bucket=out["bucket"],
-    price_per_hour_usd=quote.usd_per_hour, price_source=quote.source, ttl_minutes=cfg.ttl_minutes,
+    # The same figure the cost-ceiling guardrail adds up (policy/rules.py), from the same function.
+    price=pricing.quote(*priced, disk_gib=out["disk_gib"]), ttl_minutes=cfg.ttl_minutes,
     ssh_private_key=out["ssh_private_key"], ssh_key_path=cfg.access.ssh_key_path, image=image,
     serving_url=out["serving_url"], embed_url=out["embed_url"])))

@@ -54,6 +54,8 @@ class GpuFleet(pulumi.ComponentResource):
     bucket_uri: pulumi.Output[str]
     """s3:// URI of the run's prefix in the stack's bucket."""
     bucket_arn: pulumi.Output[str]
+    root_volume_gib: pulumi.Output[int]
+    """Each instance's root volume, which bills beside it (the inventory's price counts it)."""
     vpc_id: pulumi.Output[str]
     subnet_id: pulumi.Output[str]
 
@@ -114,6 +116,7 @@ class GpuFleet(pulumi.ComponentResource):
         ami = aws.ec2.get_ami_output(most_recent=True, owners=[AMI_OWNER],
                                      filters=[{"name": "name", "values": [AMI_NAME_PATTERN]},
                                               {"name": "architecture", "values": ["x86_64"]}])
+        root_gib = ami.apply(root_volume_gib)
         use_efa = args.efa and args.instance_count > 1
         placement = (aws.ec2.PlacementGroup(f"{name}-pg", strategy="cluster", tags=tags, opts=child)
                      if use_efa else None)
@@ -143,7 +146,7 @@ class GpuFleet(pulumi.ComponentResource):
                 instance_initiated_shutdown_behavior="terminate",
                 metadata_options={"http_tokens": "required", "http_endpoint": "enabled",
                                   "http_put_response_hop_limit": 2},  # 2: containers on the host reach IMDS
-                root_block_device={"volume_size": ami.apply(root_volume_gib), "volume_type": "gp3",
+                root_block_device={"volume_size": root_gib, "volume_type": "gp3",
                                    "encrypted": True, "delete_on_termination": True},
                 user_data=user_data, user_data_replace_on_change=True,
                 tags={**tags, "Name": host}, volume_tags=tags, opts=child, **network)
@@ -157,9 +160,11 @@ class GpuFleet(pulumi.ComponentResource):
         self.hosts = pulumi.Output.all(*hosts).apply(list)
         self.bucket_uri = bucket.bucket.apply(lambda b: f"s3://{b}/{args.bucket_prefix}")
         self.bucket_arn = bucket.arn
+        self.root_volume_gib = root_gib
         self.vpc_id = vpc.id
         self.subnet_id = subnet.id
         self.register_outputs({"hosts": self.hosts, "bucket_uri": self.bucket_uri, "bucket_arn": self.bucket_arn,
+                               "root_volume_gib": self.root_volume_gib,
                                "vpc_id": self.vpc_id, "subnet_id": self.subnet_id})
 
 

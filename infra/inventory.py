@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from infra.pricing import Quote
+
 Runner = Literal["tpu-vm", "docker", "local"]
 
 
 def build_inventory(*, cloud: str, stack: str, runner: Runner, ssh_user: str, hosts: list[dict[str, Any]],
-                    bucket: str, price_per_hour_usd: float, price_source: str, ttl_minutes: int,
+                    bucket: str, price: Quote, ttl_minutes: int,
                     ssh_private_key: str | None = None, ssh_key_path: str | None = None,
                     image: str | None = None, serving_url: str | None = None,
                     embed_url: str | None = None) -> dict[str, Any]:
@@ -26,7 +28,7 @@ def build_inventory(*, cloud: str, stack: str, runner: Runner, ssh_user: str, ho
     if image is not None:
         inventory["image"] = image
     inventory.update({"hosts": sorted(hosts, key=lambda h: h["worker"]), "bucket": bucket,
-                      "price_per_hour_usd": price_per_hour_usd, "price_source": price_source,
+                      "price_per_hour_usd": price.usd_per_hour, "price_source": price.source,
                       "ttl_minutes": ttl_minutes})
     if serving_url is not None:
         inventory["serving_url"] = serving_url

@@ -44,11 +44,29 @@ class Quote:
     source: str
 
 
-def quote(cloud: str, accelerator: str, units: int) -> Quote:
-    """Price `units` chips (TPU generation) or instances (EC2 type) of `accelerator`."""
-    price = catalog().get((cloud, accelerator))
+def quote(cloud: str, accelerator: str | None, units: int, *, disk_gib: float = 0.0,
+          disk_type: str = "gp3") -> Quote:
+    """On-demand price of `units` chips (TPU generation) or instances (EC2 type) of `accelerator`, plus `disk_gib`
+    of block storage (`ebs-<disk_type>` rows) beside them.
+
+    The one hourly figure: the inventory reports it and the cost-ceiling rule (policy/rules.py) checks it.
+    KeyError when the catalog has no row for what is priced.
+    """
+    parts, usd = [], 0.0
+    if accelerator is not None:
+        price = _row(cloud, accelerator)
+        usd += units * price.usd_per_hour
+        parts.append(f"{units} x {price.usd_per_hour} USD/{price.unit}-hour on demand in {price.region} "
+                     f"({price.source}, {price.date})")
+    if disk_gib:
+        disk = _row(cloud, f"ebs-{disk_type}")
+        usd += disk_gib * disk.usd_per_hour
+        parts.append(f"{disk_gib:g} GiB {disk_type} x {disk.usd_per_hour} USD/GiB-hour ({disk.source}, {disk.date})")
+    return Quote(usd, f"{PRICES_CSV.name}: {' + '.join(parts) or 'nothing billed by the hour'}")
+
+
+def _row(cloud: str, item: str) -> Price:
+    price = catalog().get((cloud, item))
     if price is None:
-        raise KeyError(f"{PRICES_CSV.name} has no row for {cloud} {accelerator}")
-    source = (f"{PRICES_CSV.name}: {units} x {price.usd_per_hour} USD/{price.unit}-hour on demand in "
-              f"{price.region} ({price.source}, {price.date})")
-    return Quote(round(units * price.usd_per_hour, 4), source)
+        raise KeyError(f"{PRICES_CSV.name} has no row for {cloud} {item}")
+    return price

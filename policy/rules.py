@@ -232,35 +232,30 @@ Resource = tuple[str, str, Mapping[str, Any]]
 StackCheck = Callable[[Sequence[Resource], Limits], list[str]]
 
 
-def _catalog_usd(cloud: str, item: str) -> float | None:
-    price = pricing.catalog().get((cloud, item))
-    return None if price is None else price.usd_per_hour
-
-
-def _disk_usd(props: Mapping[str, Any]) -> float | None:
-    size = props.get("volumeSize") or props.get("size")
-    if size is None:  # the AMI's own size: only known once the image is looked up (not during a preview)
-        return 0.0
-    per_gib = _catalog_usd("aws", f"ebs-{props.get('volumeType') or 'gp3'}")
-    return None if per_gib is None else float(size) * per_gib
+def _disk(props: Mapping[str, Any]) -> dict[str, Any]:
+    # No size: the AMI's own, only known once the image is looked up (not during a preview).
+    return {"disk_gib": float(props.get("volumeSize") or props.get("size") or 0),
+            "disk_type": props.get("volumeType") or "gp3"}
 
 
 def hourly_usd(resource_type: str, props: Mapping[str, Any]) -> float | None:
-    """On-demand USD/hour of one resource from infra/prices.csv: TPU chips, EC2 instances and their disks.
+    """On-demand USD/hour of one resource by pricing.quote (the inventory's figure): TPU chips, EC2 instances and
+    their disks.
 
     0.0 for what bills per use or not at all (networks, roles, Lambda, buckets); None for a host or disk the
     catalog has no price for.
     """
-    if resource_type == GCP_TPU_VM:
-        tpu = lookup_tpu(str(props.get("acceleratorType", "")))
-        per_chip = _catalog_usd("gcp", tpu.generation.name) if tpu else None
-        return None if per_chip is None else tpu.chips * per_chip
-    if resource_type == AWS_INSTANCE:
-        instance = _catalog_usd("aws", str(props.get("instanceType", "")))
-        disk = _disk_usd(props.get("rootBlockDevice") or {})
-        return None if instance is None or disk is None else instance + disk
-    if resource_type == AWS_EBS_VOLUME:
-        return _disk_usd(props)
+    try:
+        if resource_type == GCP_TPU_VM:
+            tpu = lookup_tpu(str(props.get("acceleratorType", "")))
+            return None if tpu is None else pricing.quote("gcp", tpu.generation.name, tpu.chips).usd_per_hour
+        if resource_type == AWS_INSTANCE:
+            return pricing.quote("aws", str(props.get("instanceType", "")), 1,
+                                 **_disk(props.get("rootBlockDevice") or {})).usd_per_hour
+        if resource_type == AWS_EBS_VOLUME:
+            return pricing.quote("aws", None, 0, **_disk(props)).usd_per_hour
+    except KeyError:
+        return None
     return 0.0
 
 

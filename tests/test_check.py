@@ -33,7 +33,7 @@ def ernie_check(ernie_cmd: list[str], *args: str) -> subprocess.CompletedProcess
 @pytest.mark.parametrize(("stack", "expected"), [
     ("gcp", ["gcp:tpu/v2Vm:V2Vm", "workers: 4 (ernie-gcp-w0, ernie-gcp-w1, ernie-gcp-w2, ernie-gcp-w3)",
              "cost: 51.52 USD/hour", "guardrail findings: none"]),
-    ("aws", ["aws:ec2/instance:Instance", "workers: 1 (gpu-0)", "cost: 1.01 USD/hour", "guardrail findings: none"]),
+    ("aws", ["aws:ec2/instance:Instance", "workers: 1 (gpu-0)", "cost: 1.03 USD/hour", "guardrail findings: none"]),
 ])
 def test_committed_stacks_print_their_plan(ernie_cmd, stack, expected) -> None:
     result = ernie_check(ernie_cmd, "-s", stack)

@@ -15,6 +15,7 @@ import yaml
 from ernie.check import Plan, plan
 from infra.gpu_catalog import DLC_IMAGE_GIB
 from infra.startup import GPU_DEADLINE_FILE, GPU_REARM_SCRIPT, render_gpu_user_data
+from policy import rules
 
 REPO = Path(__file__).resolve().parents[1]
 SHELLCHECK = REPO / ".venv" / "bin" / "shellcheck"
@@ -57,7 +58,11 @@ def test_single_g5_has_no_placement_group_or_efa(tmp_path) -> None:
     assert (inv["cloud"], inv["runner"], inv["ssh_user"], inv["image"]) == ("aws", "docker", "ubuntu", PYTORCH_IMAGE)
     (host,) = inv["hosts"]
     assert (host["worker"], host["accelerator"], host["chips"]) == (0, "g5.xlarge", 1)
-    assert inv["price_per_hour_usd"] == pytest.approx(1.006)
+    # The instance and its root volume, as the cost-ceiling rule counts them (one pricing function for both).
+    (root_gib,) = [i["rootBlockDevice"]["volumeSize"] for i in inputs_of(result, INSTANCE)]
+    assert inv["price_per_hour_usd"] == pytest.approx(1.006 + root_gib * 0.000110)
+    assert f"{root_gib:g} GiB gp3" in inv["price_source"]
+    assert inv["price_per_hour_usd"] == pytest.approx(sum(rules.hourly_usd(r.type, r.inputs) for r in result.resources))
     assert inv["bucket"].startswith("s3://") and inv["bucket"].endswith("/aws/")
 
 
@@ -85,7 +90,8 @@ def test_two_p4d_get_a_cluster_placement_group_and_efa(tmp_path) -> None:
     assert [h["worker"] for h in hosts] == [0, 1]
     assert sorted(h["address"] for h in hosts) == sorted(e.outputs["publicIp"] for e in eips)
     assert {h["chips"] for h in hosts} == {8}
-    assert result.inventory["price_per_hour_usd"] == pytest.approx(2 * 32.77)
+    assert result.inventory["price_per_hour_usd"] == pytest.approx(
+        2 * 32.77 + sum(i["rootBlockDevice"]["volumeSize"] for i in instances) * 0.000110)
 
 
 def test_port_22_only_from_the_allowed_ranges(tmp_path) -> None:
