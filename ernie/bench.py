@@ -1,18 +1,21 @@
 """`ernie bench -s STACK WORKLOAD`: pulumi up -> ernie run -> collect -> pulumi destroy.
 
-Destroy runs on success, on failure and on Ctrl-C, always after collection has finished or timed out
-(a second Ctrl-C skips the rest of the collection, never the destroy); `--keep` skips it and says how to
-destroy later. Provisioning and teardown are steps of timeline.json like the run's own: they are part
-of what a benchmark costs.
+Destroy runs on success, on failure and on Ctrl-C, SIGTERM or SIGHUP (a closed terminal), always after
+collection has finished or timed out (a second signal skips the rest of the collection, never the
+destroy); `--keep` skips it and says how to destroy later. A destroy that fails says how to finish it by
+hand and makes the exit status non-zero, without hiding the error that came before it. Provisioning
+and teardown are steps of timeline.json like the run's own: they are part of what a benchmark costs.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 from rich.console import Console
+from rich.markup import escape
 
 from ernie.errors import ErnieError
 from ernie.inventory import Inventory, parse_inventory
@@ -20,47 +23,72 @@ from ernie.pulumi_cli import PulumiCli
 from ernie.run import TIMELINE, RunOptions, RunRecord, Timeline, collect_run, new_run_id, run_workload, stop_run
 from ernie.workload import find_workload, resolve
 
-INTERRUPTED = 130  # the shell's status for a SIGINT
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ctrl-C cannot cut this short; the children started meanwhile (pulumi destroy) ignore it too."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _handled(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """`handler` for every stop signal while the block runs, the previous handlers afterwards."""
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 def bench_command(workload: str, sets: list[str], stack: str, keep: bool, opts: RunOptions, console: Console,
                   pulumi: PulumiCli | None = None) -> int:
-    """Provision, run, collect and destroy; the run's exit status (130 when interrupted)."""
+    """Provision, run, collect and destroy; the run's exit status (128 + the signal's number when interrupted)."""
     resolved = resolve(find_workload(workload), sets)  # a bad workload fails before anything is created
     pulumi = pulumi or PulumiCli()
     run_id = new_run_id(resolved.workload.name)
     timeline = Timeline(opts.results_root / run_id / TIMELINE, run_id)
-    code, inventory = 1, None
+    code, inventory, destroyed = 1, None, True
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    with _handled(interrupt):
+        try:
+            with timeline.step("provision"):
+                pulumi.up(stack)
+            inventory = parse_inventory(pulumi.inventory(stack), source=f"stack {stack}")
+            code = run_workload(resolved, inventory, {"kind": "stack", "value": stack}, opts, console,
+                                run_id=run_id, timeline=timeline)
+        except KeyboardInterrupt:
+            code = 128 + (received[0] if received else signal.SIGINT)
+            console.print(f"[yellow]interrupted ({signal.Signals(code - 128).name}): stopping the workers and "
+                          "collecting what they wrote, then destroying the stack (a second signal skips the "
+                          "collection, not the destroy)[/]")
+            if inventory is not None:
+                _collect_after_interrupt(run_id, inventory, opts, console, timeline)
+        finally:
+            if keep:
+                console.print(f"[yellow]--keep: stack {stack} is still up and billing; destroy it with "
+                              f"`pulumi destroy -s {stack}`[/]")
+            else:
+                destroyed = _destroy(pulumi, stack, timeline, console)
+    return code if destroyed else (code or 1)
+
+
+def _destroy(pulumi: PulumiCli, stack: str, timeline: Timeline, console: Console) -> bool:
+    """`pulumi destroy`, which no signal cuts short; False, having said how to finish by hand, when it failed."""
+
+    def wait(signum: int, frame: FrameType | None) -> None:
+        console.print(f"[yellow]{signal.Signals(signum).name}: destroying stack {stack}; waiting for it to finish[/]")
+
     try:
-        with timeline.step("provision"):
-            pulumi.up(stack)
-        inventory = parse_inventory(pulumi.inventory(stack), source=f"stack {stack}")
-        code = run_workload(resolved, inventory, {"kind": "stack", "value": stack}, opts, console,
-                            run_id=run_id, timeline=timeline)
-    except KeyboardInterrupt:
-        code = INTERRUPTED
-        console.print("[yellow]interrupted: stopping the workers and collecting what they wrote, then destroying "
-                      "the stack (Ctrl-C again skips the collection, not the destroy)[/]")
-        if inventory is not None:
-            _collect_after_interrupt(run_id, inventory, opts, console, timeline)
-    finally:
-        if keep:
-            console.print(f"[yellow]--keep: stack {stack} is still up and billing; destroy it with "
-                          f"`pulumi destroy -s {stack}`[/]")
-        else:
-            with _sigint_ignored(), timeline.step("destroy"):
-                pulumi.destroy(stack)
-    return code
+        # A Python handler, not SIG_IGN: pulumi (in its own process group) must not inherit an ignored SIGINT.
+        with _handled(wait), timeline.step("destroy"):
+            pulumi.destroy(stack)
+    except ErnieError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        console.print(f"[bold red]stack {stack} may still be up: run `pulumi destroy -s {stack}`[/]")
+        return False
+    return True
 
 
 def _collect_after_interrupt(run_id: str, inventory: Inventory, opts: RunOptions, console: Console,

@@ -4,6 +4,11 @@ Nothing else in ernie runs `pulumi`. The executable is `$ERNIE_PULUMI` if set, e
 so a test (or a user with a wrapper) can stand in for it. Commands run from the project directory
 (the one holding Pulumi.yaml) and stream their output to the terminal, except `stack output`, whose
 JSON holds secrets and is parsed, never printed.
+
+Ctrl-C must never leave resources half-made and unknown to the state: `up` and `destroy` run in their
+own process group (the terminal's Ctrl-C reaches ernie only), and ernie forwards one SIGINT, which
+pulumi takes as "cancel gracefully": it finishes the operations in flight and saves its state. A second
+Ctrl-C sends SIGTERM. pulumi is never killed: ernie waits for it to exit before going on (to destroy).
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +69,20 @@ class PulumiCli:
 
     @staticmethod
     def _run(argv: list[str], what: str) -> None:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            raise ErnieError(f"`{what}` failed with exit status {proc.returncode} (its output is above)")
+        """Run pulumi to its end; a KeyboardInterrupt meanwhile is passed on to it, then re-raised once it exits."""
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0)
+        interrupts = 0
+        while True:
+            try:
+                returncode = proc.wait()
+                break
+            except KeyboardInterrupt:
+                interrupts += 1
+                if interrupts <= 2:  # SIGINT: cancel gracefully; SIGTERM: stop now (pulumi still saves state)
+                    proc.send_signal(signal.SIGINT if interrupts == 1 else signal.SIGTERM)
+                print(f"waiting for `{what}` to stop cleanly (it is never killed: its state must stay consistent)",
+                      file=sys.stderr, flush=True)
+        if interrupts:
+            raise KeyboardInterrupt
+        if returncode != 0:
+            raise ErnieError(f"`{what}` failed with exit status {returncode} (its output is above)")

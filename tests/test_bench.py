@@ -2,7 +2,9 @@
 
 The stand-in answers `stack output inventory` with the namespace hosts' inventory and logs every call;
 when `destroy` is called it records what results/ held at that moment, which proves destroy came after
-collection had finished.
+collection had finished. With $FAKE_PULUMI_UP_SECONDS its `up` takes that long and, like pulumi, takes
+a SIGINT as "cancel gracefully": it needs a while to finish what is in flight, then logs `up-cancelled`
+with the signals it got; with $FAKE_PULUMI_DESTROY_FAILS its `destroy` fails.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ ECHO = Path(__file__).parent / "workloads" / "echo"
 STACK = "sshhosts"
 
 FAKE_PULUMI = """#!{python}
-import json, os, sys, time
+import json, os, signal, sys, time
 from pathlib import Path
 args = sys.argv[1:]
 results = Path(os.environ["FAKE_PULUMI_RESULTS"])
@@ -30,22 +32,52 @@ call = {{"args": args, "time": time.time()}}
 if args[0] == "destroy":
     manifests = [json.loads(p.read_text()) for p in results.glob("*/manifest.json")]
     call["manifest_states"] = [{{n: h["state"] for n, h in m["hosts"].items()}} for m in manifests]
-with open(os.environ["FAKE_PULUMI_LOG"], "a") as log:
-    log.write(json.dumps(call) + "\\n")
+
+def log(entry):
+    with open(os.environ["FAKE_PULUMI_LOG"], "a") as f:
+        f.write(json.dumps(entry) + "\\n")
+
+got = []
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda signum, frame: got.append(signal.Signals(signum).name))
+log(call)
 if args[:3] == ["stack", "output", "inventory"]:
     print(Path(os.environ["FAKE_PULUMI_INVENTORY"]).read_text())
+if args[0] == "up" and "FAKE_PULUMI_UP_SECONDS" in os.environ:
+    end = time.time() + float(os.environ["FAKE_PULUMI_UP_SECONDS"])
+    while not got and time.time() < end:
+        time.sleep(0.05)
+    if got:
+        time.sleep(2)  # the operations in flight finish and the state is saved
+        log({{"args": ["up-cancelled"], "signals": got, "time": time.time()}})
+        sys.exit(255)
+if args[0] == "destroy" and "FAKE_PULUMI_DESTROY_FAILS" in os.environ:
+    print("error: the stand-in cannot delete a resource", file=sys.stderr)
+    sys.exit(1)
 """
 
 
-@pytest.fixture
-def fake_pulumi(tmp_path: Path, ssh_hosts: SshHosts) -> dict[str, str]:
+def pulumi_env(tmp_path: Path, inventory: Path, **extra: str) -> dict[str, str]:
     """The environment that puts the stand-in Pulumi CLI in place for `ernie bench`."""
     exe = tmp_path / "pulumi"
     exe.write_text(FAKE_PULUMI.format(python=sys.executable))
     exe.chmod(0o755)
     return {**os.environ, "ERNIE_PULUMI": str(exe), "FAKE_PULUMI_LOG": str(tmp_path / "pulumi.log"),
-            "FAKE_PULUMI_RESULTS": str(tmp_path / "results"),
-            "FAKE_PULUMI_INVENTORY": str(ssh_hosts.write_inventory(tmp_path / "inv.json", stack=STACK))}
+            "FAKE_PULUMI_RESULTS": str(tmp_path / "results"), "FAKE_PULUMI_INVENTORY": str(inventory), **extra}
+
+
+@pytest.fixture
+def fake_pulumi(tmp_path: Path, ssh_hosts: SshHosts) -> dict[str, str]:
+    """The stand-in Pulumi CLI, whose stack is the namespace hosts."""
+    return pulumi_env(tmp_path, ssh_hosts.write_inventory(tmp_path / "inv.json", stack=STACK))
+
+
+def local_stack(tmp_path: Path) -> Path:
+    """An inventory whose one host is this machine (local runner): a bench with no SSH hosts."""
+    path = tmp_path / "local.json"
+    path.write_text(json.dumps({"cloud": "local", "runner": "local", "stack": STACK,
+                                "hosts": [{"name": "local", "address": "127.0.0.1", "worker": 0}]}))
+    return path
 
 
 def calls(env: dict[str, str]) -> list[dict]:
@@ -82,7 +114,9 @@ def test_a_failing_workload_is_still_collected_then_destroyed(ernie_cmd: list[st
     assert log[-1]["manifest_states"] == [{"w0": "complete", "w1": "complete", "w2": "failed"}]
 
 
-def test_ctrl_c_stops_collects_then_destroys(ernie_cmd: list[str], fake_pulumi: dict[str, str]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_mid_run_stops_collects_then_destroys(ernie_cmd: list[str], fake_pulumi: dict[str, str],
+                                                      sig: signal.Signals) -> None:
     results = Path(fake_pulumi["FAKE_PULUMI_RESULTS"])
     proc = subprocess.Popen([*ernie_cmd, "bench", "-s", STACK, str(ECHO), "--results", str(results),
                              "--set", "steps=400", "--set", "sleep=0.25"],
@@ -92,11 +126,11 @@ def test_ctrl_c_stops_collects_then_destroys(ernie_cmd: list[str], fake_pulumi: 
         while time.monotonic() < deadline and not list(results.glob("*/worker0.stream.log")):
             time.sleep(0.3)
         assert list(results.glob("*/worker0.stream.log")), "the workload never started"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130, out
+    assert proc.returncode == 128 + sig, out
     log = calls(fake_pulumi)
     assert [c["args"][0] for c in log] == ["up", "stack", "destroy"]
     # Stopped (exit 143 recorded by each worker's wrapper) and collected before the destroy.
@@ -105,6 +139,36 @@ def test_ctrl_c_stops_collects_then_destroys(ernie_cmd: list[str], fake_pulumi: 
     assert {h["exit_code"] for h in json.loads(manifest.read_text())["hosts"].values()} == {143}
     names = timeline(fake_pulumi)
     assert names[-2:] == ["collect", "destroy"] and "provision" in names
+
+
+@pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGHUP, False)], ids=["ctrl-c", "sighup"])
+def test_a_signal_during_up_lets_pulumi_cancel_cleanly_before_destroy(ernie_cmd: list[str], tmp_path: Path,
+                                                                      sig: signal.Signals, to_group: bool) -> None:
+    env = pulumi_env(tmp_path, local_stack(tmp_path), FAKE_PULUMI_UP_SECONDS="60")
+    proc = subprocess.Popen([*ernie_cmd, "bench", "-s", STACK, str(ECHO), "--results", env["FAKE_PULUMI_RESULTS"]],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not calls(env):
+            time.sleep(0.1)
+        assert calls(env), "pulumi up never started"
+        if to_group:
+            os.killpg(proc.pid, sig)  # as the terminal's Ctrl-C does: to every process of the foreground group
+        else:
+            proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + sig, out
+    log = calls(env)
+    # pulumi got one SIGINT (a graceful cancel; a second would force it), was let finish, then destroy ran.
+    assert [c["args"][0] for c in log] == ["up", "up-cancelled", "destroy"], out
+    assert log[1]["signals"] == ["SIGINT"] and log[2]["time"] >= log[1]["time"]
+    assert "Traceback" not in out
+    steps = json.loads(next(Path(env["FAKE_PULUMI_RESULTS"]).glob("*/timeline.json")).read_text())["steps"]
+    assert [(st["name"], st["ok"]) for st in steps] == [("provision", False), ("destroy", True)]
 
 
 def test_keep_skips_destroy_and_says_how(ernie_cmd: list[str], fake_pulumi: dict[str, str]) -> None:
@@ -125,3 +189,24 @@ def test_missing_pulumi_cli_is_a_clear_error(ernie_cmd: list[str], fake_pulumi: 
     proc = bench(ernie_cmd, env)
     assert proc.returncode == 2 and "the Pulumi CLI is not installed" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_failed_destroy_says_how_to_finish_and_fails_the_bench(ernie_cmd: list[str], tmp_path: Path) -> None:
+    env = pulumi_env(tmp_path, local_stack(tmp_path), FAKE_PULUMI_DESTROY_FAILS="1")
+    proc = bench(ernie_cmd, env, "--set", "steps=2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "stack sshhosts may still be up: run `pulumi destroy -s sshhosts`" in proc.stdout
+    assert [(st["name"], st["ok"]) for st in json.loads(next(Path(env["FAKE_PULUMI_RESULTS"]).glob(
+        "*/timeline.json")).read_text())["steps"]][-2:] == [("collect", True), ("destroy", False)]
+
+
+def test_a_failed_destroy_does_not_hide_the_error_before_it(ernie_cmd: list[str], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"runner": "tpu-vm", "hosts": [')
+    env = pulumi_env(tmp_path, broken, FAKE_PULUMI_DESTROY_FAILS="1")
+    proc = bench(ernie_cmd, env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "stack sshhosts: the inventory output is not JSON" in proc.stderr  # the first error, still the verdict
+    assert "stack sshhosts may still be up: run `pulumi destroy -s sshhosts`" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert [c["args"][0] for c in calls(env)] == ["up", "stack", "destroy"]
