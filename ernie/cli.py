@@ -28,7 +28,7 @@ def _root() -> None:
 
 @app.command()
 def report(
-    run_ids: list[str] = typer.Argument(None, metavar="[RUN_ID]...", help="Runs to report (directories under --results)."),
+    run_ids: list[str] = typer.Argument(None, metavar="RUN_ID", help="Runs to report (directories under --results)."),
     all_runs: bool = typer.Option(False, "--all", help="Report every run under --results and in its database."),
     out: Path = typer.Option(None, "--out", help="Where report.md and report.html go (default: RESULTS/report)."),
     results: Path = typer.Option(Path("results"), "--results", help="Where runs are collected; holds ernie.db."),
