@@ -73,12 +73,12 @@ def run_demo(results: Path, out: Path | None, console: Console, suite: Sequence[
     pieces = len(suite) + 1
     outcomes = []
     for i, item in enumerate(suite, start=1):
-        console.rule(f"[bold][{i}/{pieces}] {item.workload}[/]")
+        console.rule(Text(f"[{i}/{pieces}] {item.workload}", style="bold"))  # a path is text, never markup
         outcomes.append(_train(item, results, console))
-    console.rule(f"[bold][{pieces}/{pieces}] serving[/]")
+    console.rule(Text(f"[{pieces}/{pieces}] serving", style="bold"))
     outcomes.append(_serve(serving, console))
 
-    console.rule("[bold]results[/]")
+    console.rule(Text("results", style="bold"))
     console.print(outcome_table(outcomes))
     run_ids = [o.run_id for o in outcomes if o.run_id]
     if run_ids:
