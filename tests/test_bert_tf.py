@@ -253,9 +253,10 @@ def test_two_worker_multiworker_mirrored_trains_and_logs_once(prepared, tf_env, 
     result = json.loads((outs[0] / "result.json").read_text())
     assert (result["hosts"], result["chips"], result["steps"], result["global_batch_size"]) == (2, 2, 6, 2 * GLOBAL_BATCH)
     assert sorted(_tracked(_mllog((outs[0] / "mlperf.log").read_text()))) == [2, 4, 6]
-    # Rank 1 trains in lockstep but writes no log, result or checkpoint of its own.
+    # Rank 1 trains in lockstep and writes no log or result, only its own copy of the checkpoint to resume from.
     assert ":::MLLOG" not in stdouts[1]
     assert not (outs[1] / "mlperf.log").exists() and not (outs[1] / "result.json").exists()
+    assert (outs[1] / "checkpoints" / "worker-1" / "ckpt-6.index").exists()
 
 
 # ---------------------------------------------------------------------------------------------- placement rules

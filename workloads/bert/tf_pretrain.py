@@ -16,7 +16,6 @@ import json
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -76,13 +75,21 @@ def checkpoint_fingerprint(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in ("preset", "global_batch", "seq_len", "seed", "optimizer", "max_steps")}
 
 
+def checkpoint_directory(out: Path, plan: tf_strategy.Plan) -> Path:
+    """Where this worker keeps its checkpoints. Every worker saves (a multi-worker save runs collectives)
+    and keeps its own copy of the identical variables, to resume from its own disk; the others' copies
+    sit in their own subdirectory, so workers sharing one --out never write the same files."""
+    base = out / CHECKPOINTS
+    return base if plan.is_chief else base / f"worker-{plan.cluster.worker_index}"
+
+
 def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
     """Train as `args` says under `plan`; the chief writes mlperf.log, result.json and the checkpoints."""
     strategy = tf_strategy.build_strategy(plan)
     replicas = strategy.num_replicas_in_sync
     if args.global_batch % replicas:
         raise SystemExit(f"train_tf.py: error: --global-batch {args.global_batch} is not divisible by the {replicas} replicas")
-    checkpoint_dir = args.out / CHECKPOINTS
+    checkpoint_dir = checkpoint_directory(args.out, plan)
     resume_from = tf.train.latest_checkpoint(str(checkpoint_dir)) if args.resume else None
     mllog = MLPerfLogger(args.out, rank=plan.cluster.worker_index, append=resume_from is not None)
     preset = get_preset(args.preset)
@@ -105,9 +112,7 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     params = int(sum(np.prod(v.shape) for v in variables))
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
-    # Every worker saves (a multi-worker save runs collectives); only the chief's copy is kept.
-    save_dir = checkpoint_dir if plan.is_chief else Path(tempfile.mkdtemp(prefix="bert-tf-checkpoint-"))
-    manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=KEEP_CHECKPOINTS)
+    manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=KEEP_CHECKPOINTS)
     start_step = 0
     if resume_from is not None:
         written = json.loads((checkpoint_dir / FINGERPRINT).read_text())
@@ -118,9 +123,15 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
             )
         checkpoint.restore(resume_from).assert_existing_objects_matched()
         start_step = int(step_var.numpy())
-    if plan.is_chief:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        (checkpoint_dir / FINGERPRINT).write_text(json.dumps(checkpoint_fingerprint(args)) + "\n")
+    if plan.kind == "multi_worker":  # every worker resumed from its own copy: they must agree on the step
+        reported = tf.function(lambda: strategy.run(lambda: tf.constant(float(start_step))))()
+        if float(strategy.reduce(SUM, reported, axis=None)) != start_step * replicas:
+            raise SystemExit(
+                f"train_tf.py: error: --resume: worker {plan.cluster.worker_index} is at step {start_step}, others "
+                f"elsewhere; give every worker the checkpoints of the same run, or start afresh in a new --out"
+            )
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    (checkpoint_dir / FINGERPRINT).write_text(json.dumps(checkpoint_fingerprint(args)) + "\n")
 
     train_arrays = data.load_split(args.data_dir, "train")
     eval_arrays = {k: v[: args.eval_samples] for k, v in data.load_split(args.data_dir, "eval").items()}
