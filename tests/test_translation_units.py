@@ -4,6 +4,7 @@ command composition for every accelerator, the TPU check, and argument validatio
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
 from pathlib import Path
@@ -215,6 +216,11 @@ def test_recipe_defaults_and_data_dir_template(tmp_path: Path) -> None:
                            "--max-tokens", "recipe", "--target-bleu", "recipe"])
     assert args.data_dir == Path.home() / "data" / "wmt-en-de"
     assert (args.max_tokens, args.target_bleu, args.max_epoch) == (3584, 25.0, RECIPES["wmt-en-de"].max_epoch)
+    assert args.cpu_threads == 0  # torch's one thread per core for the real models
+    tiny = run.parse_args(["--data-dir", str(tmp_path), "--out", str(tmp_path)])
+    assert (tiny.recipe.name, tiny.cpu_threads, tiny.data_workers) == ("synthetic", 1, 0)
+    assert run.fairseq_env(tiny.cpu_threads)["OMP_NUM_THREADS"] == "1"
+    assert run.fairseq_env(0).get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS")
 
 
 def test_synthetic_corpus_is_a_learnable_mapping(tmp_path: Path) -> None:

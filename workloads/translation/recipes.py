@@ -39,6 +39,8 @@ class Recipe:
     max_len: tuple[float, int] = (1.2, 10)
     """Hypotheses stop at a x source length + b tokens (fairseq's IWSLT evaluation setting): without
     it a barely trained model decodes 200 tokens of every sentence."""
+    cpu_threads: int = 0
+    """OpenMP threads per fairseq process on CPU hosts; 0: torch's default, one per core."""
     bleu_subset: str = "valid"
     """The split whose BLEU, computed after every epoch, decides when the target is reached."""
 
@@ -59,7 +61,9 @@ RECIPES: dict[str, Recipe] = {
                 *_ADAM_INVERSE_SQRT,
             ),
             # Measured here: validation BLEU ~24 after 8 epochs (208 updates) of 2,000 pairs.
-            max_tokens=512, bpe_vocab_size=400, target_bleu=30.0, max_epoch=20, beam=4,
+            # One thread: a 64-wide model's matrices are too small to split across cores, and the
+            # threads' spinning slows every other process on a shared machine (benchmarks/translation_cpu.py).
+            max_tokens=512, bpe_vocab_size=400, target_bleu=30.0, max_epoch=20, beam=4, cpu_threads=1,
         ),
         Recipe(
             # fairseq examples/translation: 34.4 (tokenised) BLEU on one GPU; corpora.py lowercases it.

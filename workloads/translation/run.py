@@ -70,8 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-interval", type=int, default=10, help="updates between fairseq's train_inner lines")
     parser.add_argument("--data-workers", type=int, default=0,
                         help="fairseq --num-workers: data-loading processes (0 loads in the training process)")
-    parser.add_argument("--cpu-threads", type=int, default=0,
-                        help="OMP threads per fairseq process on CPU hosts (0: torch's default, one per core)")
+    parser.add_argument("--cpu-threads", type=_or_recipe(int),
+                        help="OMP threads per fairseq process on CPU hosts; 0: torch's default, one per core "
+                             "(default/'recipe': the recipe's)")
     parser.add_argument("--port", type=int, default=launch.DEFAULT_PORT, help="rendezvous port on the coordinator")
     args = parser.parse_args(argv)
 
@@ -89,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("max_tokens", "max_epoch"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    if args.cpu_threads is None:
+        args.cpu_threads = args.recipe.cpu_threads
     for name, low in (("update_freq", 1), ("max_update", 0), ("log_interval", 1), ("data_workers", 0), ("cpu_threads", 0),
                       ("synthetic_pairs", 20)):
         if getattr(args, name) < low:
