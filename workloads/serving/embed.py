@@ -17,6 +17,7 @@ model reads), each naming the instance and the fix; a text is never silently tru
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from tokenizers import Tokenizer
 
 from apigw import HttpError, Request, Route, dispatch
 
+# The package export_onnx.py writes and the model layer holds.
 MODEL_PACKAGE = "embed_model"
 # Requests holding more texts than this get 413; the function's memory and timeout are sized for it.
 MAX_INSTANCES = int(os.environ.get("ERNIE_EMBED_MAX_INSTANCES", "64"))
@@ -96,9 +98,8 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray, normalize: bool) -> np.ndarr
 
 @functools.cache
 def _embedder() -> Embedder:
-    import embed_model
-
-    return Embedder.load(Path(embed_model.__file__).resolve().parent)
+    package = importlib.import_module(MODEL_PACKAGE)
+    return Embedder.load(Path(package.__file__).resolve().parent)
 
 
 def parse_texts(payload: Any) -> list[str]:

