@@ -131,9 +131,13 @@ def make_server(handler: Handler, host: str, port: int) -> ThreadingHTTPServer:
         server_version = "ernie-local-apigw"
 
         def _answer(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
+            declared = (self.headers.get("content-length") or "0").strip()
+            if not (declared.isascii() and declared.isdigit()):  # negative or not a number: no body to read
+                self._refuse(400, b'{"message":"Bad Request: Content-Length must be a non-negative integer"}')
+                return
+            length = int(declared)
             if length > MAX_REQUEST_BYTES:
-                self._send(413, {"content-type": "application/json"}, b'{"message":"Request Entity Too Large"}')
+                self._refuse(413, b'{"message":"Request Entity Too Large"}')
                 return
             body = self.rfile.read(length) if length else b""
             event = to_event(self.command, self.path, dict(self.headers.items()), body, self.client_address[0])
@@ -143,6 +147,11 @@ def make_server(handler: Handler, host: str, port: int) -> ThreadingHTTPServer:
                 self.log_error("handler raised:\n%s", traceback.format_exc())
                 status, headers, data = 500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}'
             self._send(status, headers, data)
+
+        def _refuse(self, status: int, message: bytes) -> None:
+            """Answer without reading the body, then close: what is left of it must not be read as a request."""
+            self.close_connection = True
+            self._send(status, {"content-type": "application/json", "connection": "close"}, message)
 
         def _send(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
             self.send_response(status)

@@ -195,6 +195,29 @@ def test_local_gateway_round_trip() -> None:
     assert from_response({"ok": True}) == (200, {"content-type": "application/json"}, b'{"ok": true}')
 
 
+
+@pytest.mark.parametrize("declared", ["-1", "abc", "1e3", "\u00b2"])
+def test_local_gateway_refuses_a_bad_content_length_with_400(declared: str) -> None:
+    """A negative or malformed Content-Length is the client's error: a 400 at once, no traceback, no hang."""
+    import socket
+    import threading
+
+    from ernie.serve import make_server
+
+    server = make_server(lambda event, context: {"ok": True}, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(server.server_address, timeout=5) as conn:
+            conn.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n{{}}".encode())
+            answer = b""
+            while chunk := conn.recv(4096):
+                answer += chunk
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answer.startswith(b"HTTP/1.0 400 ") and b"Content-Length must be a non-negative integer" in answer
+
+
 def fake_pulumi(tmp_path: Path, serving_url: str) -> dict[str, str]:
     """Environment whose `pulumi stack output inventory` (ernie/pulumi_cli.py) answers with this serving_url."""
     inventory = tmp_path / "inventory.json"
