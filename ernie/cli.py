@@ -226,10 +226,13 @@ def invoke(
 
 
 def main() -> None:
-    """Console entry point: a user error is one red line and exit status 2, never a traceback."""
+    """Console entry point: a user error is one red line and exit status 2, Ctrl-C one line and 130: no traceback."""
     try:
         app()
     except ErnieError as exc:
         # The message quotes user values ("ernie:cloud", "[...]"): neither emoji codes nor markup.
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
         sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]", highlight=False)
+        sys.exit(130)  # the shell's status for a SIGINT

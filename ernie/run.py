@@ -30,7 +30,7 @@ from ernie.remote.connect import Connector, RemoteError, Session, Timeouts, fan_
 from ernie.remote.layout import Layout
 from ernie.remote.push import Bundle, PushResult, push
 from ernie.remote.runners import SETUP_TIMEOUT_S, Probe, RunSpec, probe, setup, start, stop
-from ernie.remote.stream import Follower
+from ernie.remote.stream import Follower, utf8_decoder
 from ernie.workload import ResolvedWorkload
 
 RUN_FILE = "run.json"
@@ -59,7 +59,7 @@ class Timeline:
 
     @classmethod
     def load(cls, path: Path, run_id: str) -> Timeline:
-        """A run's timeline so far, to be continued (`ernie run --resume`)."""
+        """A run's timeline so far, to be continued (`ernie collect`, `ernie run --resume`)."""
         timeline = cls(path, run_id)
         if path.is_file():
             timeline.steps = list(json.loads(path.read_text()).get("steps", []))
@@ -115,11 +115,12 @@ class RunRecord:
 
     @classmethod
     def load(cls, results_root: Path, run_id: str | None) -> RunRecord:
-        """A run's record; the most recent run when `run_id` is None."""
+        """A run's record; the most recent run that reached its hosts when `run_id` is None."""
         if run_id is None:
-            runs = sorted(p.parent.name for p in results_root.glob(f"*/{RUN_FILE}"))
+            runs = sorted(p.parent.name for p in results_root.glob(f"*/{RUN_FILE}") if _reached_hosts(p))
             if not runs:
-                raise ErnieError(f"no runs under {results_root}/: start one with `ernie run WORKLOAD`")
+                raise ErnieError(f"no run under {results_root}/ reached its hosts: start one with "
+                                 "`ernie run WORKLOAD`, or name a RUN_ID")
             run_id = runs[-1]
         path = results_root / run_id / RUN_FILE
         if not path.is_file():
@@ -139,6 +140,14 @@ class RunRecord:
 
     def layout(self, host: str) -> Layout:
         return Layout(base=self.host_bases[host], workload=self.workload, run_id=self.run_id)
+
+
+def _reached_hosts(run_file: Path) -> bool:
+    """Whether a run got as far as its hosts (a run that never did has no host directories to act on)."""
+    try:
+        return bool(json.loads(run_file.read_text()).get("host_bases"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def inventory_source(stack: str | None, inventory_file: Path | None, local: bool) -> dict[str, str]:
@@ -305,7 +314,7 @@ def collect_run(record: RunRecord, inventory: Inventory, opts: RunOptions, conso
     keeps whatever an earlier collect brought home (still verified).
     """
     run_dir = opts.results_root / record.run_id
-    timeline = timeline or Timeline(run_dir / TIMELINE, record.run_id)
+    timeline = timeline or Timeline.load(run_dir / TIMELINE, record.run_id)  # a later collect adds to it
     with timeline.step("collect"):
         sessions, unreachable = _connect_all(record, inventory, opts, patience_s or opts.timeouts.wait_ssh)
         unreachable.update({n: why for n, why in (lost or {}).items() if n not in sessions})
@@ -432,18 +441,19 @@ def logs_run(record: RunRecord, inventory: Inventory, opts: RunOptions, worker: 
         raise ErnieError(f"--worker {worker}: run {record.run_id} has workers 0..{len(record.host_bases) - 1}")
     connector = Connector(inventory, opts.results_root / record.run_id / KNOWN_HOSTS, opts.timeouts)
     layout = record.layout(host.name)
-    s, offset = None, 0
+    s, offset, decoder = None, 0, utf8_decoder()
     try:
         while True:
             try:
                 s = s or connector.open(host)
                 state = probe(s, layout)
                 if state.stdout_bytes > offset:
-                    text = s.check(f"tail -c +{offset + 1} {shlex.quote(layout.output)}/stdout.log | head -c "
-                                   f"{state.stdout_bytes - offset}", "reading stdout.log")
-                    write(text)
-                    offset = state.stdout_bytes
+                    raw = s.pipe_in(f"tail -c +{offset + 1} {shlex.quote(layout.output)}/stdout.log | head -c "
+                                    f"{state.stdout_bytes - offset}", b"")
+                    write(decoder.decode(raw))
+                    offset += len(raw)
                 if not follow or not state.running:
+                    write(decoder.decode(b"", final=True))
                     return
             except RemoteError:
                 if not follow:

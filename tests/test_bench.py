@@ -210,3 +210,17 @@ def test_a_failed_destroy_does_not_hide_the_error_before_it(ernie_cmd: list[str]
     assert "stack sshhosts may still be up: run `pulumi destroy -s sshhosts`" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
     assert [c["args"][0] for c in calls(env)] == ["up", "stack", "destroy"]
+
+
+def test_ctrl_c_outside_a_command_is_one_line_and_130(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from ernie import cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt  # where typer's own handling does not reach (it turns one in a command into 130)
+
+    monkeypatch.setattr(cli, "app", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err.strip() == "interrupted"

@@ -39,6 +39,10 @@ def manifest(results: Path, run_id: str) -> dict:
     return json.loads((results / run_id / "manifest.json").read_text())
 
 
+def timeline_steps(results: Path, run_id: str) -> list[str]:
+    return [s["name"] for s in json.loads((results / run_id / "timeline.json").read_text())["steps"]]
+
+
 def only_run(results: Path) -> str:
     (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
     return run_dir.name
@@ -96,8 +100,7 @@ def test_three_workers_run_with_their_own_index_and_come_back_verified(ssh_hosts
         assert json.loads((bundle / "ernie_run.json").read_text())["run_id"] == run_id
     blobs = {sha256_file(results / run_id / h.name / "data" / "blob.bin") for h in ssh_hosts.hosts}
     assert len(blobs) == 3  # each worker's own file, not one host's copied three times
-    steps = [s["name"] for s in json.loads((results / run_id / "timeline.json").read_text())["steps"]]
-    assert steps == ["wait_ssh", "push", "setup", "run", "collect"]
+    assert timeline_steps(results, run_id) == ["wait_ssh", "push", "setup", "run", "collect"]
     known = (results / run_id / "known_hosts").read_text()
     assert all(f"{h.address} {h.host_key_pub}" in known for h in ssh_hosts.hosts)
 
@@ -174,6 +177,8 @@ def test_a_dead_host_is_marked_missing_and_a_later_collect_loses_and_duplicates_
         assert second["hosts"][name]["files"] == first["hosts"][name]["files"]
         assert second["hosts"][name]["fetched"] == {"files": 0, "bytes": 0}
     assert second["hosts"]["w2"]["state"] == "missing"
+    # `ernie collect` adds its step to the run's timeline; the run's own steps stay.
+    assert timeline_steps(results, run_id) == ["wait_ssh", "push", "setup", "run", "collect", "collect"]
     assert sorted(str(p.relative_to(results)) for p in (results / run_id).rglob("*") if p.is_file()) == on_disk
 
     # The host comes back: its partial output is collected; the others are not fetched again.
@@ -188,6 +193,7 @@ def test_a_dead_host_is_marked_missing_and_a_later_collect_loses_and_duplicates_
     for name, meta in w2["files"].items():
         assert sha256_file(results / run_id / "w2" / name) == meta["sha256"]
     assert not list((results / run_id).rglob("*.part"))
+    assert timeline_steps(results, run_id) == ["wait_ssh", "push", "setup", "run", "collect", "collect", "collect"]
 
 
 def test_detached_workers_outlive_ernie_and_status_logs_stop_act_on_them(ssh_hosts: SshHosts, tmp_path: Path,
@@ -314,6 +320,9 @@ def test_wrong_key_unreachable_host_bad_inventory_and_unknown_workload_fail_clea
                                   "--wait-ssh-seconds", "4", "--results", str(tmp_path / "r")).stderr
     proc = ernie(ernie_cmd, "run", "no-such-workload", "--inventory", str(ssh_hosts.inventory_path))
     assert proc.returncode == 2 and "unknown workload 'no-such-workload'" in proc.stderr
+    # None of those runs reached its hosts: none is the "latest run" that status, logs, collect and stop act on.
+    status = ernie(ernie_cmd, "status", "--results", str(tmp_path / "r"))
+    assert status.returncode == 2 and "no run under" in status.stderr and "reached its hosts" in status.stderr
 
 
 def test_a_host_key_that_changes_within_a_run_is_refused(ssh_hosts: SshHosts, tmp_path: Path) -> None:
@@ -355,3 +364,43 @@ def test_an_interrupted_collect_resumes_from_its_part_file_and_verifies(ssh_host
         assert collect_host(s, layout, dest, ("**/*",)).fetched_files == 0
     finally:
         s.close()
+
+
+def test_the_stream_never_cuts_a_utf8_character_and_reads_an_ended_worker_to_the_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ernie.inventory import local_inventory
+    from ernie.remote import stream
+
+    monkeypatch.setattr(stream, "_READ_LIMIT", 5)  # byte-counted reads that end inside characters
+    inventory = local_inventory()
+    connector = Connector(inventory, tmp_path / "known_hosts", FAST)
+    session = connector.open(inventory.hosts[0])
+    layout = Layout(base=str(tmp_path / "base"), workload="w", run_id="r")
+    output = Path(layout.output)
+    output.mkdir(parents=True)
+    text = "".join(f"step {i}: été ✓ 日本語\n" for i in range(6))
+    (output / "stdout.log").write_text(text, encoding="utf-8")
+    (output / "exit_code").write_text("0\n")  # the worker has already ended: no pid file
+    copy = tmp_path / "stream.log"
+    follower = stream.Follower(connector, {"local": session}, {"local": layout}, Console(file=io.StringIO()),
+                               total=None, regex=None, stream_copy=copy, lost_after=30, interval=0)
+    assert follower.follow(time.monotonic() + 60, "w") == stream.FollowResult(lost={}, timed_out=False)
+    assert copy.read_text(encoding="utf-8") == text
+
+
+def test_file_names_sha256sum_would_escape_are_collected_as_they_are(tmp_path: Path) -> None:
+    from ernie.inventory import local_inventory
+
+    inventory = local_inventory()
+    session = Connector(inventory, tmp_path / "known_hosts", FAST).open(inventory.hosts[0])
+    layout = Layout(base=str(tmp_path / "base"), workload="w", run_id="r")
+    output = Path(layout.output)
+    (output / "sub").mkdir(parents=True)
+    odd = {"back\\slash.txt": b"one", "new\nline.txt": b"two", "sub/sp ace  two.txt": b"three", "plain": b"four"}
+    for name, data in odd.items():
+        (output / name).write_bytes(data)
+    collected = collect_host(session, layout, tmp_path / "local", ("**/*",))
+    assert set(collected.files) == set(odd)
+    for name, data in odd.items():
+        assert (tmp_path / "local" / name).read_bytes() == data
+        assert collected.files[name]["sha256"] == sha256_file(output / name)

@@ -45,16 +45,20 @@ def wanted(name: str, globs: tuple[str, ...]) -> bool:
 
 
 def remote_files(s: Session, layout: Layout) -> dict[str, RemoteFile]:
-    """Every finished file under the host's output directory, with size and sha256 (plain POSIX sh)."""
+    """Every finished file under the host's output directory, with size and sha256 (GNU find and coreutils).
+
+    Entries end in NUL and `sha256sum -z` leaves names unescaped, so any file name (newline, backslash) is
+    listed as it is.
+    """
     files = "find . -type f ! -name '*.tmp'"
     listing = s.check(
-        f"cd {shlex.quote(layout.output)} && {files} -printf '%s %P\\n' && echo {_SEPARATOR} && "
-        f"{files} -print0 | xargs -0 -r sha256sum --", "listing the output", timeout=s.timeouts.command)
-    sizes_part, _, digests_part = listing.partition(f"{_SEPARATOR}\n")
-    sizes = dict(reversed(line.split(" ", 1)) for line in sizes_part.splitlines())
+        f"cd {shlex.quote(layout.output)} && {files} -printf '%s %P\\0' && printf '%s\\0' {_SEPARATOR} && "
+        f"{files} -print0 | xargs -0 -r sha256sum -z --", "listing the output", timeout=s.timeouts.command)
+    sizes_part, _, digests_part = listing.partition(f"{_SEPARATOR}\0")
+    sizes = dict(reversed(entry.split(" ", 1)) for entry in sizes_part.split("\0") if entry)
     found = {}
-    for line in digests_part.splitlines():
-        digest, _, name = line.partition("  ")
+    for entry in digests_part.split("\0"):
+        digest, _, name = entry.partition("  ")
         name = name.removeprefix("./")
         if name in sizes:  # a file that appeared between the two listings waits for the next collect
             found[name] = RemoteFile(name=name, size=int(sizes[name]), sha256=digest)

@@ -2,12 +2,14 @@
 
 Every poll asks each host, in parallel and under a timeout, whether its process group still runs and
 how long its logs are, then reads only the new bytes. Byte offsets are kept here, so when a connection
-drops the follower reconnects and resumes exactly where it was: nothing is missed or shown twice.
+drops the follower reconnects and resumes exactly where it was: nothing is missed or shown twice. Bytes
+are decoded incrementally, so a read that ends inside a UTF-8 character leaves its start for the next.
 A host that stays unreachable longer than `lost_after` is given up on; the others are still followed.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import shlex
@@ -27,6 +29,12 @@ from ernie.remote.runners import probe
 MLLOG_PREFIX = ":::MLLOG "
 _ERROR_LINE = re.compile(r"error|traceback|exception|killed", re.IGNORECASE)
 _READ_LIMIT = 4 << 20  # at most this many new bytes per log per poll
+LOGS = ("stdout.log", "stderr.log")
+
+
+def utf8_decoder() -> codecs.IncrementalDecoder:
+    """A decoder that keeps a character cut by a byte-counted read until its other bytes arrive."""
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
 
 
 def progress_step(line: str, regex: re.Pattern[str] | None) -> int | None:
@@ -53,6 +61,8 @@ class HostFollow:
     session: Session | None
     offsets: dict[str, int] = field(default_factory=lambda: {"stdout.log": 0, "stderr.log": 0})
     partial: dict[str, str] = field(default_factory=lambda: {"stdout.log": "", "stderr.log": ""})
+    decoders: dict[str, codecs.IncrementalDecoder] = field(default_factory=lambda: {log: utf8_decoder()
+                                                                                     for log in LOGS})
     running: bool = True
     exit_code: int | None = None
     unreachable_since: float | None = None
@@ -119,25 +129,28 @@ class Follower:
         s, layout = follow.session, self.layouts[follow.host.name]
         out = shlex.quote(layout.output)
         state = probe(s, layout, timeout=s.timeouts.poll)
+        behind = False  # a worker that has ended is followed until its logs are read to the end
         for log, size in (("stdout.log", state.stdout_bytes), ("stderr.log", state.stderr_bytes)):
             if log == "stdout.log" and follow.host.worker != 0:
                 continue
             start = follow.offsets[log]
             if size > start:
-                count = min(size - start, _READ_LIMIT)
-                text = s.check(f"tail -c +{start + 1} {out}/{log} | head -c {count}", f"reading {log}",
-                               timeout=s.timeouts.poll)
-                follow.partial[log] += text
-                follow.offsets[log] = start + count
+                raw = s.pipe_in(f"tail -c +{start + 1} {out}/{log} | head -c {min(size - start, _READ_LIMIT)}",
+                                b"", timeout=s.timeouts.poll)
+                follow.partial[log] += follow.decoders[log].decode(raw)
+                follow.offsets[log] = start + len(raw)
+            behind = behind or follow.offsets[log] < size
+            if not state.running and not behind:
+                follow.partial[log] += follow.decoders[log].decode(b"", final=True)
         follow.unreachable_since = None
-        follow.exit_code, follow.running = state.exit_code, state.running
+        follow.exit_code, follow.running = state.exit_code, state.running or behind
 
     def _print(self, follow: HostFollow, bar: Progress, task: int) -> None:
         for log in ("stdout.log", "stderr.log"):
             lines = follow.partial[log].split("\n")
             follow.partial[log] = lines.pop()  # an unfinished last line waits for the next poll
             if log == "stdout.log" and follow.host.worker == 0 and lines:
-                with self.stream_copy.open("a") as f:
+                with self.stream_copy.open("a", encoding="utf-8") as f:
                     f.write("\n".join(lines) + "\n")
             for line in lines:
                 if log == "stdout.log":
@@ -148,7 +161,7 @@ class Follower:
                     self.console.print(Text.assemble((f"{follow.host.name}: ", "red"), line))
         if not follow.running:
             if follow.host.worker == 0 and follow.partial["stdout.log"]:
-                with self.stream_copy.open("a") as f:
+                with self.stream_copy.open("a", encoding="utf-8") as f:
                     f.write(follow.partial["stdout.log"])
                 follow.partial["stdout.log"] = ""
             status = "exit code 0" if follow.exit_code == 0 else (
