@@ -38,6 +38,8 @@ from infra.config import ConfigError, parse  # noqa: E402
 from policy.rules import RULES, STACK_RULES, Finding, Limits, evaluate  # noqa: E402
 
 PROGRAM_DIR = PROJECT_DIR / "infra"
+ACKNOWLEDGED_BY_OPT_IN = "ssh-open-to-world"
+"""The rule whose findings `ernie:allowSshFromAnywhere: true` turns into warnings: the user chose it."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class Plan:
     inventory_is_secret: bool
     limits: Limits
     findings: list[Finding]
+    """What fails the check."""
+    acknowledged: list[Finding]
+    """Findings the config explicitly accepted (ernie:allowSshFromAnywhere): shown as warnings, not failures."""
 
 
 def stack_config_file(stack: str | None, config_file: Path | None) -> tuple[str, Path]:
@@ -106,9 +111,12 @@ def _run_program(stack: str, path: Path, raw: dict[str, str], project: str) -> P
     exported = pulumi.runtime.settings.get_root_resource().outputs["inventory"]
     inventory = _sync_await(exported.future())
     is_secret = _sync_await(exported.is_secret())
-    limits = Limits(max_usd_per_hour=parse(raw, stack).max_usd_per_hour)
+    cfg = parse(raw, stack)
+    limits = Limits(max_usd_per_hour=cfg.max_usd_per_hour)
     findings = evaluate(((r.type, r.name, r.inputs) for r in recorder.resources), limits, stack)
-    return Plan(stack, path, recorder.resources, inventory, is_secret, limits, findings)
+    accepted = {ACKNOWLEDGED_BY_OPT_IN} if cfg.access.ssh_from_anywhere else set()
+    return Plan(stack, path, recorder.resources, inventory, is_secret, limits,
+                [f for f in findings if f.rule not in accepted], [f for f in findings if f.rule in accepted])
 
 
 # What a reviewer looks at, per resource type: (label, path into the camelCase inputs).
@@ -186,6 +194,11 @@ def render(result: Plan, console: Console) -> None:
             console.print(f"  [red]{f.rule}[/] {escape(f'{f.resource_type} {f.resource_name}: {f.message}')}")
     else:
         console.print(f"guardrail findings: none ({', '.join(r.name for r in (*RULES, *STACK_RULES))})")
+    if result.acknowledged:
+        console.print(f"[bold yellow]acknowledged by ernie:allowSshFromAnywhere: {len(result.acknowledged)}[/] "
+                      "(warnings: they do not fail the check)")
+        for f in result.acknowledged:
+            console.print(f"  [yellow]{f.rule}[/] {escape(f'{f.resource_type} {f.resource_name}: {f.message}')}")
 
 
 def run_check(stack: str | None, config_file: Path | None, console: Console) -> int:

@@ -59,6 +59,8 @@ class AccessConfig:
 
     ssh_allowed_cidrs: tuple[str, ...]
     """Source ranges admitted to port 22; never the whole internet unless opted in."""
+    ssh_from_anywhere: bool
+    """ernie:allowSshFromAnywhere: the user accepted SSH open to the internet (`ernie check` then warns only)."""
     ssh_public_key: str | None
     """The user's OpenSSH public key; None: the stack makes a key pair and keeps the private half secret."""
     ssh_key_path: str | None
@@ -191,7 +193,8 @@ def _access(values: _Values) -> AccessConfig:
         except ValueError as exc:
             raise values.error("sshAllowedCidrs", cidr, f"{accepted} ({exc})") from None
     world = world_ranges(cidrs)
-    if world and not values.flag("allowSshFromAnywhere", default=False):
+    from_anywhere = values.flag("allowSshFromAnywhere", default=False)
+    if world and not from_anywhere:
         raise values.error("sshAllowedCidrs", cidrs, f"{accepted}; {', '.join(world)} opens SSH to the internet "
                                                      "(ranges broader than a /8 of IPv4 or a /32 of IPv6, alone or "
                                                      "together) and needs the explicit opt-in "
@@ -204,7 +207,7 @@ def _access(values: _Values) -> AccessConfig:
         raise values.error("sshKeyPath" if key_path is None else "sshPublicKey", None,
                            "sshPublicKey and sshKeyPath together (your key and where its private half is), "
                            "or neither (the stack makes a key pair and keeps it as a secret)")
-    return AccessConfig(tuple(str(n) for n in networks), public_key, key_path)
+    return AccessConfig(tuple(str(n) for n in networks), from_anywhere, public_key, key_path)
 
 
 def _serving(values: _Values) -> ServingConfig:

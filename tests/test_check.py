@@ -109,12 +109,22 @@ def test_bad_config_is_refused_with_a_clear_error(ernie_cmd, tmp_path, case) -> 
 
 
 def test_guardrail_finding_fails_the_check(ernie_cmd, tmp_path) -> None:
-    """With the explicit opt-in the config is valid, but the plan flags SSH open to the world and exits 1."""
-    path = stack_file(tmp_path, "aws", {"ernie:sshAllowedCidrs": ["0.0.0.0/0"], "ernie:allowSshFromAnywhere": True})
+    path = stack_file(tmp_path, "aws", {"ernie:maxUsdPerHour": 0.5})
     result = ernie_check(ernie_cmd, "--config", str(path))
     assert result.returncode == 1, result.stderr
     assert "guardrail findings: 1" in result.stdout
-    assert "ssh-open-to-world" in result.stdout and "gpu-ssh-0" in result.stdout
+    assert "cost-ceiling" in result.stdout and "over ernie:maxUsdPerHour 0.5" in result.stdout
+
+
+def test_ssh_from_anywhere_opted_in_is_a_warning_not_a_failure(ernie_cmd, tmp_path) -> None:
+    """The user chose it explicitly: the plan shows SSH open to the world, acknowledged, and passes."""
+    path = stack_file(tmp_path, "aws", {"ernie:sshAllowedCidrs": ["0.0.0.0/1", "128.0.0.0/1"],
+                                        "ernie:allowSshFromAnywhere": True})
+    result = ernie_check(ernie_cmd, "--config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "guardrail findings: none" in result.stdout
+    assert "acknowledged by ernie:allowSshFromAnywhere: 2" in result.stdout
+    assert "ssh-open-to-world" in result.stdout and "gpu-ssh-0" in result.stdout and "gpu-ssh-1" in result.stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [
