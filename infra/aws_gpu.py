@@ -25,21 +25,30 @@ class GpuFleetArgs:
     """Everything a GpuFleet needs; validated by config.py before it gets here."""
 
     region: str
+    """AWS region (aws:region); it also picks the DLC registry account."""
     availability_zone: str
+    """The one zone the subnet, and so every instance, lives in (a cluster placement group needs one zone)."""
     instance_type: str
+    """A GPU type from infra/gpu_catalog.py, e.g. p4d.24xlarge."""
     instance_count: int
     gpus_per_instance: int
+    """GPUs each instance has; the user data checks nvidia-smi sees that many."""
     efa: bool
     """The type takes EFA: a fleet of more than one gets a cluster placement group and EFA interfaces."""
     image: str
     """The DLC image URI the hosts pull."""
     registry_account: str
+    """AWS account of the DLC registry in `region`; the role may pull from it only."""
     repository: str
+    """ECR repository of the image, e.g. pytorch-training."""
     spot: bool
+    """One-time Spot instances, terminated on interruption."""
     ssh_allowed_cidrs: Sequence[str]
     """The only sources admitted to port 22."""
     ssh_public_key: pulumi.Input[str]
+    """OpenSSH public key of the instances' key pair."""
     ttl_minutes: int
+    """Minutes after first boot at which each instance shuts down and so terminates."""
     bucket_prefix: str
     """The only prefix of the bucket the instances may write under, e.g. "aws/"."""
     tags: Mapping[str, str]

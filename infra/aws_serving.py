@@ -34,8 +34,11 @@ class LambdaServiceArgs:
     stack: str
     """Stack name, part of every AWS name (the sweep finds layers by `ernie-<stack>-...`)."""
     memory_mb: int
+    """Memory of the function, and with it its CPU share."""
     timeout_seconds: int
+    """How long one invocation may run (at most the HTTP API's 30 s)."""
     log_retention_days: int
+    """How long the function's log group keeps its logs."""
     throttle_rate: int
     """Steady requests per second the API lets through; more get 429."""
     throttle_burst: int
@@ -153,7 +156,9 @@ class LambdaService(pulumi.ComponentResource):
                child: pulumi.ResourceOptions) -> aws.lambda_.LayerVersion:
         built = args.function
         if layer.archive.via_s3:
-            assert bucket is not None
+            if bucket is None:  # __init__ makes the bucket whenever a layer needs it
+                raise ValueError(f"layer {layer.name!r} is over Lambda's direct-upload limit and needs the layers "
+                                 "bucket")
             # Keyed by content: an unchanged zip is the same object, and the layer is not republished.
             upload = aws.s3.BucketObjectv2(f"{name}-{layer.name}-zip", bucket=bucket.id,
                                            key=f"layers/{built.spec.name}/{layer.name}-{layer.archive.sha256}.zip",

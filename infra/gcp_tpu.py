@@ -23,24 +23,31 @@ class TpuSliceArgs:
     """Everything a TpuSlice needs; validated by config.py before it gets here."""
 
     project: str
+    """Google Cloud project id every resource is created in (gcp:project)."""
     zone: str
     """Zone offering the accelerator type, e.g. us-central2-b."""
     region: str
+    """The zone's region: the subnet's, and the bucket's continent."""
     node_name: str
     """The TPU node's name, also used by its startup script to delete itself."""
     accelerator_type: str
     """e.g. "v4-32"; one resource however many hosts it spans."""
     runtime_version: str
+    """TPU VM software image, e.g. tpu-ubuntu2204-base; config.py checked it fits the generation."""
     hosts: int
     """Worker VMs in the slice (v4-32: 4); the API returns one network endpoint per worker."""
     chips_per_host: int
+    """TPU chips each worker drives (the inventory's `chips`)."""
     spot: bool
+    """Spot capacity: cheaper, and preemptible at any time."""
     ssh_allowed_cidrs: Sequence[str]
     """The only sources admitted to port 22."""
     ssh_user: str
+    """The login `ssh_public_key` is installed for."""
     ssh_public_key: pulumi.Input[str]
     """OpenSSH public key line installed for `ssh_user` on every worker."""
     ttl_minutes: int
+    """Minutes after first boot at which the node deletes itself."""
     labels: Mapping[str, str]
     """Applied to every resource that takes labels (ernie-stack, ernie-ttl)."""
 
