@@ -57,7 +57,7 @@ UNZIPPED_LIMIT = 262_144_000  # function code plus all its layers, unzipped
 DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # a larger zip must be uploaded through S3
 MAX_LAYERS = 5
 # Part of every cache key: bump it whenever a build step below changes what lands in a zip.
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"
 
 Arch = Literal["x86_64", "arm64"]
 ARCHES: tuple[str, ...] = get_args(Arch)
@@ -401,7 +401,8 @@ def _cache_key(target: Target, tools: _Tools, layer: LayerSpec, below: Sequence[
     if layer.build is not None:
         # A script's output depends on the files beside it and on the versions the layers below hold.
         inputs: object = {
-            "files": {str(p.relative_to(layer.build.parent)): _sha256(p) for p in _input_files(layer)},
+            "files": {str(p.relative_to(layer.build.parent)): _sha256(p)
+                      for p in _input_files(layer.build, layer.inputs)},
             "below": [[d.name, d.version] for built in built_below for d in built.distributions],
             "python": sys.version,
         }
@@ -414,10 +415,9 @@ def _cache_key(target: Target, tools: _Tools, layer: LayerSpec, below: Sequence[
     return f"{layer.name}-{digest}"
 
 
-def _input_files(layer: LayerSpec) -> list[Path]:
-    assert layer.build is not None
-    files = {layer.build}
-    for path in layer.inputs:
+def _input_files(build: Path, inputs: Iterable[Path]) -> list[Path]:
+    files = {build}
+    for path in inputs:
         files.update(f for f in ([path] if path.is_file() else path.rglob("*"))
                      if f.is_file() and "__pycache__" not in f.parts)
     return sorted(files)
@@ -441,7 +441,8 @@ def _build_layer(layer: LayerSpec, target: Target, tools: _Tools, below: Sequenc
         root = work / "python"
         held = {d.name: d.version for built in below for d in built.distributions}
         if layer.build is not None:
-            run_build_script(layer, root)
+            with tempfile.TemporaryDirectory(prefix=".env-", dir=entry.parent) as env:
+                run_build_script(layer, root, below=_build_environment(target, below, Path(env)))
         else:
             _pip_install(layer, target, root, held, work)
             removed = remove_distributions(root, set(held))
@@ -480,22 +481,14 @@ def _pip_install(layer: LayerSpec, target: Target, root: Path, held: dict[str, s
     requirements.write_text("".join(f"{line}\n" for line in layer.requirements))
     constraints = work / "constraints.txt"
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(held.items())))
-    command = [
-        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-conflicts",
-        "--timeout", str(PIP_SOCKET_TIMEOUT_SECONDS),
+    result = _run_pip([
         "--no-compile",  # bytecode is compiled deliberately afterwards, for the target interpreter only
         "--target", str(root), "--implementation", "cp", "--python-version", target.python_version,
         "--only-binary=:all:", *(f"--platform={tag}" for tag in target.platform_tags()),
         "-r", str(requirements), "-c", str(constraints),
-    ]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        raise LayerError(f"pip did not finish installing layer {layer.name!r} ({', '.join(layer.requirements)}) "
-                         f"for {target.name} within {PIP_TIMEOUT_SECONDS} s; check that the package index "
-                         "(pip config, PIP_INDEX_URL) answers, then build again") from None
+    ], f"layer {layer.name!r} ({', '.join(layer.requirements)}) for {target.name}")
     if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-6:])
+        tail = _tail(result, 6)
         raise LayerError(
             f"pip could not install layer {layer.name!r} ({', '.join(layer.requirements)}) for {target.name} "
             f"with the versions the layers below hold ({', '.join(f'{n}=={v}' for n, v in held.items()) or 'none'}):\n{tail}"
@@ -503,14 +496,63 @@ def _pip_install(layer: LayerSpec, target: Target, root: Path, held: dict[str, s
     shutil.rmtree(root / "bin", ignore_errors=True)  # console scripts: nothing runs them on Lambda
 
 
-def run_build_script(layer: LayerSpec, root: Path) -> None:
-    """Run a build layer's script into `root` (its python/); LayerError with the script's last lines if it fails."""
-    assert layer.build is not None
+def _runs_here(target: Target) -> bool:
+    """Whether wheels installed for `target` load on this machine (its Python still has to match)."""
+    try:
+        host = Target.host()
+    except LayerError:
+        return False
+    return host.arch == target.arch and host.glibc >= target.glibc
+
+
+def _build_environment(target: Target, below: Sequence[BuiltLayer], env: Path) -> list[Path]:
+    """The python/ dirs a build script runs with, first on its path: the packages of the layers below, so what
+    it writes (a pickle) fits the versions the function imports by construction, whatever this environment
+    holds (which still serves what no layer holds, e.g. torch for an export). The unpacked layers themselves
+    where they load here; otherwise the same pinned versions installed for this interpreter."""
+    if not below:
+        return []
+    if sys.version_info[:2] == _version_tuple(target.python_version) and _runs_here(target):
+        paths = []
+        for built in below:
+            with zipfile.ZipFile(built.archive.path) as archive:
+                archive.extractall(env / built.name)
+            paths.append(env / built.name / "python")
+        return paths
+    pins = sorted(f"{d.name}=={d.version}" for built in below for d in built.distributions)
+    what = f"the versions the layers below hold ({', '.join(pins)}) for this interpreter, to run a build script"
+    result = _run_pip(["--target", str(env / "python"), "--only-binary=:all:", "--no-deps", *pins], what)
+    if result.returncode != 0:
+        raise LayerError(f"pip could not install {what}:\n{_tail(result, 6)}")
+    return [env / "python"]
+
+
+def _run_pip(args: Sequence[str], what: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-conflicts",
+               "--timeout", str(PIP_SOCKET_TIMEOUT_SECONDS), *args]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise LayerError(f"pip did not finish installing {what} within {PIP_TIMEOUT_SECONDS} s; check that the "
+                         "package index (pip config, PIP_INDEX_URL) answers, then build again") from None
+
+
+def _tail(result: subprocess.CompletedProcess[str], lines: int) -> str:
+    return "\n".join((result.stderr or result.stdout).strip().splitlines()[-lines:])
+
+
+def run_build_script(layer: LayerSpec, root: Path, *, below: Sequence[Path] = ()) -> None:
+    """Run a build layer's script into `root` (its python/), the `below` dirs first on its path; LayerError with
+    the script's last lines if it fails."""
+    if layer.build is None:
+        raise LayerError(f"layer {layer.name!r} has no build script")
     env = {**os.environ, "PYTHONHASHSEED": "0"}
+    if below:
+        env["PYTHONPATH"] = os.pathsep.join([*map(str, below), *filter(None, [os.environ.get("PYTHONPATH")])])
     result = subprocess.run([sys.executable, str(layer.build), "--out", str(root)], capture_output=True,
                             text=True, cwd=layer.build.parent, env=env)
     if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
+        tail = _tail(result, 8)
         raise LayerError(f"the build script of layer {layer.name!r} ({layer.build}) failed:\n{tail}")
 
 

@@ -122,6 +122,25 @@ def test_model_pins_that_the_layers_do_not_hold_are_refused(tmp_path: Path) -> N
         layers.build_function(spec, Target.host(), tmp_path / "out", cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.parametrize("target", [Target.host(), Target.lambda_runtime("3.12", "arm64")], ids=["host", "arm64"])
+def test_build_script_runs_against_the_versions_of_the_layers_below(tmp_path: Path, target: Target) -> None:
+    """The model is pickled with the layers' pins, not this environment's (six 1.17.0 here, 1.16.0 in the layer):
+    from the unpacked layers where they load here, else from the same pins installed for this interpreter."""
+    script = tmp_path / "model" / "build.py"
+    script.parent.mkdir()
+    script.write_text(
+        "import pathlib, sys, six\n"
+        "out = pathlib.Path(sys.argv[2]); out.mkdir(parents=True)\n"
+        "(out / 'probe.txt').write_text(f'{six.__version__} {six.__file__}')\n"
+    )
+    spec = FunctionSpec("small", "", "h.h", (), (LayerSpec("six", ("six==1.16.0",)), LayerSpec("model", build=script)))
+    built = layers.build_function(spec, target, tmp_path / "out", cache_dir=tmp_path / "cache")
+    with zipfile.ZipFile(built.layers[-1].archive.path) as archive:
+        version, path = archive.read("python/probe.txt").decode().split(" ", 1)
+    assert version == "1.16.0" and str(tmp_path / "cache") in path
+    assert not list((tmp_path / "cache").glob(".env-*"))  # the build environment is not left behind
+
+
 def test_unknown_requirement_names_pip_error(tmp_path: Path) -> None:
     spec = FunctionSpec("bad", "", "h.h", (), (LayerSpec("nope", ("ernie-no-such-package-xyz==1.0",)),))
     with pytest.raises(layers.LayerError, match="pip could not install layer 'nope'"):
