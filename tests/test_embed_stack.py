@@ -46,6 +46,9 @@ def test_embedding_function_has_its_layers_and_memory(tmp_path: Path) -> None:
     apis = {r.name: r for r in result.resources if r.type == "aws:apigatewayv2/api:Api"}
     assert result.inventory["embed_url"] == apis["embedding-api"].outputs["apiEndpoint"]
     assert result.inventory["serving_url"] == apis["serving-api"].outputs["apiEndpoint"]
+    # The guardrails (bounded timeout, reserved concurrency, TTL on every layer) hold for it too.
+    assert result.findings == [] and result.acknowledged == []
+    assert embed["reservedConcurrentExecutions"] == 10 and embed["timeout"] == 30
 
 
 def test_embedding_function_is_off_unless_asked(tmp_path: Path) -> None:
