@@ -7,7 +7,8 @@ the same preset, the same prepared data (synthetic full-length sequences, seq 12
 by default, in the ernie-bert-v1 format both read), the same global batch, precision and step count.
 Throughput is each trainer's own result.json figure: samples/s over the steps after the first
 --warmup (XLA or allocator warm-up). The trainers alternate, --repeats times each, and the median of
-each framework's runs is reported (the machine is shared with other jobs). The TF input-pipeline
+each framework's runs is reported (the machine is shared with other jobs; --threads 1 makes both
+frameworks less sensitive to other jobs holding the cores than their default thread pools). The TF input-pipeline
 wait is the share of the timed step time train_tf.py spent waiting for its next batch (its
 step_times.tsv), pooled over its runs; the target is under 5%.
 
@@ -47,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="first steps left out of the throughput")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="the same for both")
     parser.add_argument("--repeats", type=int, default=2, help="runs per framework, alternating")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="compute threads for both (OpenMP for PyTorch, intra-op for TensorFlow); 0: their defaults")
     args = parser.parse_args()
     if args.steps <= args.warmup:
         parser.error(f"--steps {args.steps} must exceed --warmup {args.warmup}")
@@ -62,8 +65,12 @@ def train(framework: str, data_dir: Path, out: Path, args: argparse.Namespace) -
         "--precision", args.precision, "--eval-every", steps, "--checkpoint-every", steps, "--log-every", steps,
         "--eval-samples", str(args.global_batch),
     ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if args.threads:
+        threads = str(args.threads)
+        env.update(OMP_NUM_THREADS=threads, TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1")
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=BERT_DIR, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(cmd, cwd=BERT_DIR, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"{framework} run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     result = json.loads((out / "result.json").read_text())
@@ -85,7 +92,8 @@ def main() -> None:
         print(
             f"bert {args.preset}, seq {args.seq_len}, {args.max_predictions} predictions, global batch "
             f"{args.global_batch}, {args.precision}, {args.steps} steps ({args.warmup} warm-up) per run, "
-            f"{args.repeats} run(s) each, {os.cpu_count()} CPU(s)",
+            f"{args.repeats} run(s) each, {os.cpu_count()} CPU(s), "
+            f"{args.threads or 'default'} thread(s), load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
         for repeat in range(args.repeats):
