@@ -26,9 +26,12 @@ def _tags(items: list[dict] | None) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in items or []}
 
 
-def _price(accelerator: str, units: float = 1.0) -> float | None:
-    row = pricing.catalog().get(("aws", accelerator))
-    return None if row is None else round(units * row.usd_per_hour, 6)
+def _price(instance_type: str | None, count: int = 1, **disk) -> float | None:
+    """Hourly price from the catalog (`pricing.quote`, the one pricing function); None where it has no row."""
+    try:
+        return pricing.quote("aws", instance_type, count, **disk).usd_per_hour
+    except KeyError:
+        return None  # not in the catalog: shown as unknown, never guessed
 
 
 class AwsAccount:
@@ -65,7 +68,7 @@ class AwsAccount:
         for page in self.ec2.get_paginator("describe_volumes").paginate(Filters=_TAG_FILTER):
             for v in page["Volumes"]:
                 yield Tagged("aws", "volume", v["VolumeId"], self.region, _tags(v.get("Tags")), v["CreateTime"],
-                             _price(f'ebs-{v["VolumeType"]}', v["Size"]), f'{v["Size"]} GiB {v["VolumeType"]}')
+                             _price(None, disk_gib=v["Size"], disk_type=v["VolumeType"]), f'{v["Size"]} GiB {v["VolumeType"]}')
 
     def _security_groups(self) -> Iterator[Tagged]:
         for page in self.ec2.get_paginator("describe_security_groups").paginate(Filters=_TAG_FILTER):

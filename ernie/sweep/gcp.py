@@ -69,8 +69,10 @@ def _tpu_price(accelerator_type: str) -> float | None:
     tpu = tpu_catalog.lookup_tpu(accelerator_type)
     if tpu is None:
         return None
-    row = pricing.catalog().get(("gcp", tpu.generation.name))
-    return None if row is None else round(tpu.chips * row.usd_per_hour, 4)
+    try:
+        return pricing.quote("gcp", tpu.generation.name, tpu.chips).usd_per_hour
+    except KeyError:
+        return None  # not in the catalog: shown as unknown, never guessed
 
 
 def all_tpu_zones() -> list[str]:
