@@ -123,6 +123,8 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
             )
         checkpoint.restore(resume_from).assert_existing_objects_matched()
         start_step = int(step_var.numpy())
+        if start_step >= args.max_steps:
+            raise SystemExit(f"train_tf.py: error: --resume: {resume_from} already holds all {args.max_steps} steps")
     if plan.kind == "multi_worker":  # every worker resumed from its own copy: they must agree on the step
         reported = tf.function(lambda: strategy.run(lambda: tf.constant(float(start_step))))()
         if float(strategy.reduce(SUM, reported, axis=None)) != start_step * replicas:
