@@ -44,6 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 import data
 from flops import peak_flops_for
 from lamb import Lamb
+from master_weights import MasterWeights
 from mlperf import MLPerfLogger
 from presets import PRESETS, get_preset
 from results import summarize_steps, write_result
@@ -184,7 +185,8 @@ def device_name(device: torch.device) -> str:
 
 def resolve_precision(requested: str, device: torch.device) -> str:
     """bf16 where the hardware computes it natively (Ampere+, Hopper; CPUs with AVX512-BF16 or AMX),
-    fp16 with a gradient scaler on older GPUs (V100), fp32 otherwise."""
+    fp16 with a gradient scaler on older GPUs (V100), fp32 otherwise. bf16 is autocast on GPUs and bf16
+    weights with fp32 master copies on CPUs (master_weights.py says why)."""
     if device.type == "cuda":
         native = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     else:
@@ -229,10 +231,10 @@ class ExampleStream:
 # ---------------------------------------------------------------------------------------------- optimizer
 
 
-def build_optimizer(model: torch.nn.Module, args: argparse.Namespace, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(params: list[torch.nn.Parameter], args: argparse.Namespace, device: torch.device) -> torch.optim.Optimizer:
     """AdamW or LAMB, without weight decay on biases and LayerNorm weights (as BERT)."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     betas = (args.beta1, args.beta2)
     if args.optimizer == "lamb":
@@ -251,6 +253,97 @@ def lr_lambda(warmup_steps: int, total_steps: int):
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return factor
+
+
+# ---------------------------------------------------------------------------------------------- one step
+
+
+@dataclass
+class Training:
+    """Everything a training step touches. `model` is the plain module (its state_dict is the checkpoint),
+    `ddp` the DistributedDataParallel wrapper (the model itself in a world of one), `step_model` what the
+    forward pass calls (`ddp`, compiled with --compile), `master` the fp32 weights of a bf16 CPU model."""
+
+    model: BertPretraining
+    ddp: torch.nn.Module
+    step_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    master: MasterWeights | None
+    launch: Launch
+    args: argparse.Namespace
+
+    def autocast(self):
+        return torch.autocast(self.launch.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return self.master.state_dict(self.model) if self.master else self.model.state_dict()
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.master:
+            self.master.load_state_dict(self.model, state)
+        else:
+            self.model.load_state_dict(state)
+
+
+def build_training(args: argparse.Namespace, launch: Launch, precision: str) -> Training:
+    torch.manual_seed(args.seed)  # the same initial weights on every process
+    model = BertPretraining(bert_config(get_preset(args.preset), args.dropout)).to(launch.device)
+    master = MasterWeights(model) if precision == "bf16" and launch.device.type == "cpu" else None
+    optimizer = build_optimizer(master.params if master else list(model.parameters()), args, launch.device)
+    ddp = model
+    if launch.world > 1:
+        ddp = DistributedDataParallel(model, device_ids=[launch.local_rank] if launch.device.type == "cuda" else None)
+    return Training(
+        model=model,
+        ddp=ddp,
+        step_model=torch.compile(ddp) if args.compile else ddp,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.max_steps)),
+        scaler=torch.amp.GradScaler(launch.device.type, enabled=precision == "fp16"),
+        amp_dtype=None if master else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision),
+        master=master,
+        launch=launch,
+        args=args,
+    )
+
+
+def train_step(t: Training, stream: ExampleStream, step: int) -> torch.Tensor:
+    """One optimizer step on global batch `step`; returns this process's share of the global loss."""
+    args, launch = t.args, t.launch
+    torch.manual_seed(args.seed * 1_000_003 + step * 1009 + launch.rank)  # dropout, reproducible after a resume
+    indices = stream.global_indices(step)
+    mlm_denominator = stream.tensors["masked_lm_weights"][indices].sum().to(launch.device)
+    step_loss = torch.zeros((), device=launch.device)
+    for micro in range(args.accumulation):
+        chunk = micro * launch.world + launch.rank
+        batch = stream.gather(indices[chunk * args.micro_batch : (chunk + 1) * args.micro_batch], launch.device)
+        last = micro == args.accumulation - 1
+        with contextlib.nullcontext() if last or launch.world == 1 else t.ddp.no_sync():
+            with t.autocast():
+                mlm_logits, nsp_logits = t.step_model(
+                    batch["input_ids"], batch["segment_ids"], batch["input_mask"], batch["masked_lm_positions"]
+                )
+            loss = pretraining_loss(mlm_logits, nsp_logits, batch, mlm_denominator, args.global_batch)
+            # DDP averages gradients over processes; the loss is already this share of the global mean.
+            t.scaler.scale(loss * launch.world).backward()
+        step_loss += loss.detach()
+    if t.master:
+        t.master.grads_to_master()
+    if args.clip_grad_norm > 0:
+        t.scaler.unscale_(t.optimizer)
+        torch.nn.utils.clip_grad_norm_(t.master.params if t.master else t.model.parameters(), args.clip_grad_norm)
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    if t.master:
+        t.master.master_to_model()
+    t.scheduler.step()
+    t.optimizer.zero_grad(set_to_none=True)
+    if launch.device.type == "cuda":
+        torch.cuda.synchronize(launch.device)  # the step is over when the device is done: honest step times
+    return step_loss
 
 
 # ---------------------------------------------------------------------------------------------- eval
@@ -284,7 +377,7 @@ def checkpoint_fingerprint(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in ("preset", "global_batch", "seq_len", "seed", "optimizer", "max_steps")}
 
 
-def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, scaler, args) -> None:
+def save_checkpoint(out: Path, step: int, t: Training) -> None:
     directory = out / CHECKPOINTS
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step-{step:08d}.pt"
@@ -292,11 +385,11 @@ def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, scaler, a
     torch.save(
         {
             "step": step,
-            "fingerprint": checkpoint_fingerprint(args),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
+            "fingerprint": checkpoint_fingerprint(t.args),
+            "model": t.model_state(),
+            "optimizer": t.optimizer.state_dict(),
+            "scheduler": t.scheduler.state_dict(),
+            "scaler": t.scaler.state_dict(),
         },
         tmp,
     )
@@ -316,7 +409,6 @@ def latest_checkpoint(out: Path) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     launch = init_launch()
-    init_time = time.time()
     mllog = MLPerfLogger(args.out, rank=launch.rank, append=args.resume and latest_checkpoint(args.out) is not None)
     preset = get_preset(args.preset)
     precision = resolve_precision(args.precision, launch.device)
@@ -325,16 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers (softmax, loss) on tensor cores
         torch.backends.cudnn.allow_tf32 = True
 
-    torch.manual_seed(args.seed)  # the same initial weights on every process
-    model = BertPretraining(bert_config(preset, args.dropout)).to(launch.device)
+    training = build_training(args, launch, precision)
+    model, optimizer, scheduler, scaler = training.model, training.optimizer, training.scheduler, training.scaler
     params = unique_parameter_count(model)
-    optimizer = build_optimizer(model, args, launch.device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.max_steps))
-    scaler = torch.amp.GradScaler(launch.device.type, enabled=precision == "fp16")
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-
-    def autocast():
-        return torch.autocast(launch.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+    autocast = training.autocast
 
     start_step = 0
     resume_from = latest_checkpoint(args.out) if args.resume else None
@@ -349,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"train_torch.py: error: --resume: {resume_from} was written with {state['fingerprint']}, "
                 f"this run has {checkpoint_fingerprint(args)}; use another --out or the same settings"
             )
-        model.load_state_dict(state["model"])
+        training.load_model_state(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -360,10 +446,6 @@ def main(argv: list[str] | None = None) -> int:
     eval_arrays = data.load_split(args.data_dir, "eval")
     eval_data = {k: torch.from_numpy(v[: args.eval_samples]) for k, v in eval_arrays.items()}
     eval_count = len(eval_data["input_ids"])
-
-    ddp = DistributedDataParallel(model, device_ids=[launch.local_rank] if launch.device.type == "cuda" else None) \
-        if launch.world > 1 else model
-    step_model = torch.compile(ddp) if args.compile else ddp
 
     if launch.is_main:
         print(
@@ -414,34 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     mllog.start(mlc.BLOCK_START, metadata={"samples_count": step * args.global_batch})
     while step < args.max_steps:
         t0 = time.perf_counter()
-        torch.manual_seed(args.seed * 1_000_003 + step * 1009 + launch.rank)  # dropout, reproducible after a resume
-        indices = train.global_indices(step)
-        mlm_denominator = train.tensors["masked_lm_weights"][indices].sum().to(launch.device)
-        step_loss = torch.zeros((), device=launch.device)
-        for micro in range(args.accumulation):
-            chunk = micro * launch.world + launch.rank
-            batch = train.gather(indices[chunk * args.micro_batch : (chunk + 1) * args.micro_batch], launch.device)
-            last = micro == args.accumulation - 1
-            sync = contextlib.nullcontext() if last or launch.world == 1 else ddp.no_sync()
-            with sync:
-                with autocast():
-                    mlm_logits, nsp_logits = step_model(
-                        batch["input_ids"], batch["segment_ids"], batch["input_mask"], batch["masked_lm_positions"]
-                    )
-                loss = pretraining_loss(mlm_logits, nsp_logits, batch, mlm_denominator, args.global_batch)
-                # DDP averages gradients over processes; the loss is already a share of the global mean.
-                scaler.scale(loss * launch.world).backward()
-            step_loss += loss.detach()
-        if args.clip_grad_norm > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_loss = train_step(training, train, step)
         step += 1
-        if launch.device.type == "cuda":
-            torch.cuda.synchronize(launch.device)
         step_times.append(time.perf_counter() - t0)
 
         if step % args.log_every == 0 or step == args.max_steps:
@@ -467,11 +523,11 @@ def main(argv: list[str] | None = None) -> int:
             if step < args.max_steps:
                 mllog.start(mlc.BLOCK_START, metadata={"samples_count": samples})
         if launch.is_main and (step % args.checkpoint_every == 0 or step == args.max_steps):
-            save_checkpoint(args.out, step, model, optimizer, scheduler, scaler, args)
+            save_checkpoint(args.out, step, training)
 
     reached = time_to_target is not None
     if reached and launch.is_main:
-        save_checkpoint(args.out, step, model, optimizer, scheduler, scaler, args)
+        save_checkpoint(args.out, step, training)
     mllog.end(mlc.RUN_STOP, metadata={"status": mlc.SUCCESS if reached else mlc.ABORTED})
     train_time = time.time() - run_start
 
@@ -505,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     mllog.close()
     if launch.world > 1:
+        dist.barrier()  # leave together: rank 0 is still writing while the others would tear the group down
         dist.destroy_process_group()
     return 0
 
