@@ -17,21 +17,25 @@ BERT_DIR = Path(__file__).resolve().parents[1] / "workloads" / "bert"
 PYTHON = sys.executable
 
 
-def _sibling(name: str):
-    """Import workloads/bert/NAME.py the way the trainers do: the workload directory on sys.path."""
-    if str(BERT_DIR) not in sys.path:
-        sys.path.insert(0, str(BERT_DIR))
-    module = importlib.import_module(name)
-    assert Path(module.__file__).parent == BERT_DIR, f"{name} resolved to {module.__file__}, not workloads/bert"
-    return module
+def _siblings(*names: str):
+    """Import workloads/bert modules as the trainers do (the directory on sys.path), without leaving them in
+    sys.modules, where another workload's module of the same name (results, mlperf) may live."""
+    stems = {p.stem for p in BERT_DIR.glob("*.py")}
+    saved = {n: sys.modules.pop(n) for n in stems if n in sys.modules}
+    sys.path.insert(0, str(BERT_DIR))
+    try:
+        modules = [importlib.import_module(n) for n in names]
+    finally:
+        sys.path.remove(str(BERT_DIR))
+        for n in stems:
+            sys.modules.pop(n, None)
+        sys.modules.update(saved)
+    for module in modules:
+        assert Path(module.__file__).parent == BERT_DIR, f"{module.__name__} resolved to {module.__file__}"
+    return modules
 
 
-data = _sibling("data")
-flops = _sibling("flops")
-mlperf = _sibling("mlperf")
-presets = _sibling("presets")
-results = _sibling("results")
-corpus = _sibling("corpus")
+data, flops, mlperf, presets, results, corpus = _siblings("data", "flops", "mlperf", "presets", "results", "corpus")
 
 
 @pytest.fixture(scope="module")
