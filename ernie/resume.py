@@ -25,7 +25,7 @@ from ernie.inventory import Inventory
 from ernie.remote.connect import Session, fan_out
 from ernie.remote.layout import Layout
 from ernie.remote.runners import Probe, probe
-from ernie.run import TIMELINE, RunOptions, RunRecord, Timeline, _connect_all, execute, load_run, stop_workers
+from ernie.run import TIMELINE, RunOptions, RunRecord, Timeline, connect_all, execute, load_run, stop_workers
 
 CHECKPOINTS = "checkpoints"
 """Where a workload keeps what `--resume` continues from, under $ERNIE_OUTPUT_DIR (docs/workloads.md)."""
@@ -57,18 +57,19 @@ def newest_checkpoint(s: Session, layout: Layout) -> Checkpoint | None:
 def lost_since(steps: list[dict[str, Any]], checkpoint: Checkpoint | None) -> float:
     """When the work the restart redoes began: the newest checkpoint, or the interrupted attempt's start.
 
-    A checkpoint older than that attempt (it made none of its own) means the whole attempt is redone.
+    The attempt started with its `run` step; where ernie itself was stopped before recording that step (it is
+    recorded when it ends), when its workers were set up or restarted. A checkpoint older than the attempt (it
+    made none of its own) means the whole attempt is redone.
     """
-    runs = [st["start"] for st in steps if st.get("name") == "run"]
-    if not runs:
-        raise ErnieError("timeline.json has no `run` step: the run never started its workers; start it again "
-                         "with `ernie run WORKLOAD`")
-    return max(runs[-1], checkpoint.saved_at) if checkpoint is not None else runs[-1]
+    starts = [st["start"] if st["name"] == "run" else st["end"]
+              for st in steps if st.get("name") in ("setup", PREEMPTED, "run")]
+    attempt = max(starts, default=time.time())
+    return max(attempt, checkpoint.saved_at) if checkpoint is not None else attempt
 
 
 def _prepare(record: RunRecord, inventory: Inventory, opts: RunOptions, console: Console) -> Checkpoint | None:
     """Check the run can be resumed, stop what is left of it, and find its newest checkpoint."""
-    sessions, unreachable = _connect_all(record, inventory, opts, opts.timeouts.wait_ssh)
+    sessions, unreachable = connect_all(record, inventory, opts, opts.timeouts.wait_ssh)
     try:
         if unreachable:
             hosts = "; ".join(f"{name}: {why}" for name, why in sorted(unreachable.items()))
@@ -113,14 +114,17 @@ def resume_run(record: RunRecord, inventory: Inventory, opts: RunOptions, consol
         f"from {checkpoint.host}'s {checkpoint.path} (saved {time.time() - checkpoint.saved_at:.0f}s ago)"
         if checkpoint else "from the start: no worker holds a checkpoint"))
 
+    started: list[float] = []
+
     def restarted(run_id: str) -> None:
-        timeline.add(PREEMPTED, lost_from, time.time(), True,
+        started.append(time.time())
+        timeline.add(PREEMPTED, lost_from, started[0], True,
                      checkpoint=f"{checkpoint.host}:{checkpoint.path}" if checkpoint else None)
 
     try:
         return execute(record, inventory, opts, console, timeline=timeline, on_started=restarted)
     except KeyboardInterrupt:
-        if not timeline.steps or timeline.steps[-1]["name"] != PREEMPTED:
+        if not started:
             raise
         console.print(f"[yellow]interrupted: the workers go on. Watch them with `ernie status {record.run_id}`, "
                       f"bring their output home with `ernie collect {record.run_id}`[/]")

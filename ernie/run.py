@@ -289,7 +289,7 @@ def stop_workers(record: RunRecord, inventory: Inventory, sessions: dict[str, Se
         console.print(f"{name}: " + (("stopped" if o.value else "not running") if o.ok else f"[red]{o.error}[/]"))
 
 
-def _connect_all(record: RunRecord, inventory: Inventory, opts: RunOptions,
+def connect_all(record: RunRecord, inventory: Inventory, opts: RunOptions,
                  patience_s: float) -> tuple[dict[str, Session], dict[str, str]]:
     """Sessions to every host of a recorded run (with its known_hosts), and why any could not be opened."""
     unknown = set(record.host_bases) - {h.name for h in inventory.hosts}
@@ -316,7 +316,7 @@ def collect_run(record: RunRecord, inventory: Inventory, opts: RunOptions, conso
     run_dir = opts.results_root / record.run_id
     timeline = timeline or Timeline.load(run_dir / TIMELINE, record.run_id)  # a later collect adds to it
     with timeline.step("collect"):
-        sessions, unreachable = _connect_all(record, inventory, opts, patience_s or opts.timeouts.wait_ssh)
+        sessions, unreachable = connect_all(record, inventory, opts, patience_s or opts.timeouts.wait_ssh)
         unreachable.update({n: why for n, why in (lost or {}).items() if n not in sessions})
 
         def one(s: Session) -> tuple[Probe, Collected]:
@@ -396,7 +396,7 @@ def _print_summary(console: Console, run_id: str, hosts: dict[str, dict[str, Any
 
 def status_run(record: RunRecord, inventory: Inventory, opts: RunOptions, console: Console) -> None:
     """Print each worker's state: running, exited (code) or unreachable."""
-    sessions, unreachable = _connect_all(record, inventory, opts, opts.timeouts.wait_ssh)
+    sessions, unreachable = connect_all(record, inventory, opts, opts.timeouts.wait_ssh)
     try:
         probes = fan_out(lambda s: probe(s, record.layout(s.host.name)), sessions.values(),
                          timeout=opts.timeouts.command, name=_host_of)
@@ -420,7 +420,7 @@ def status_run(record: RunRecord, inventory: Inventory, opts: RunOptions, consol
 def stop_run(record: RunRecord, inventory: Inventory, opts: RunOptions, console: Console,
              patience_s: float | None = None) -> None:
     """End every worker's process group; hosts get `patience_s` (default: the options' wait_ssh) to answer."""
-    sessions, unreachable = _connect_all(record, inventory, opts, patience_s or opts.timeouts.wait_ssh)
+    sessions, unreachable = connect_all(record, inventory, opts, patience_s or opts.timeouts.wait_ssh)
     try:
         stop_workers(record, inventory, sessions, console)
     finally:
