@@ -4,13 +4,15 @@ the same resource with one property changed fails. `ernie check` and the policy 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from policy_programs import MUTATIONS, PROGRAMS, program_plan, props, set_path, triples
+from policy_programs import MUTATIONS, PROGRAMS, program_plan, props, set_path, stack_values, triples
 
 from ernie.check import Plan
+from infra.config import ConfigError, parse
 from policy import rules
 from policy.rules import BILLABLE_TTL_FIELDS, RULES, STACK_RULES, Limits, evaluate
 
@@ -126,3 +128,28 @@ def test_a_declared_resource_with_unknown_outputs_still_prices(plans) -> None:
     instance = props(plans["aws"], rules.AWS_INSTANCE)
     del instance["rootBlockDevice"]["volumeSize"]
     assert rules.hourly_usd(rules.AWS_INSTANCE, instance) == pytest.approx(1.006)
+
+
+@pytest.mark.parametrize(("key", "value", "fragments"), [
+    ("ernie:maxUsdPerHour", None, ["ernie:maxUsdPerHour: missing", "USD per hour", "pulumi config set"]),
+    ("ernie:maxUsdPerHour", "sixty", ["ernie:maxUsdPerHour: 'sixty'", "a number above 0, e.g. 60"]),
+    ("ernie:maxUsdPerHour", "0", ["ernie:maxUsdPerHour: '0'", "a number above 0"]),
+    ("ernie:maxUsdPerHour", "inf", ["ernie:maxUsdPerHour: 'inf'", "a number above 0"]),
+    ("ernie:servingReservedConcurrency", "0", ["ernie:servingReservedConcurrency: 0", "from 1 to 100"]),
+    ("ernie:servingReservedConcurrency", "500", ["ernie:servingReservedConcurrency: 500", "from 1 to 100"]),
+])
+def test_limits_in_the_config_are_validated_before_any_resource(key, value, fragments) -> None:
+    raw = {k: v if isinstance(v, str) else json.dumps(v) for k, v in stack_values("aws-serving").items()}
+    if value is None:
+        del raw[key]
+    else:
+        raw[key] = value
+    with pytest.raises(ConfigError) as error:
+        parse(raw, "aws")
+    assert all(f in str(error.value) for f in fragments), str(error.value)
+
+
+def test_configured_limits_reach_the_program(plans) -> None:
+    assert plans["gcp"].limits == Limits(max_usd_per_hour=60) and plans["aws"].limits == Limits(max_usd_per_hour=5)
+    functions = [r.inputs for r in plans["aws-serving"].resources if r.type == rules.AWS_LAMBDA_FUNCTION]
+    assert [f["reservedConcurrentExecutions"] for f in functions] == [5, 5]
