@@ -76,6 +76,10 @@ def test_training_lowers_loss_and_writes_the_contracted_files(trained: tuple[Pat
     for key in ("submission_benchmark", "global_batch_size", "run_start", "eval_accuracy", "run_stop"):
         assert key in keys
     assert keys.index("run_start") < keys.index("eval_accuracy") < keys.index("run_stop")
+    # Per-epoch validation BLEU inside the timed run; the final test after run_stop, not counted.
+    test_bleu = [e for e in events if e["key"] == "eval_accuracy" and e["metadata"].get("split") == "test"]
+    assert len(test_bleu) == 1 and events.index(test_bleu[0]) > keys.index("run_stop")
+    assert test_bleu[0]["value"] == pytest.approx(result["eval"]["value"])
     steps = [e["metadata"]["step"] for e in events if e["key"] == "tracked_stats"]
     assert steps and steps == sorted(steps) and steps[-1] <= result["steps"]
     assert [e["value"] for e in events if e["key"] == "global_batch_size"] == [512]

@@ -204,8 +204,11 @@ def run(args: argparse.Namespace) -> int:
     returncode, log, reached_at = train(train_cmd, env, out, mllog, settings.target_bleu)
     train_time = time.time() - start
     time_to_target = reached_at - start if reached_at else None
+    # Time to train ends with training (MLPerf: at the epoch that reached the target); the test below
+    # is logged after it and not counted.
+    succeeded = reached_at is not None and returncode == 0
+    mllog.end(constants.RUN_STOP, metadata={"status": constants.SUCCESS if succeeded else constants.ABORTED})
     if returncode != 0:
-        mllog.end(constants.RUN_STOP, metadata={"status": constants.ABORTED})
         mllog.close()
         if worker0:
             results.write(out, results.build(**summary, log=log, speed=throughput(log.inner),
@@ -225,7 +228,6 @@ def run(args: argparse.Namespace) -> int:
     (out / "generate.log").write_text(generated.stdout + generated.stderr)
     if generated.returncode != 0:
         print(generated.stderr[-3000:], file=sys.stderr)
-        mllog.end(constants.RUN_STOP, metadata={"status": constants.ABORTED})
         mllog.close()
         print(f"error: fairseq-generate exited {generated.returncode}; see {out / 'generate.log'}", file=sys.stderr)
         return EXIT_FAILED
@@ -234,7 +236,6 @@ def run(args: argparse.Namespace) -> int:
     last_epoch = log.train[-1].epoch if log.train else 0
     mllog.end(constants.EVAL_STOP, metadata={"split": "test"})
     mllog.event(constants.EVAL_ACCURACY, test.bleu, {"epoch_num": last_epoch, "split": "test"})
-    mllog.end(constants.RUN_STOP, metadata={"status": constants.SUCCESS if reached_at else constants.ABORTED})
     mllog.close()
 
     result = results.build(
