@@ -71,7 +71,8 @@ def program_plan(name: str, workdir: Path) -> Plan:
     path = workdir / f"Pulumi.{name}.yaml"
     path.write_text(yaml.safe_dump({"config": stack_values(name)}))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(layers, "build_function", lambda spec, target, log=None: _stand_in_function(workdir, spec, target))
+        patch.setattr(layers, "build_function",
+                      lambda spec, target, log=None: _stand_in_function(workdir, spec, target))
         return plan(config_file=path)
 
 
