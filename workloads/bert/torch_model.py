@@ -72,12 +72,18 @@ def pretraining_loss(
     batch: dict[str, torch.Tensor],
     mlm_denominator: torch.Tensor | float,
     nsp_denominator: torch.Tensor | float,
+    upcast: bool = True,
 ) -> torch.Tensor:
     """Sum over this micro-batch of the weighted MLM and the NSP cross-entropies, each divided by its
     count over the whole global batch: summed over micro-batches and workers it is exactly the global
-    batch's mean loss, however the batch was split."""
-    mlm = F.cross_entropy(mlm_logits.flatten(0, 1).float(), batch["masked_lm_ids"].long().flatten(), reduction="none")
-    mlm = (mlm * batch["masked_lm_weights"].flatten()).sum() / mlm_denominator
+    batch's mean loss, however the batch was split.
+
+    `upcast`: the vocabulary softmax in fp32. Without it a bf16 model's log-softmax runs in bf16 (its
+    kernels accumulate in fp32; only the per-token losses are rounded, and they are summed in fp32):
+    on a CPU that halves the memory traffic of the largest tensor of the step, [B*P, vocab]."""
+    logits = mlm_logits.flatten(0, 1)
+    mlm = F.cross_entropy(logits.float() if upcast else logits, batch["masked_lm_ids"].long().flatten(), reduction="none")
+    mlm = (mlm.float() * batch["masked_lm_weights"].flatten()).sum() / mlm_denominator
     nsp = F.cross_entropy(nsp_logits.float(), batch["next_sentence_labels"].long(), reduction="sum") / nsp_denominator
     return mlm + nsp
 

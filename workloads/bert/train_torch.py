@@ -326,7 +326,8 @@ def train_step(t: Training, stream: ExampleStream, step: int) -> torch.Tensor:
                 mlm_logits, nsp_logits = t.step_model(
                     batch["input_ids"], batch["segment_ids"], batch["input_mask"], batch["masked_lm_positions"]
                 )
-            loss = pretraining_loss(mlm_logits, nsp_logits, batch, mlm_denominator, args.global_batch)
+            loss = pretraining_loss(mlm_logits, nsp_logits, batch, mlm_denominator, args.global_batch,
+                                    upcast=t.master is None)
             # DDP averages gradients over processes; the loss is already this share of the global mean.
             t.scaler.scale(loss * launch.world).backward()
         step_loss += loss.detach()
