@@ -8,11 +8,12 @@ Both arms run the same model, data, batch size (the recipe's --max-tokens) and n
 workloads/translation/run.py, and read words_per_s from its result.json (fairseq's wps over the timed
 region). They differ only in what the workload chooses on CPU hosts:
 
+* one OpenMP thread per fairseq process (`OMP_NUM_THREADS=1`, the synthetic recipe's choice) instead
+  of torch's one per core: on a 64-wide model the threads spend more time synchronising than
+  computing, and spinning threads slow every other process on a shared machine (most of the gap,
+  workloads/translation/README.md);
 * data loading in the training process (`--num-workers 0`) instead of fairseq's default of one
-  loader process, which on a few cores competes with training for them and pays to pickle every batch;
-* one OpenMP thread per fairseq process (`OMP_NUM_THREADS=1`) instead of torch's one per core: on a
-  small model the threads spend more time synchronising than computing, and spinning threads
-  slow every other process on a shared machine.
+  loader process, which competes with training for the same few cores.
 
 Last line: wps_ratio_vs_defaults=<median chosen / median defaults>.
 """

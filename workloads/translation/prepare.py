@@ -88,7 +88,9 @@ def prepare(recipe: Recipe, data_dir: Path, *, synthetic_pairs: int = 2000, mirr
     model = train_bpe(recipe, data_dir)
     encode(model, data_dir, recipe)
     command = preprocess_command(recipe, data_dir, workers=min(os.cpu_count() or 1, 8))
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL)  # its log goes on to stderr
+    if done.returncode != 0:
+        raise DataError(f"fairseq-preprocess exited {done.returncode} (its log is above): {shlex.join(command)}")
     record = {"recipe": recipe.name, "pairs": counts, "spm_model": str(model), "preprocess": shlex.join(command)}
     marker.write_text(json.dumps(record, indent=2) + "\n")
     return record
