@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test check bench clean
+.PHONY: install demo test check clean
 
 install: $(STAMP)
 
