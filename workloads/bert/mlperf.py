@@ -68,6 +68,36 @@ class MLPerfLogger:
             self._emit("event", key, value, None)
         self._emit("event", constants.CACHE_CLEAR, True, None)
 
+    def open_run(self, args: Any, *, platform: str, train_size: int, eval_size: int, accumulation: int) -> None:
+        """The opening of a BERT run's log, the same from both trainers: submission and init keys, the
+        recipe's hyper-parameters (from the recipe_args.py flags), init_stop, then run_start."""
+        self.submission(platform=platform)
+        self.start(constants.INIT_START)
+        for key, value in (
+            (constants.SEED, args.seed),
+            (constants.GLOBAL_BATCH_SIZE, args.global_batch),
+            (constants.GRADIENT_ACCUMULATION_STEPS, accumulation),
+            (constants.MAX_SEQUENCE_LENGTH, args.seq_len),
+            ("max_predictions_per_seq", args.max_predictions),
+            (constants.TRAIN_SAMPLES, train_size),
+            (constants.EVAL_SAMPLES, eval_size),
+            (constants.OPT_NAME, args.optimizer),
+            (constants.OPT_BASE_LR, args.lr),
+            (constants.OPT_LR_WARMUP_STEPS, args.warmup_steps),
+            (constants.OPT_LR_TRAINING_STEPS, args.max_steps),
+            ("num_warmup_steps", args.warmup_steps),
+            ("start_warmup_step", 0),
+            (constants.OPT_GRADIENT_CLIP_NORM, args.clip_grad_norm),
+        ):
+            self.event(key, value)
+        prefix = "opt_lamb" if args.optimizer == "lamb" else "opt_adamw"
+        for suffix, value in (("beta_1", args.beta1), ("beta_2", args.beta2), ("epsilon", args.eps)):
+            self.event(f"{prefix}_{suffix}", value)
+        decay_key = constants.OPT_LAMB_WEIGHT_DECAY if args.optimizer == "lamb" else constants.OPT_ADAMW_WEIGHT_DECAY
+        self.event(decay_key, args.weight_decay)
+        self.end(constants.INIT_STOP)
+        self.start(constants.RUN_START)
+
     def tracked_stats(self, step: int, **values: float) -> None:
         """Progress for ernie's stream: the step and whatever figures the trainer tracks."""
         self._emit("event", TRACKED_STATS, values, {"step": step})

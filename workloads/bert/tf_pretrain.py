@@ -151,7 +151,8 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
             flush=True,
         )
     if resume_from is None:
-        _log_init(mllog, args, platform=f"{replicas}x{name}", train_size=len(train_arrays["input_ids"]), eval_size=eval_count)
+        mllog.open_run(args, platform=f"{replicas}x{name}", train_size=len(train_arrays["input_ids"]),
+                       eval_size=eval_count, accumulation=1)
     else:
         mllog.event(mlc.INIT_CHECKPOINT_STEP, start_step)
 
@@ -286,32 +287,3 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
         f"mfu {result['mfu']}",
         flush=True,
     )
-
-
-def _log_init(mllog: MLPerfLogger, args: argparse.Namespace, *, platform: str, train_size: int, eval_size: int) -> None:
-    """The opening keys of an MLPerf BERT log, as train_torch.py writes them, then run_start."""
-    mllog.submission(platform=platform)
-    mllog.start(mlc.INIT_START)
-    for key, value in (
-        (mlc.SEED, args.seed),
-        (mlc.GLOBAL_BATCH_SIZE, args.global_batch),
-        (mlc.GRADIENT_ACCUMULATION_STEPS, 1),
-        (mlc.MAX_SEQUENCE_LENGTH, args.seq_len),
-        ("max_predictions_per_seq", args.max_predictions),
-        (mlc.TRAIN_SAMPLES, train_size),
-        (mlc.EVAL_SAMPLES, eval_size),
-        (mlc.OPT_NAME, args.optimizer),
-        (mlc.OPT_BASE_LR, args.lr),
-        (mlc.OPT_LR_WARMUP_STEPS, args.warmup_steps),
-        (mlc.OPT_LR_TRAINING_STEPS, args.max_steps),
-        ("num_warmup_steps", args.warmup_steps),
-        ("start_warmup_step", 0),
-        (mlc.OPT_GRADIENT_CLIP_NORM, args.clip_grad_norm),
-    ):
-        mllog.event(key, value)
-    prefix = "opt_lamb" if args.optimizer == "lamb" else "opt_adamw"
-    for suffix, value in (("beta_1", args.beta1), ("beta_2", args.beta2), ("epsilon", args.eps)):
-        mllog.event(f"{prefix}_{suffix}", value)
-    mllog.event(mlc.OPT_LAMB_WEIGHT_DECAY if args.optimizer == "lamb" else mlc.OPT_ADAMW_WEIGHT_DECAY, args.weight_decay)
-    mllog.end(mlc.INIT_STOP)
-    mllog.start(mlc.RUN_START)

@@ -409,31 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     if state is None:
-        mllog.submission(platform=f"{launch.world}x{name}")
-        mllog.start(mlc.INIT_START)
-        for key, value in (
-            (mlc.SEED, args.seed),
-            (mlc.GLOBAL_BATCH_SIZE, args.global_batch),
-            (mlc.GRADIENT_ACCUMULATION_STEPS, args.accumulation),
-            (mlc.MAX_SEQUENCE_LENGTH, args.seq_len),
-            ("max_predictions_per_seq", args.max_predictions),
-            (mlc.TRAIN_SAMPLES, train.size),
-            (mlc.EVAL_SAMPLES, eval_count),
-            (mlc.OPT_NAME, args.optimizer),
-            (mlc.OPT_BASE_LR, args.lr),
-            (mlc.OPT_LR_WARMUP_STEPS, args.warmup_steps),
-            (mlc.OPT_LR_TRAINING_STEPS, args.max_steps),
-            ("num_warmup_steps", args.warmup_steps),
-            ("start_warmup_step", 0),
-            (mlc.OPT_GRADIENT_CLIP_NORM, args.clip_grad_norm),
-        ):
-            mllog.event(key, value)
-        prefix = "opt_lamb" if args.optimizer == "lamb" else "opt_adamw"
-        for suffix, value in (("beta_1", args.beta1), ("beta_2", args.beta2), ("epsilon", args.eps)):
-            mllog.event(f"{prefix}_{suffix}", value)
-        mllog.event(mlc.OPT_LAMB_WEIGHT_DECAY if args.optimizer == "lamb" else mlc.OPT_ADAMW_WEIGHT_DECAY, args.weight_decay)
-        mllog.end(mlc.INIT_STOP)
-        mllog.start(mlc.RUN_START)
+        mllog.open_run(args, platform=f"{launch.world}x{name}", train_size=train.size, eval_size=eval_count,
+                       accumulation=args.accumulation)
     else:
         mllog.event(mlc.INIT_CHECKPOINT_STEP, start_step)
     run_start = time.time()
