@@ -1,0 +1,48 @@
+# shellcheck shell=bash
+# Sourced by run_torch.sh and run_tf.sh: one rule for where prepared data lives and how it is made, so both
+# workloads read the same bytes. The prep is deterministic, so every host prepares them on its own.
+#
+# --text stdlib uses corpus.py (real English text, no download); synthetic uses random tokens; anything
+# else is a text file or a directory of *.txt (e.g. Wikipedia extracts copied from the stack's bucket).
+# $ERNIE_BERT_DATA moves the data directory (default: data/ here); $PYTHON picks the interpreter.
+
+python=${PYTHON:-python}
+text=stdlib seq_len=128 max_predictions=20
+
+# parse_data_options SCRIPT ARGS...: reads --text/--seq-len/--max-predictions up to `--`; sets $consumed,
+# the number of arguments the caller shifts away before passing the rest to its trainer.
+parse_data_options() {
+    local script=$1
+    shift
+    consumed=0
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+            --text) text="$2"; shift 2; consumed=$((consumed + 2)) ;;
+            --seq-len) seq_len="$2"; shift 2; consumed=$((consumed + 2)) ;;
+            --max-predictions) max_predictions="$2"; shift 2; consumed=$((consumed + 2)) ;;
+            --) consumed=$((consumed + 1)); return ;;
+            *) echo "$script: unknown option $1 (expected --text, --seq-len, --max-predictions, then -- and trainer flags)" >&2
+               exit 2 ;;
+        esac
+    done
+}
+
+# ensure_data: sets $data_dir, preparing it first when this host lacks it (meta.json is written last).
+ensure_data() {
+    local data_root=${ERNIE_BERT_DATA:-data}  # prepared data stays on the host between runs
+    case "$text" in
+        synthetic|stdlib) data_dir="$data_root/$text-s${seq_len}-p${max_predictions}" ;;
+        *) data_dir="$data_root/$(basename "$text")-s${seq_len}-p${max_predictions}" ;;
+    esac
+    [[ -f "$data_dir/meta.json" ]] && return
+    if [[ "$text" == synthetic ]]; then
+        "$python" prep_data.py --synthetic --out "$data_dir" --seq-len "$seq_len" --max-predictions "$max_predictions"
+        return
+    fi
+    local source_text="$text"
+    if [[ "$text" == stdlib ]]; then
+        source_text="$data_root/stdlib.txt"
+        "$python" corpus.py --out "$source_text"
+    fi
+    "$python" prep_data.py --input "$source_text" --out "$data_dir" --seq-len "$seq_len" --max-predictions "$max_predictions"
+}
