@@ -24,7 +24,6 @@ DIR receives what the embed model layer's `python/` holds:
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import importlib
 import inspect
@@ -44,6 +43,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from tokenizers import Tokenizer
 from transformers import AutoModel
 
+from dist_info import write_dist_info
 from embed import MODEL_PACKAGE, Embedder, encode, mean_pool
 
 MODEL_VERSION = "1.0.0"
@@ -249,25 +249,6 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_dist_info(out: Path, versions: dict[str, str]) -> None:
-    """A dist-info so the builder (and importlib.metadata) see the model as a distribution needing its runtime."""
-    dist_info = out / f"{MODEL_PACKAGE}-{MODEL_VERSION}.dist-info"
-    dist_info.mkdir()
-    # At least the versions that ran the check: an ONNX file loads on later onnxruntime releases.
-    requires = "".join(f"Requires-Dist: {name}>={versions[name]}\n" for name in RUNTIME_DISTRIBUTIONS)
-    (dist_info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {MODEL_PACKAGE.replace('_', '-')}\nVersion: {MODEL_VERSION}\n"
-        f"Summary: {MODEL_ID} as ONNX, served by workloads/serving/embed.py\n{requires}"
-    )
-    (dist_info / "top_level.txt").write_text(f"{MODEL_PACKAGE}\n")
-    rows = []
-    for path in sorted(p for p in out.rglob("*") if p.is_file()):
-        digest = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
-        rows.append(f"{path.relative_to(out).as_posix()},sha256={digest},{path.stat().st_size}\n")
-    rows.append(f"{dist_info.name}/RECORD,,\n")
-    (dist_info / "RECORD").write_text("".join(rows))
-
-
 def export(out: Path, precision: Precision, min_cosine: float) -> dict[str, Any]:
     """Write the package into `out`; returns its manifest. SystemExit when the check fails (nothing written)."""
     if (out / MODEL_PACKAGE).exists():
@@ -317,7 +298,9 @@ def export(out: Path, precision: Precision, min_cosine: float) -> dict[str, Any]
         write_manifest(package, manifest)
         out.mkdir(parents=True, exist_ok=True)
         shutil.move(package, out / MODEL_PACKAGE)
-    write_dist_info(out, versions)
+    # At least the versions that ran the check: an ONNX file loads on later onnxruntime releases.
+    write_dist_info(out, MODEL_PACKAGE, MODEL_VERSION, f"{MODEL_ID} as ONNX, served by workloads/serving/embed.py",
+                    {name: f">={versions[name]}" for name in RUNTIME_DISTRIBUTIONS})
     return manifest
 
 

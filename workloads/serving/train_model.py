@@ -18,8 +18,6 @@ Everything is written deterministically: the same inputs give byte-identical fil
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import pickle
 import platform
@@ -36,6 +34,8 @@ from sklearn.metrics import mean_absolute_error, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from dist_info import write_dist_info
 
 PACKAGE = "tabular_model"
 MODEL_VERSION = "1.0.0"
@@ -85,24 +85,6 @@ def instance_schema(frame: pd.DataFrame, pipeline: Pipeline) -> list[dict]:
     ]
 
 
-def write_dist_info(out: Path, versions: dict[str, str]) -> None:
-    """A dist-info so the builder (and importlib.metadata) see the model as a distribution with pins."""
-    dist_info = out / f"{PACKAGE}-{MODEL_VERSION}.dist-info"
-    dist_info.mkdir()
-    requires = "".join(f"Requires-Dist: {name}=={versions[name]}\n" for name in RUNTIME_DISTRIBUTIONS)
-    (dist_info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {PACKAGE.replace('_', '-')}\nVersion: {MODEL_VERSION}\n"
-        f"Summary: diabetes progression regression, served by workloads/serving/handler.py\n{requires}"
-    )
-    (dist_info / "top_level.txt").write_text(f"{PACKAGE}\n")
-    rows = []
-    for path in sorted(p for p in out.rglob("*") if p.is_file()):
-        digest = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
-        rows.append(f"{path.relative_to(out).as_posix()},sha256={digest},{path.stat().st_size}\n")
-    rows.append(f"{dist_info.name}/RECORD,,\n")
-    (dist_info / "RECORD").write_text("".join(rows))
-
-
 def main() -> None:
     args = parse_args()
     features, target = load_frame()
@@ -138,7 +120,9 @@ def main() -> None:
     # Protocol 5 loads on every Python the layers target (3.8+).
     (package / "model.pkl").write_bytes(pickle.dumps(pipeline, protocol=5))
     (package / "schema.json").write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
-    write_dist_info(args.out, versions)
+    write_dist_info(args.out, PACKAGE, MODEL_VERSION,
+                    "diabetes progression regression, served by workloads/serving/handler.py",
+                    {name: f"=={versions[name]}" for name in RUNTIME_DISTRIBUTIONS})
     print(
         f"trained {schema['name']} {MODEL_VERSION}: r2_test={metrics['r2_test']} mae_test={metrics['mae_test']} "
         f"alpha={metrics['alpha']:g} -> {package}"
