@@ -116,6 +116,24 @@ def dispatch(routes: Mapping[tuple[str, str], Route], event: Any) -> dict[str, A
         return response(500, {"error": "internal error", "request_id": request_id})
 
 
+def instances_of(payload: Any, *, example: str, each: str, noun: str, limit: int, hint: str = "") -> list[Any]:
+    """The "instances" list of a request body in the TF Serving / KServe v1 shape, checked for shape and size;
+    HttpError 400 or 413 saying what the body should be. `example` shows the list, `each` says what it holds."""
+    if not isinstance(payload, dict):
+        raise HttpError(400, f'the body must be a JSON object {{"instances": {example}}}')
+    extra = sorted(set(payload) - {"instances"})
+    if extra:
+        raise HttpError(400, f'unknown top-level field(s) {extra}; the body is {{"instances": {example}}}')
+    items = payload.get("instances")
+    if not isinstance(items, list):
+        raise HttpError(400, f'the body needs "instances": {each}')
+    if not items:
+        raise HttpError(400, f'"instances" is empty; send at least one {noun}')
+    if len(items) > limit:
+        raise HttpError(413, f'"instances" holds {len(items)} {noun}s; the limit is {limit} per request{hint}')
+    return items
+
+
 def is_number(value: Any) -> bool:
     """A JSON number that a model can take: int or float, finite as a float, and not a boolean."""
     if type(value) not in (int, float):

@@ -28,7 +28,7 @@ import numpy as np
 from onnxruntime import InferenceSession, SessionOptions
 from tokenizers import Tokenizer
 
-from apigw import HttpError, Request, Route, dispatch
+from apigw import HttpError, Request, Route, dispatch, instances_of
 
 # The package export_onnx.py writes and the model layer holds.
 MODEL_PACKAGE = "embed_model"
@@ -104,19 +104,8 @@ def _embedder() -> Embedder:
 
 def parse_texts(payload: Any) -> list[str]:
     """The texts of an embed request; HttpError 400/413 naming every problem found."""
-    if not isinstance(payload, dict):
-        raise HttpError(400, 'the body must be a JSON object {"instances": ["text", ...]}')
-    extra = sorted(set(payload) - {"instances"})
-    if extra:
-        raise HttpError(400, f'unknown top-level field(s) {extra}; the body is {{"instances": ["text", ...]}}')
-    texts = payload.get("instances")
-    if not isinstance(texts, list):
-        raise HttpError(400, 'the body needs "instances": a list of strings, one per embedding')
-    if not texts:
-        raise HttpError(400, '"instances" is empty; send at least one text')
-    if len(texts) > MAX_INSTANCES:
-        raise HttpError(413, f'"instances" holds {len(texts)} texts; the limit is {MAX_INSTANCES} per request: '
-                             f"split them over several requests")
+    texts = instances_of(payload, example='["text", ...]', each="a list of strings, one per embedding",
+                         noun="text", limit=MAX_INSTANCES, hint=": split them over several requests")
     problems = []
     for index, text in enumerate(texts):
         if not isinstance(text, str):

@@ -15,7 +15,7 @@ import functools
 import os
 from typing import Any
 
-from apigw import HttpError, Request, Route, dispatch, is_number
+from apigw import HttpError, Request, Route, dispatch, instances_of, is_number
 
 # Batches larger than this are refused with 413; the function's memory and timeout are sized for it.
 MAX_INSTANCES = int(os.environ.get("ERNIE_MAX_INSTANCES", "1000"))
@@ -75,18 +75,8 @@ def instance_problems(index: int, instance: Any, features: list[dict[str, Any]])
 
 def parse_instances(payload: Any, features: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The validated instances of a predict request; HttpError 400/413 naming every problem found."""
-    if not isinstance(payload, dict):
-        raise HttpError(400, 'the body must be a JSON object {"instances": [...]}')
-    extra = sorted(set(payload) - {"instances"})
-    if extra:
-        raise HttpError(400, f"unknown top-level field(s) {extra}; the body is {{\"instances\": [...]}}")
-    instances = payload.get("instances")
-    if not isinstance(instances, list):
-        raise HttpError(400, 'the body needs "instances": a list of objects, one per prediction')
-    if not instances:
-        raise HttpError(400, '"instances" is empty; send at least one instance')
-    if len(instances) > MAX_INSTANCES:
-        raise HttpError(413, f'"instances" holds {len(instances)} instances; the limit is {MAX_INSTANCES} per request')
+    instances = instances_of(payload, example="[...]", each="a list of objects, one per prediction",
+                             noun="instance", limit=MAX_INSTANCES)
     problems = [p for i, instance in enumerate(instances) for p in instance_problems(i, instance, features)]
     if problems:
         more = len(problems) - MAX_REPORTED_PROBLEMS
