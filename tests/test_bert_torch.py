@@ -51,11 +51,29 @@ def real_data(tmp_path_factory) -> Path:
     return root / "seq64"
 
 
+def _run_launcher(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run for a launcher (torchrun, run_torch.sh): on a timeout, SIGTERM it first so it ends
+    its workers (torchrun starts them in sessions of their own), then kill what is left of its group; a hung
+    run then fails this test without leaving training processes behind."""
+    with subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          **kwargs) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.communicate(timeout=30)
+            finally:
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def _train(out: Path, data_dir: Path, *flags: str, nproc: int = 0, check: bool = True) -> subprocess.CompletedProcess:
     """train_torch.py under python (nproc 0) or torchrun with `nproc` processes."""
     launcher = [PYTHON, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] if nproc else [PYTHON]
     cmd = [*launcher, "train_torch.py", "--preset", "tiny", "--data-dir", str(data_dir), "--out", str(out), *flags]
-    proc = subprocess.run(cmd, cwd=BERT_DIR, env=ENV, capture_output=True, text=True, timeout=600)
+    proc = _run_launcher(cmd, timeout=600, cwd=BERT_DIR, env=ENV)
     if check and proc.returncode != 0:
         raise AssertionError(f"{shlex.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -292,7 +310,7 @@ def test_workload_command_prepares_data_and_trains(tmp_path):
     env = {**ENV, "ERNIE_OUTPUT_DIR": str(out), "ERNIE_WORKER_INDEX": "0", "ERNIE_NUM_WORKERS": "1",
            "ERNIE_COORDINATOR_ADDRESS": "127.0.0.1", "ERNIE_RUN_ID": "test", "ERNIE_BERT_DATA": str(tmp_path / "data"),
            "PYTHON": PYTHON}
-    proc = subprocess.run(["bash", "-c", command], cwd=BERT_DIR, env=env, capture_output=True, text=True, timeout=600)
+    proc = _run_launcher(["bash", "-c", command], timeout=600, cwd=BERT_DIR, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (tmp_path / "data" / f"stdlib-s{SEQ}-p{PRED}" / "meta.json").is_file(), "the data was prepared on the host"
     assert sorted(_losses(_mllog(proc.stdout))) == [2, 4], "progress streams as tracked_stats on stdout"
