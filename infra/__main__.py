@@ -61,33 +61,24 @@ serving_url: pulumi.Input[str] | None = None
 embed_url: pulumi.Input[str] | None = None  # and, with ernie:servingEmbed, this to the embedding endpoint
 if cfg.serving is not None:
     serving = cfg.serving
-    try:  # layers are built (or taken from the cache) and checked against Lambda's limits before any deploy
-        function = layers.build_function(
-            layers.load_functions()["tabular"], layers.Target.lambda_runtime(serving.python_version,
-                                                                              serving.architecture),
-            log=pulumi.log.info)
-    except layers.LayerError as exc:
-        raise config.ConfigError(f"ernie:serving: {exc}") from None
-    serving_url = LambdaService("serving", LambdaServiceArgs(
-        function=function, stack=cfg.stack, memory_mb=serving.memory_mb, timeout_seconds=serving.timeout_seconds,
-        log_retention_days=serving.log_retention_days, throttle_rate=serving.throttle_rate,
-        throttle_burst=serving.throttle_burst, reserved_concurrency=serving.reserved_concurrency,
-        ttl_minutes=cfg.ttl_minutes,
-        tags={**labels, "ernie-ttl": str(cfg.ttl_minutes)})).url
-    if serving.embed_memory_mb is not None:  # the sentence-embedding function, beside the tabular one
+
+    def lambda_service(name: str, function_set: str, config_key: str, memory_mb: int) -> pulumi.Output[str]:
+        """One serving function: its layers built (or taken from the cache) and checked against Lambda's limits
+        before any deploy, then the LambdaService; returns its URL."""
+        target = layers.Target.lambda_runtime(serving.python_version, serving.architecture)
         try:
-            embed_function = layers.build_function(
-                layers.load_functions()["embed"], layers.Target.lambda_runtime(serving.python_version,
-                                                                                serving.architecture),
-                log=pulumi.log.info)
+            function = layers.build_function(layers.load_functions()[function_set], target, log=pulumi.log.info)
         except layers.LayerError as exc:
-            raise config.ConfigError(f"ernie:servingEmbed: {exc}") from None
-        embed_url = LambdaService("embedding", LambdaServiceArgs(
-            function=embed_function, stack=cfg.stack, memory_mb=serving.embed_memory_mb,
-            timeout_seconds=serving.timeout_seconds, log_retention_days=serving.log_retention_days,
-            throttle_rate=serving.throttle_rate, throttle_burst=serving.throttle_burst,
-            reserved_concurrency=serving.reserved_concurrency, ttl_minutes=cfg.ttl_minutes,
-            tags={**labels, "ernie-ttl": str(cfg.ttl_minutes)})).url
+            raise config.ConfigError(f"ernie:{config_key}: {exc}") from None
+        return LambdaService(name, LambdaServiceArgs(
+            function=function, stack=cfg.stack, memory_mb=memory_mb, timeout_seconds=serving.timeout_seconds,
+            log_retention_days=serving.log_retention_days, throttle_rate=serving.throttle_rate,
+            throttle_burst=serving.throttle_burst, reserved_concurrency=serving.reserved_concurrency,
+            ttl_minutes=cfg.ttl_minutes, tags={**labels, "ernie-ttl": str(cfg.ttl_minutes)})).url
+
+    serving_url = lambda_service("serving", "tabular", "serving", serving.memory_mb)
+    if serving.embed_memory_mb is not None:  # the sentence-embedding function, beside the tabular one
+        embed_url = lambda_service("embedding", "embed", "servingEmbed", serving.embed_memory_mb)
 
 pulumi.export("inventory", pulumi.Output.all(
     hosts=machines.hosts, bucket=machines.bucket_uri, ssh_private_key=ssh_private_key, serving_url=serving_url,
