@@ -10,6 +10,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.aws_storage import private_bucket
 from infra.gpu_catalog import AMI_NAME_PATTERN, AMI_OWNER, DLC_IMAGE_GIB
 from infra.grants import render_assume_role_policy, render_gpu_instance_policy
 from infra.startup import render_gpu_user_data
@@ -103,14 +104,7 @@ class GpuFleet(pulumi.ComponentResource):
                                         cidr_ipv4="0.0.0.0/0", description="ECR, S3, package mirrors",
                                         tags=tags, opts=child)
 
-        bucket = aws.s3.Bucket(f"{name}-bucket", force_destroy=True, tags=tags, opts=child)
-        aws.s3.BucketPublicAccessBlock(f"{name}-bucket-private", bucket=bucket.id, block_public_acls=True,
-                                       block_public_policy=True, ignore_public_acls=True,
-                                       restrict_public_buckets=True, opts=child)
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-bucket-sse", bucket=bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"},
-                    "bucket_key_enabled": True}], opts=child)
+        bucket = private_bucket(f"{name}-bucket", tags, self)
 
         role = aws.iam.Role(f"{name}-role", assume_role_policy=render_assume_role_policy("ec2.amazonaws.com"),
                             description="ernie GPU hosts: pull the DLC image, write run results", tags=tags,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from infra.aws_storage import private_bucket
 from infra.config import SERVING_DEFAULT_RESERVED_CONCURRENCY
 from infra.grants import render_assume_role_policy
 from infra.layers import BuiltFunction, BuiltLayer
@@ -92,7 +93,9 @@ class LambdaService(pulumi.ComponentResource):
         logs_policy = aws.iam.RolePolicy(f"{name}-logs-policy", role=role.id,
                                          policy=log_group.arn.apply(render_logs_policy), opts=child)
 
-        bucket = self._layer_bucket(name, tags, child) if any(l.archive.via_s3 for l in built.layers) else None
+        # Private, encrypted, TLS-only bucket for layer zips over Lambda's 50 MB direct-upload limit.
+        bucket = (private_bucket(f"{name}-layers", tags, self) if any(l.archive.via_s3 for l in built.layers)
+                  else None)
         layers = [self._layer(name, args, layer, bucket, child) for layer in built.layers]
 
         function = aws.lambda_.Function(
@@ -137,19 +140,6 @@ class LambdaService(pulumi.ComponentResource):
         self.layer_arns = pulumi.Output.all(*[layer.arn for layer in layers])
         self.register_outputs({"url": self.url, "function_name": self.function_name,
                                "function_arn": self.function_arn, "layer_arns": self.layer_arns})
-
-    @staticmethod
-    def _layer_bucket(name: str, tags: dict[str, str], child: pulumi.ResourceOptions) -> aws.s3.Bucket:
-        """Private, encrypted bucket for layer zips over Lambda's 50 MB direct-upload limit."""
-        bucket = aws.s3.Bucket(f"{name}-layers", force_destroy=True, tags=tags, opts=child)
-        aws.s3.BucketPublicAccessBlock(f"{name}-layers-private", bucket=bucket.id, block_public_acls=True,
-                                       block_public_policy=True, ignore_public_acls=True,
-                                       restrict_public_buckets=True, opts=child)
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-layers-sse", bucket=bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"},
-                    "bucket_key_enabled": True}], opts=child)
-        return bucket
 
     @staticmethod
     def _layer(name: str, args: LambdaServiceArgs, layer: BuiltLayer, bucket: aws.s3.Bucket | None,

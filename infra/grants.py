@@ -24,6 +24,20 @@ def render_assume_role_policy(service: str) -> str:
     }, indent=2)
 
 
+def render_tls_only_bucket_policy(bucket_arn: str) -> str:
+    """Bucket policy refusing every request made without TLS, to the bucket and to its objects, whoever makes it.
+
+    S3 answers plain HTTP unless a bucket policy denies `aws:SecureTransport` false; an explicit Deny outranks
+    any Allow, so no role or key can get around it.
+    """
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                       "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                       "Condition": {"Bool": {"aws:SecureTransport": "false"}}}],
+    }, indent=2)
+
+
 def render_gpu_instance_policy(*, bucket_arn: str, prefix: str, region: str, registry_account: str,
                                repository: str) -> str:
     """Inline policy for a GPU instance: ECR pull of one repository, S3 read/write under one bucket prefix."""

@@ -9,6 +9,7 @@ as `(resource_type, name, props)` with the stack's `Limits` (from its config). `
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ AWS_S3_SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEnc
 AWS_S3_PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 AWS_EIP = "aws:ec2/eip:Eip"
 AWS_S3_BUCKET = "aws:s3/bucket:Bucket"
+AWS_S3_BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 AWS_S3_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
 AWS_LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 AWS_LAMBDA_FUNCTION = "aws:lambda/function:Function"
@@ -278,6 +280,47 @@ def stack_cost_over_ceiling(resources: Sequence[Resource], limits: Limits) -> li
     return findings
 
 
+def _document(value: Any) -> Mapping[str, Any]:
+    """An IAM-style policy document as a resource holds it: JSON text, or already a mapping."""
+    if isinstance(value, Mapping):
+        return value
+    try:
+        document = json.loads(value or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return document if isinstance(document, Mapping) else {}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def denies_plain_http(policy: Any, bucket: str) -> bool:
+    """The bucket policy denies every principal every S3 action on `bucket` and its objects without TLS."""
+    for statement in _as_list(_document(policy).get("Statement") or []):
+        if not isinstance(statement, Mapping) or statement.get("Effect") != "Deny":
+            continue
+        principal = statement.get("Principal")
+        everyone = principal == "*" or (isinstance(principal, Mapping) and "*" in _as_list(principal.get("AWS")))
+        every_action = bool({"s3:*", "*"} & set(_as_list(statement.get("Action"))))
+        resources = {str(r).split(":::", 1)[-1] for r in _as_list(statement.get("Resource"))}
+        condition = ((statement.get("Condition") or {}).get("Bool") or {}).get("aws:SecureTransport")
+        without_tls = [str(v).lower() for v in _as_list(condition)] == ["false"]
+        if everyone and every_action and {bucket, f"{bucket}/*"} <= resources and without_tls:
+            return True
+    return False
+
+
+def s3_accepts_plain_http(resources: Sequence[Resource], limits: Limits) -> list[str]:
+    """S3 buckets that answer requests made without TLS: S3 does, unless a bucket policy denies them."""
+    tls_only = {str(props.get("bucket")) for typ, _, props in resources
+                if typ == AWS_S3_BUCKET_POLICY and denies_plain_http(props.get("policy"), str(props.get("bucket")))}
+    return [f"S3 bucket {name} ({props.get('bucket')}) accepts requests without TLS: no bucket policy denies "
+            "s3:* on it and its objects to every principal when aws:SecureTransport is false "
+            "(infra/aws_storage.py private_bucket declares one)"
+            for typ, name, props in resources if typ == AWS_S3_BUCKET and str(props.get("bucket")) not in tls_only]
+
+
 @dataclass(frozen=True)
 class StackRule:
     """One guardrail over the stack as a whole."""
@@ -289,6 +332,7 @@ class StackRule:
 
 STACK_RULES: tuple[StackRule, ...] = (
     StackRule("cost-ceiling", "The stack's hourly cost must stay under ernie:maxUsdPerHour", stack_cost_over_ceiling),
+    StackRule("storage-tls-only", "S3 buckets must refuse requests made without TLS", s3_accepts_plain_http),
 )
 STACK_TYPE = "pulumi:pulumi:Stack"
 """The resource type stack findings are reported against."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from policy import rules
@@ -91,3 +93,34 @@ def test_evaluate_names_rule_and_resource() -> None:
                                                            "tags": ttl, "volumeTags": ttl})],
                           Limits(max_usd_per_hour=5), "aws")
     assert (finding.rule, finding.resource_name) == ("imdsv2-required", "gpu-0")
+
+
+def _tls_statement(**changes) -> dict:
+    statement = {"Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                 "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"],
+                 "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+    statement.update(changes)
+    return statement
+
+
+@pytest.mark.parametrize(("statement", "tls_only"), [
+    (_tls_statement(), True),
+    (_tls_statement(Principal={"AWS": "*"}, Action=["s3:*"]), True),
+    (_tls_statement(Condition={"Bool": {"aws:SecureTransport": False}}), True),  # a JSON boolean reads the same
+    (_tls_statement(Resource="arn:aws:s3:::b"), False),  # objects still answer plain HTTP
+    (_tls_statement(Action="s3:PutObject"), False),  # reads still answer plain HTTP
+    (_tls_statement(Principal={"AWS": "arn:aws:iam::123456789012:root"}), False),
+    (_tls_statement(Effect="Allow"), False),
+    (_tls_statement(Condition={"Bool": {"aws:SecureTransport": "true"}}), False),
+    (_tls_statement(Resource=["arn:aws:s3:::other", "arn:aws:s3:::other/*"]), False),
+])
+def test_s3_bucket_is_tls_only_only_with_a_deny_of_plain_http(statement, tls_only) -> None:
+    (tls,) = [r for r in rules.STACK_RULES if r.name == "storage-tls-only"]
+    policy = {"Version": "2012-10-17", "Statement": [statement]}
+    resources = [(rules.AWS_S3_BUCKET, "gpu-bucket", {"bucket": "b"}),
+                 (rules.AWS_S3_BUCKET_POLICY, "gpu-bucket-tls", {"bucket": "b", "policy": json.dumps(policy)})]
+    assert rules.denies_plain_http(policy, "b") is tls_only
+    assert bool(tls.check(resources, Limits(max_usd_per_hour=1))) is not tls_only
+    # A bucket with no policy at all is flagged by name.
+    (finding,) = tls.check(resources[:1], Limits(max_usd_per_hour=1))
+    assert "gpu-bucket (b) accepts requests without TLS" in finding

@@ -147,6 +147,20 @@ def test_bucket_is_private_and_encrypted(tmp_path) -> None:
     assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
 
 
+def test_bucket_refuses_requests_without_tls(tmp_path) -> None:
+    """One policy on the stack's bucket: every principal is denied every S3 action on the bucket and its objects
+    when the request came without TLS. Nothing else is in it: the instance role's own policy grants access."""
+    result = aws_plan(tmp_path)
+    (bucket,) = [r for r in result.resources if r.type == "aws:s3/bucket:Bucket"]
+    (policy,) = inputs_of(result, "aws:s3/bucketPolicy:BucketPolicy")
+    assert policy["bucket"] == bucket.id
+    arn = bucket.outputs["arn"]
+    assert json.loads(policy["policy"])["Statement"] == [{
+        "Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": [arn, f"{arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]
+    assert not [f for f in result.findings if f.rule == "storage-tls-only"]
+
+
 def test_user_data_pulls_checks_gpus_terminates_at_ttl_and_passes_shellcheck(tmp_path) -> None:
     (instance,) = inputs_of(aws_plan(tmp_path, {**P4D_X2, "ernie:ttlMinutes": 45, "ernie:instanceCount": 1}), INSTANCE)
     script = instance["userData"]

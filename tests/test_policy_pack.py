@@ -89,7 +89,7 @@ def stack_args(resources: list[tuple[str, str, dict[str, Any]]]) -> StackValidat
 def test_stack_policy_takes_the_ceiling_from_the_stack_config(plans, pulumi_mocks) -> None:
     """Two p4d with their disks (65.59 USD/hour) pass under their stack's ernie:maxUsdPerHour of 70, not under the
     committed aws stack's 5."""
-    (cost,) = [p for p in pack.build_policies() if isinstance(p, StackValidationPolicy)]
+    (cost,) = [p for p in pack.build_policies() if isinstance(p, StackValidationPolicy) and p.name == "cost-ceiling"]
     efa = triples(plans["aws-efa"])
     pulumi.runtime.set_all_config(json.loads(pulumi_config_env("aws-efa")))
     assert pack.stack_limits().max_usd_per_hour == 70
@@ -97,6 +97,15 @@ def test_stack_policy_takes_the_ceiling_from_the_stack_config(plans, pulumi_mock
     pulumi.runtime.set_all_config(json.loads(pulumi_config_env("aws")))
     (message,) = violations(cost, stack_args(efa))
     assert "65.59 USD/hour on demand, over ernie:maxUsdPerHour 5" in message
+
+
+def test_stack_policy_refuses_an_s3_bucket_without_its_tls_policy(plans) -> None:
+    (tls,) = [p for p in pack.build_policies() if p.name == "storage-tls-only"]
+    resources = triples(plans["aws-serving"])
+    assert violations(tls, stack_args(resources)) == []
+    without = [r for r in resources if not (r[0] == rules.AWS_S3_BUCKET_POLICY and r[1] == "serving-layers-tls")]
+    (message,) = violations(tls, stack_args(without))
+    assert "S3 bucket serving-layers (" in message and "accepts requests without TLS" in message
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ the same resource with one property changed fails. `ernie check` and the policy 
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,11 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Plan]:
 def check_of(name: str) -> Callable[[str, Any], list[str]]:
     (rule,) = [r for r in RULES if r.name == name]
     return rule.check
+
+
+def stack_rule(name: str) -> rules.StackRule:
+    (rule,) = [r for r in STACK_RULES if r.name == name]
+    return rule
 
 
 @pytest.mark.parametrize(("rule", "program", "typ", "name", "path", "bad", "fragment"), MUTATIONS,
@@ -96,7 +102,7 @@ def test_stack_cost_is_priced_from_the_catalog(plans) -> None:
     ("aws", rules.AWS_INSTANCE, "rootBlockDevice.volumeType", "io2", "has no price for gpu-0"),
 ])
 def test_stack_cost_ceiling(plans, program, typ, path, bad, fragment) -> None:
-    (cost_rule,) = STACK_RULES
+    cost_rule = stack_rule("cost-ceiling")
     limits = plans[program].limits
     resources = triples(plans[program])
     assert cost_rule.check(resources, limits) == []
@@ -110,7 +116,7 @@ def test_ceiling_is_the_configured_one(plans) -> None:
     """The same two p4d instances pass under their stack's ceiling of 70 and fail under the committed 5."""
     resources = triples(plans["aws-efa"])
     assert plans["aws-efa"].limits == Limits(max_usd_per_hour=70)
-    (cost_rule,) = STACK_RULES
+    cost_rule = stack_rule("cost-ceiling")
     assert cost_rule.check(resources, Limits(max_usd_per_hour=70)) == []
     (finding,) = cost_rule.check(resources, plans["aws"].limits)
     assert "65.5" in finding and "over ernie:maxUsdPerHour 5" in finding
@@ -153,3 +159,31 @@ def test_configured_limits_reach_the_program(plans) -> None:
     assert plans["gcp"].limits == Limits(max_usd_per_hour=60) and plans["aws"].limits == Limits(max_usd_per_hour=5)
     functions = [r.inputs for r in plans["aws-serving"].resources if r.type == rules.AWS_LAMBDA_FUNCTION]
     assert [f["reservedConcurrentExecutions"] for f in functions] == [5, 5]
+
+
+@pytest.mark.parametrize("program", ["aws", "aws-serving"])
+def test_every_declared_s3_bucket_is_tls_only_and_loses_it_when_its_policy_goes(plans, program) -> None:
+    """The GPU hosts' bucket and the serving layers' bucket each carry the TLS-only policy; without it, or with a
+    policy that no longer denies plain HTTP, the bucket is named in a finding."""
+    tls = stack_rule("storage-tls-only")
+    resources = triples(plans[program])
+    buckets = [(name, p["bucket"]) for t, name, p in resources if t == rules.AWS_S3_BUCKET]
+    assert buckets and tls.check(resources, plans[program].limits) == []
+    for name, bucket in buckets:
+        (policy_index,) = [i for i, (t, _, p) in enumerate(resources)
+                           if t == rules.AWS_S3_BUCKET_POLICY and p["bucket"] == bucket]
+        without = resources[:policy_index] + resources[policy_index + 1:]
+        (finding,) = tls.check(without, plans[program].limits)
+        assert f"S3 bucket {name} ({bucket}) accepts requests without TLS" in finding
+        for path, bad in (("Condition.Bool.aws:SecureTransport", "true"), ("Effect", "Allow"),
+                          ("Resource", [f"arn:aws:s3:::{bucket}"]), ("Principal", {"AWS": "arn:aws:iam::1:root"})):
+            changed = copy.deepcopy(resources)
+            document = json.loads(changed[policy_index][2]["policy"])
+            statement = document["Statement"][0]
+            *parents, last = path.split(".")
+            for part in parents:
+                statement = statement[part]
+            statement[last] = bad
+            changed[policy_index][2]["policy"] = json.dumps(document)
+            (finding,) = tls.check(changed, plans[program].limits)
+            assert name in finding, path
