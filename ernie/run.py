@@ -25,6 +25,7 @@ from rich.table import Table
 
 from ernie.errors import ErnieError
 from ernie.inventory import Host, Inventory, resolve_inventory
+from ernie.names import HOST_NAME, RUN_ID, UnsafeName, path_under
 from ernie.remote.collect import Collected, collect_host, sha256_file
 from ernie.remote.connect import Connector, RemoteError, Session, Timeouts, fan_out
 from ernie.remote.layout import Layout
@@ -117,15 +118,40 @@ class RunRecord:
     def load(cls, results_root: Path, run_id: str | None) -> RunRecord:
         """A run's record; the most recent run that reached its hosts when `run_id` is None."""
         if run_id is None:
-            runs = sorted(p.parent.name for p in results_root.glob(f"*/{RUN_FILE}") if _reached_hosts(p))
+            runs = sorted(p.parent.name for p in results_root.glob(f"*/{RUN_FILE}")
+                          if RUN_ID.fullmatch(p.parent.name) and _reached_hosts(p))
             if not runs:
                 raise ErnieError(f"no run under {results_root}/ reached its hosts: start one with "
                                  "`ernie run WORKLOAD`, or name a RUN_ID")
             run_id = runs[-1]
+        if not RUN_ID.fullmatch(run_id):
+            raise ErnieError(f"RUN_ID {run_id!r} is not a run id (YYYYmmdd-HHMMSS-WORKLOAD-XXXX, a directory "
+                             f"under {results_root}/)")
         path = results_root / run_id / RUN_FILE
         if not path.is_file():
             raise ErnieError(f"run {run_id}: no {path} (is --results {results_root} the right directory?)")
-        return cls(**json.loads(path.read_text()))
+        try:
+            record = cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise ErnieError(f"{path}: not a run record ({exc}); start a new run") from exc
+        record.check(path)
+        return record
+
+    def check(self, path: Path) -> None:
+        """Refuse a run.json whose names were edited: they reach paths here and run.sh on every host."""
+        def fail(key: str, problem: str) -> ErnieError:
+            return ErnieError(f"{path}: {key}: {problem}; restore the run's own run.json or start a new run")
+
+        run_id = RUN_ID.fullmatch(self.run_id) if isinstance(self.run_id, str) else None
+        if run_id is None:
+            raise fail("run_id", f"{self.run_id!r} is not a run id (YYYYmmdd-HHMMSS-WORKLOAD-XXXX)")
+        if self.run_id != path.parent.name:
+            raise fail("run_id", f"{self.run_id!r} is not the name of its directory {path.parent.name!r}")
+        if self.workload != run_id["workload"]:
+            raise fail("workload", f"{self.workload!r} is not the workload its run id names ({run_id['workload']!r})")
+        if not isinstance(self.host_bases, dict) or not all(
+                HOST_NAME.fullmatch(h) and isinstance(b, str) for h, b in self.host_bases.items()):
+            raise fail("host_bases", "expected {plain host name: its ernie directory}")
 
     def save(self, results_root: Path) -> None:
         path = results_root / self.run_id / RUN_FILE
@@ -360,12 +386,24 @@ def _host_entry(host: Host, state: Probe, collected: Collected) -> dict[str, Any
         entry["state"] = "failed"
         if state.exit_code is None:
             entry["reason"] = "the process ended without an exit code (killed)"
+    if collected.refused:  # names the host listed that ernie would not write (ernie.remote.collect)
+        entry["refused"] = collected.refused
+        refused = f"{len(collected.refused)} file name(s) refused as unsafe (see 'refused' in manifest.json)"
+        entry["reason"] = f"{entry['reason']}; {refused}" if entry.get("reason") else refused
     return entry
 
 
 def _still_verified(host_dir: Path, files: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name: meta for name, meta in files.items()
-            if (host_dir / name).is_file() and sha256_file(host_dir / name) == meta["sha256"]}
+    """The files an earlier collect brought home that are still here, unchanged (names checked like a host's)."""
+    kept = {}
+    for name, meta in files.items():
+        try:
+            path = path_under(host_dir, name)
+        except UnsafeName:
+            continue
+        if isinstance(meta, dict) and path.is_file() and sha256_file(path) == meta.get("sha256"):
+            kept[name] = meta
+    return kept
 
 
 def _load_manifest(run_dir: Path) -> dict[str, Any]:

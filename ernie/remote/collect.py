@@ -4,21 +4,33 @@ The host lists its output files with sha256 and size. A file already here with t
 skipped; a partly fetched one (`NAME.part`) is resumed from its length; every fetched file is verified
 against the host's digest before it takes its final name. So a second collect fetches only what is
 missing or changed, and an interrupted one loses nothing.
+
+What a host lists is untrusted: a workload running as the SSH user can make it answer anything. Every
+name goes through `ernie.names.path_under` before it becomes a local path; one that would leave the
+host's directory (`../x`, `/abs`, through a symbolic link already there) is refused, recorded with the
+reason, and never written, while the host's other files are collected as usual.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
+import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ernie.names import UnsafeName, path_under
 from ernie.remote.connect import RemoteError, Session
 from ernie.remote.layout import Layout
 
 RUNNER_FILES = ("stdout.log", "stderr.log", "exit_code")  # always collected, whatever the globs say
-_SEPARATOR = "--ernie-digests--"
+# Between the sizes and the digests: an entry of its own that starts with `/`, which neither a size entry
+# ("SIZE NAME") nor a name find prints with %P can be, so no file name can be taken for it.
+_SEPARATOR = "/ernie-digests"
+_SIZE = re.compile(r"[0-9]{1,20}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,7 @@ class Collected:
     files: dict[str, dict[str, int | str]]  # name -> {"size", "sha256"}, as in manifest.json
     fetched_files: int
     fetched_bytes: int
+    refused: dict[str, str] = field(default_factory=dict)  # name -> why it was not written
 
 
 def wanted(name: str, globs: tuple[str, ...]) -> bool:
@@ -44,8 +57,9 @@ def wanted(name: str, globs: tuple[str, ...]) -> bool:
         fnmatch.fnmatchcase(name, g) or (g.startswith("**/") and fnmatch.fnmatchcase(name, g[3:])) for g in globs)
 
 
-def remote_files(s: Session, layout: Layout) -> dict[str, RemoteFile]:
-    """Every finished file under the host's output directory, with size and sha256.
+def remote_files(s: Session, layout: Layout) -> tuple[dict[str, RemoteFile], dict[str, str]]:
+    """Every finished file under the host's output directory, with size and sha256; and the listing
+    entries that could not be read (entry -> why).
 
     Entries end in NUL and `sha256sum -z` leaves names unescaped, so any file name (newline, backslash) is
     listed as it is (GNU find; coreutils 8.30 or later, as on every Ubuntu image ernie's stacks use).
@@ -54,15 +68,27 @@ def remote_files(s: Session, layout: Layout) -> dict[str, RemoteFile]:
     listing = s.check(
         f"cd {shlex.quote(layout.output)} && {files} -printf '%s %P\\0' && printf '%s\\0' {_SEPARATOR} && "
         f"{files} -print0 | xargs -0 -r sha256sum -z --", "listing the output", timeout=s.timeouts.command)
-    sizes_part, _, digests_part = listing.partition(f"{_SEPARATOR}\0")
-    sizes = dict(reversed(entry.split(" ", 1)) for entry in sizes_part.split("\0") if entry)
+    entries = listing.split("\0")
+    if _SEPARATOR not in entries:
+        raise RemoteError(f"{s.host.name}: the output listing lacks its digests (is GNU find there?)")
+    at = entries.index(_SEPARATOR)
+    sizes, unreadable = {}, {}
+    for entry in filter(None, entries[:at]):
+        size, _, name = entry.partition(" ")
+        if _SIZE.fullmatch(size) and name:
+            sizes[name] = int(size)
+        else:
+            unreadable[entry] = "not a 'SIZE NAME' entry in the host's listing"
     found = {}
-    for entry in digests_part.split("\0"):
+    for entry in filter(None, entries[at + 1:]):
         digest, _, name = entry.partition("  ")
+        if not _SHA256.fullmatch(digest) or not name.startswith("./"):
+            unreadable[entry] = "not a 'SHA256  ./NAME' entry in the host's listing"
+            continue
         name = name.removeprefix("./")
         if name in sizes:  # a file that appeared between the two listings waits for the next collect
-            found[name] = RemoteFile(name=name, size=int(sizes[name]), sha256=digest)
-    return found
+            found[name] = RemoteFile(name=name, size=sizes[name], sha256=digest)
+    return found, unreadable
 
 
 def sha256_file(path: Path) -> str:
@@ -74,33 +100,51 @@ def sha256_file(path: Path) -> str:
 
 
 def collect_host(s: Session, layout: Layout, dest: Path, globs: tuple[str, ...]) -> Collected:
-    """Fetch the host's output files into `dest`, skipping those already here and verified."""
+    """Fetch the host's output files into `dest`, skipping those already here and verified.
+
+    A name that cannot be written under `dest` is refused (Collected.refused), whatever the globs say.
+    """
+    found, refused = remote_files(s, layout)
     files, fetched_files, fetched_bytes = {}, 0, 0
-    for rf in remote_files(s, layout).values():
+    for rf in found.values():
+        try:
+            local, part = _local_paths(dest, rf.name)
+        except UnsafeName as exc:
+            refused[rf.name] = str(exc)
+            continue
         if not wanted(rf.name, globs):
             continue
-        local = dest / rf.name
         if not (local.is_file() and sha256_file(local) == rf.sha256):
-            fetched_bytes += _fetch_verified(s, f"{layout.output}/{rf.name}", local, rf)
+            fetched_bytes += _fetch_verified(s, f"{layout.output}/{rf.name}", local, part, rf)
             fetched_files += 1
         files[rf.name] = {"size": rf.size, "sha256": rf.sha256}
-    return Collected(host=s.host.name, files=files, fetched_files=fetched_files, fetched_bytes=fetched_bytes)
+    return Collected(host=s.host.name, files=files, fetched_files=fetched_files, fetched_bytes=fetched_bytes,
+                     refused=refused)
 
 
-def _fetch_verified(s: Session, remote: str, local: Path, rf: RemoteFile) -> int:
-    """Resume or start `local.part`, verify it, then rename it into place. Returns the bytes fetched."""
+def _local_paths(dest: Path, name: str) -> tuple[Path, Path]:
+    """Where a host's file goes under `dest`, and its `.part`; UnsafeName when either would lead elsewhere."""
+    local = path_under(dest, name)
+    part = path_under(dest, name + ".part")
+    if local.is_dir():
+        raise UnsafeName(f"{name} is a directory in {dest}")
+    return local, part
+
+
+def _fetch_verified(s: Session, remote: str, local: Path, part: Path, rf: RemoteFile) -> int:
+    """Resume or start `part`, verify it, then rename it into place. Returns the bytes fetched."""
     local.parent.mkdir(parents=True, exist_ok=True)
-    part = local.with_name(local.name + ".part")
     fetched = 0
     for _ in range(2):  # a resumed part that does not verify is fetched once more from scratch
         offset = part.stat().st_size if part.exists() else 0
         if offset > rf.size:
             part.unlink()
             offset = 0
-        with part.open("ab") as f:
+        # O_NOFOLLOW: a link put in its place since it was checked is refused, not written through.
+        with os.fdopen(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644), "ab") as f:
             fetched += s.fetch(remote, f, offset)
         if sha256_file(part) == rf.sha256:
             part.replace(local)
             return fetched
         part.unlink()
-    raise RemoteError(f"{s.host.name}: {rf.name} does not match its sha256 after fetching it twice")
+    raise RemoteError(f"{s.host.name}: {rf.name!r} does not match its sha256 after fetching it twice")

@@ -2,7 +2,8 @@
 
 Nothing here derives a figure: it reads `manifest.json`, `timeline.json`, worker 0's `result.json` and the
 `:::MLLOG` lines, and records every file it expected but could not read, so a report can say what is missing
-and still show the rest.
+and still show the rest. Host and file names from the manifest are checked before they become paths
+(`ernie.names`): one that would lead out of the run directory is recorded as a problem, never read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 # The line parser of the latest training ruleset; the line format is the same in every round.
 from mlperf_logging.compliance_checker.mlp_parser.ruleset_610 import TOKEN, string_to_logline
+
+from ernie.names import HOST_NAME, UnsafeName, path_under
 
 MANIFEST = "manifest.json"
 TIMELINE = "timeline.json"
@@ -97,10 +100,18 @@ def _workers(run: RunFiles) -> list[Worker]:
             if not isinstance(h, dict) or not isinstance(h.get("worker"), int):
                 run.problems.append(f"manifest.json: host {name!r} has no integer 'worker'; it is not read")
                 continue
+            try:
+                if not HOST_NAME.fullmatch(name):
+                    raise UnsafeName("not a plain host name")
+                directory = path_under(run.path, name)
+            except UnsafeName as exc:
+                run.problems.append(f"manifest.json: host {name!r} is not a directory of the run ({exc}); "
+                                    "it is not read")
+                continue
             workers.append(Worker(name=name, worker=h["worker"], state=str(h.get("state", "missing")),
-                                  exit_code=h.get("exit_code"), directory=run.path / name, reason=h.get("reason")))
+                                  exit_code=h.get("exit_code"), directory=directory, reason=h.get("reason")))
         return sorted(workers, key=lambda w: w.worker)
-    found = sorted(p for p in run.path.iterdir() if p.is_dir())
+    found = sorted(p for p in run.path.iterdir() if p.is_dir() and not p.is_symlink())
     if not found:
         return []
     # Without a manifest nobody verified these files: the run cannot count as complete, but its logs still read.
@@ -118,10 +129,17 @@ def _check_worker(run: RunFiles, w: Worker) -> None:
         run.problems.append(f"{where} failed with exit code {w.exit_code}{why}")
     elif w.state != "complete":
         run.problems.append(f"{where} has unknown state {w.state!r}")
-    files = ((run.manifest.get("hosts") or {}).get(w.name) or {}).get("files") or {}
-    for rel in files:
-        if not (w.directory / rel).is_file():
-            run.problems.append(f"{where}: {rel} is listed in manifest.json but not in {w.directory}")
+    host = (run.manifest.get("hosts") or {}).get(w.name) or {}
+    for rel in host.get("files") or {}:
+        try:
+            if not path_under(w.directory, rel).is_file():
+                run.problems.append(f"{where}: {rel} is listed in manifest.json but not in {w.directory}")
+        except UnsafeName as exc:
+            run.problems.append(f"{where}: manifest.json lists {rel!r}, not a file of {w.directory} ({exc})")
+    refused = host.get("refused") or {}
+    if refused:
+        run.problems.append(f"{where}: {len(refused)} file name(s) the host listed were refused as unsafe (see "
+                            f"'refused' in manifest.json): {', '.join(repr(n) for n in list(refused)[:5])}")
 
 
 def _read_mllog(w: Worker, problems: list[str]) -> list[MllogEvent]:
