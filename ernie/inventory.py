@@ -8,19 +8,17 @@ connects, and an error names the field and the fix.
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ernie.errors import ErnieError
+from ernie.names import HOST_NAME
 
 Runner = Literal["tpu-vm", "docker", "local"]
 Cloud = Literal["gcp", "aws", "local"]
 RUNNERS: tuple[str, ...] = get_args(Runner)
 CLOUDS: tuple[str, ...] = get_args(Cloud)
-# A host name becomes a directory under results/RUN_ID/: keep it a plain file name.
-_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class Inventory:
     runner: Runner
     hosts: tuple[Host, ...]
     ssh_user: str | None = None
-    ssh_private_key: str | None = None
+    ssh_private_key: str | None = field(default=None, repr=False)  # out of every repr, traceback and log
     ssh_key_path: str | None = None
     image: str | None = None
     bucket: str | None = None
@@ -162,8 +160,9 @@ def _parse_host(raw: Any, index: int, fail) -> Host:
     if not isinstance(raw, dict):
         raise fail(where, f"expected an object, got {type(raw).__name__}")
     name = raw.get("name")
-    if not isinstance(name, str) or not _HOST_NAME.match(name):
-        raise fail(f"{where}.name", f"{name!r} is not a plain host name (letters, digits, . _ -)")
+    if not isinstance(name, str) or not HOST_NAME.fullmatch(name):
+        raise fail(f"{where}.name", f"{name!r} is not a plain host name (letters, digits, . _ -; at most 63; "
+                                    "it becomes a directory under results/RUN_ID/)")
     address = raw.get("address")
     if not isinstance(address, str) or not address:
         raise fail(f"{where}.address", "missing: the address ernie connects to")

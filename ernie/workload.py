@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ernie.errors import ErnieError
+from ernie.names import WORKLOAD_NAME
 
 BUILTIN_ROOT = Path(__file__).resolve().parents[1] / "workloads"
 SPEC_NAME = "workload.toml"
@@ -24,8 +25,6 @@ DEFAULT_COLLECT = ("**/*",)
 _PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECTIONS: dict[str, set[str]] = {"setup": {"requirements"}, "collect": {"paths"}, "progress": {"total", "regex"}}
 _TOP_LEVEL = {"name", "command", "description", "params", *_SECTIONS}
-# The name becomes a directory on every host and part of the run id.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 Param = str | int | float | bool
 
@@ -78,7 +77,7 @@ def load_workload(spec_file: Path) -> Workload:
     for key in ("name", "command"):
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise fail(key, "required: a non-empty string (see docs/workloads.md)")
-    if not _NAME.match(data["name"]):
+    if not WORKLOAD_NAME.fullmatch(data["name"]):
         raise fail("name", f"{data['name']!r} is not a plain name (letters, digits, . _ -; at most 64)")
     sections: dict[str, dict[str, Any]] = {}
     for section, allowed in _SECTIONS.items():
@@ -99,6 +98,9 @@ def load_workload(spec_file: Path) -> Workload:
     for placeholder in _PLACEHOLDER.findall(data["command"]):
         if placeholder not in params:
             raise fail("command", f"{{{placeholder}}} has no default in [params]")
+    unsafe = unquoted_placeholder_problem(data["command"])
+    if unsafe:
+        raise fail("command", unsafe)
 
     requirements = sections["setup"].get("requirements")
     if requirements is not None and not (spec_file.parent / requirements).is_file():
@@ -124,6 +126,53 @@ def load_workload(spec_file: Path) -> Workload:
         description=data.get("description", ""), params=dict(params), requirements=requirements,
         collect_paths=tuple(paths), progress_total=total, progress_regex=regex,
     )
+
+
+def unquoted_placeholder_problem(command: str) -> str | None:
+    """Why a placeholder of `command` would not take its value as one shell word; None when all do.
+
+    A value is substituted shell-quoted ('...'), which is one word only outside any quoting: inside
+    `"..."` the quotes become literal and `$(...)` in the value runs; inside `'...'` the value ends the
+    quote. A backslash before it, a comment (a newline in the value ends it) or a here-document body do
+    the same. Conservative: a `<<` sends every later line to the "here-document" check.
+    """
+    at = {m.start(): m.group(0) for m in _PLACEHOLDER.finditer(command)}
+    quote, comment, heredoc, heredoc_next = "", False, False, False
+    i = 0
+    while i < len(command):
+        where = ("inside quotes" if quote else "in a comment" if comment else
+                 "in a here-document" if heredoc else None)
+        if where and i in at:
+            break
+        c = command[i]
+        if comment:
+            comment = c != "\n"
+            heredoc = heredoc or (heredoc_next and c == "\n")
+        elif quote == "'":
+            quote = "" if c == "'" else quote
+        elif c == "\\":  # escapes the next character, in `"..."` and `$'...'` too
+            if i + 1 in at:
+                where = "inside quotes" if quote else "after a backslash"
+                i += 1
+                break
+            i += 1
+        elif quote:  # '"' or "$'"
+            quote = "" if c == quote[-1] else quote
+        elif c in "'\"":
+            quote = c
+        elif c == "$" and command.startswith("'", i + 1):
+            quote, i = "$'", i + 1
+        elif c == "#" and (i == 0 or command[i - 1] in " \t\n;&|()<>"):
+            comment = True
+        elif command.startswith("<<", i) and not command.startswith("<<<", i):
+            heredoc_next, i = True, i + 1
+        elif c == "\n" and heredoc_next:
+            heredoc = True
+        i += 1
+    else:
+        return None
+    return (f"{at[i]} sits {where}, where a --set value could run as shell code; put the placeholder on its own, "
+            f"outside any quotes (values are shell-quoted for you: `--msg {{msg}}`, `\"$ERNIE_OUTPUT_DIR\"/{{name}}`)")
 
 
 def builtin_specs(root: Path = BUILTIN_ROOT) -> list[Path]:

@@ -8,7 +8,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# The workload and the run id become directories here and text in run.sh: plain names only, matched whole.
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,12 @@ class Layout:
     base: str
     workload: str
     run_id: str
+
+    def __post_init__(self) -> None:
+        for key in ("workload", "run_id"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not _PLAIN.fullmatch(value):
+                raise ValueError(f"Layout.{key}: {value!r} is not a plain name (letters, digits, . _ -)")
 
     @property
     def bundle(self) -> str:
