@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from ernie.errors import ErnieError
+from ernie.terminal import SafeConsole, clean, remote
 
 app = typer.Typer(
     name="ernie",
@@ -18,7 +19,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
+err_console = SafeConsole(stderr=True)  # errors quote hosts and clouds: no escapes
 
 
 @app.callback()
@@ -65,7 +66,7 @@ def demo(
     """The local benchmark suite (BERT torch and TF, translation, serving) through the run pipeline, then the report."""
     from ernie.demo import run_demo
 
-    raise typer.Exit(run_demo(results, out, Console()))
+    raise typer.Exit(run_demo(results, out, SafeConsole()))
 
 
 # --- remote runs (ernie/run.py, ernie/bench.py): run, status, logs, collect, stop, bench ---
@@ -79,7 +80,8 @@ _LOST_AFTER = typer.Option(300.0, "--lost-after-seconds", help="Give up on a hos
 _TIMEOUT = typer.Option(1440.0, "--timeout-minutes", help="Stop the workers after this long and collect.")
 _RUN_ID = typer.Argument(None, help="The run [default: the latest under --results].")
 _WAIT_LATER = typer.Option(30.0, "--wait-ssh-seconds", help="How long to wait for SSH on every host.")
-out_console = Console(soft_wrap=True)  # paths and commands stay whole, ready to copy
+# Paths and commands stay whole, ready to copy; what hosts say is printed without its escape sequences.
+out_console = SafeConsole(soft_wrap=True)
 
 
 @app.command()
@@ -121,7 +123,8 @@ def logs(run_id: str = _RUN_ID, worker: int = typer.Option(0, "--worker", help="
     from ernie.run import load_run, logs_run, options
 
     record, inv = load_run(run_id, stack, inventory, local, results)
-    logs_run(record, inv, options(results), worker, follow, lambda text: out_console.out(text, end="", highlight=False))
+    logs_run(record, inv, options(results), worker, follow,
+             lambda text: out_console.out(clean(text), end="", highlight=False))
 
 
 @app.command()
@@ -221,7 +224,7 @@ def invoke(
 
     body = read_data(data)
     status, answer = call(serving_url(stack, inventory, url), path or ("/predict" if body else "/health"), body)
-    raise typer.Exit(print_answer(status, answer, Console()))
+    raise typer.Exit(print_answer(status, answer, SafeConsole()))
 # --- end serving ---
 
 
@@ -230,8 +233,8 @@ def main() -> None:
     try:
         app()
     except ErnieError as exc:
-        # The message quotes user values ("ernie:cloud", "[...]"): neither emoji codes nor markup.
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
+        # The message quotes user values and what hosts said ("[...]", escapes): printed as cleaned text.
+        err_console.print(Text.assemble(("error: ", "bold red"), remote(str(exc))), highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]", highlight=False)

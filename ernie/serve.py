@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ernie.errors import ErnieError
+from ernie.terminal import clean, remote
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 if str(PROJECT_DIR) not in sys.path:  # infra/ is the Pulumi program's directory, not an installed package
@@ -264,10 +265,11 @@ def serving_url(stack: str | None, inventory: Path | None, url: str | None) -> s
 def print_answer(status: int, body: Any, console: Console) -> int:
     """Print the answer; exit status 0 for 2xx, 1 otherwise."""
     console.print(f"HTTP {status}", style="green" if 200 <= status < 300 else "red", highlight=False)
+    # The endpoint's words: printed as text, never markup, without escape sequences.
     if isinstance(body, str):
-        console.print(body, markup=False, highlight=False)
-    else:
-        console.print_json(json.dumps(body))
+        console.print(remote(body), highlight=False)
+    else:  # json.dumps escapes C0 controls; clean drops the C1 and bidi ones it leaves as they are
+        console.print_json(clean(json.dumps(body, ensure_ascii=False)))
     return 0 if 200 <= status < 300 else 1
 
 

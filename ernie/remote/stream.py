@@ -25,6 +25,7 @@ from ernie.inventory import Host
 from ernie.remote.connect import Connector, Session, fan_out
 from ernie.remote.layout import Layout
 from ernie.remote.runners import probe
+from ernie.terminal import remote
 
 MLLOG_PREFIX = ":::MLLOG "
 _ERROR_LINE = re.compile(r"error|traceback|exception|killed", re.IGNORECASE)
@@ -124,8 +125,8 @@ class Follower:
         """One host: reconnect if needed, read its state and the new bytes of its logs."""
         if follow.session is None:
             follow.session = self.connector.open(follow.host)
-            self.console.print(f"[green]{follow.host.name}: reconnected; resuming its logs at byte "
-                               f"{follow.offsets['stdout.log']}[/]")
+            self.console.print(remote(f"{follow.host.name}: reconnected; resuming its logs at byte "
+                                      f"{follow.offsets['stdout.log']}", "green"))
         s, layout = follow.session, self.layouts[follow.host.name]
         out = shlex.quote(layout.output)
         state = probe(s, layout, timeout=s.timeouts.poll)
@@ -158,7 +159,8 @@ class Follower:
                     if step is not None:
                         bar.update(task, completed=step)
                 elif _ERROR_LINE.search(line):
-                    self.console.print(Text.assemble((f"{follow.host.name}: ", "red"), line))
+                    # The host's own words: escapes and markup in them must not reach the terminal.
+                    self.console.print(Text.assemble(remote(f"{follow.host.name}: ", "red"), remote(line)))
         if not follow.running:
             if follow.host.worker == 0 and follow.partial["stdout.log"]:
                 with self.stream_copy.open("a", encoding="utf-8") as f:
@@ -167,16 +169,16 @@ class Follower:
             status = "exit code 0" if follow.exit_code == 0 else (
                 f"exit code {follow.exit_code}" if follow.exit_code is not None else "ended without an exit code")
             style = "green" if follow.exit_code == 0 else "red"
-            self.console.print(f"[{style}]{follow.host.name}: worker {follow.host.worker} finished, {status}[/]")
+            self.console.print(remote(f"{follow.host.name}: worker {follow.host.worker} finished, {status}", style))
 
     def _unreachable(self, follow: HostFollow, error: BaseException | None) -> None:
         now = time.monotonic()
         if follow.unreachable_since is None:
             follow.unreachable_since = now
-            self.console.print(f"[yellow]{error}; reconnecting[/]", highlight=False)
+            self.console.print(remote(f"{error}; reconnecting", "yellow"), highlight=False)
         if follow.session is not None:
             follow.session.close()
             follow.session = None
         if now - follow.unreachable_since > self.lost_after:
             follow.lost = f"unreachable for {self.lost_after:.0f}s ({error})"
-            self.console.print(f"[red]{follow.host.name}: giving up on it: {follow.lost}[/]", highlight=False)
+            self.console.print(remote(f"{follow.host.name}: giving up on it: {follow.lost}", "red"), highlight=False)

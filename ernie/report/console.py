@@ -12,6 +12,7 @@ from ernie.report.render import to_rich
 from ernie.report.tables import comparison_table, problems_table
 from ernie.results import RunSummary, compare
 from ernie.results.mlperf import closest
+from ernie.terminal import SafeConsole
 
 #: The terminal lists the latest runs that are not results; the report lists all of them.
 SHOW_PROBLEMS = 10
@@ -40,4 +41,4 @@ def print_summary(console: Console, files: ReportFiles, runs: list[RunSummary]) 
 def report_command(results: Path, run_ids: list[str], all_runs: bool, out: Path | None) -> None:
     """`ernie report`: index, write the report, print its summary."""
     files, runs = report_runs(results, run_ids, all_runs, out)
-    print_summary(Console(), files, runs)
+    print_summary(SafeConsole(), files, runs)

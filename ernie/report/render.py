@@ -7,10 +7,10 @@ import base64
 import html
 
 from rich.table import Table as RichTable
-from rich.text import Text
 
 from ernie.report.plots import Plot
 from ernie.report.tables import Table
+from ernie.terminal import remote
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
@@ -91,5 +91,5 @@ def to_rich(t: Table) -> RichTable:
     for h in t.headers:
         out.add_column(h, overflow="fold")
     for row in t.rows:
-        out.add_row(*(Text(cell) for cell in row))  # cells are data, never rich markup
+        out.add_row(*(remote(cell) for cell in row))  # cells are a host's data: never markup, never escapes
     return out

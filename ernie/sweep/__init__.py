@@ -92,6 +92,8 @@ def table(leftovers: list[Leftover], now: datetime):
     """A rich table of the leftovers with their hourly cost, most expensive first."""
     from rich.table import Table
 
+    from ernie.terminal import remote  # ids, tags and details are the cloud's text: never markup or escapes
+
     t = Table(title=f"{len(leftovers)} leftover resource(s), {hourly_total(leftovers):.2f} USD/hour")
     for column in ("kind", "id", "where", "stack", "age", "why", "USD/h"):
         t.add_column(column, justify="right" if column == "USD/h" else "left")
@@ -99,6 +101,7 @@ def table(leftovers: list[Leftover], now: datetime):
         r = item.resource
         age = _human(now - r.created) if r.created else "?"
         price = "?" if r.usd_per_hour is None else f"{r.usd_per_hour:.2f}"
-        t.add_row(r.kind, r.id + (f" ({r.detail})" if r.detail else ""), r.location, r.stack or "", age,
-                  item.reason, price)
+        cells = (r.kind, r.id + (f" ({r.detail})" if r.detail else ""), r.location, r.stack or "", age,
+                 item.reason, price)
+        t.add_row(*map(remote, cells))
     return t

@@ -6,12 +6,13 @@ import sys
 from datetime import datetime, timezone
 
 import typer
-from rich.console import Console
+from rich.text import Text
 
 from ernie.errors import ErnieError
 from ernie.sweep import Tagged, judge, table
+from ernie.terminal import SafeConsole, remote
 
-console = Console()
+console = SafeConsole()  # names, tags and error messages come from the cloud's APIs
 
 
 def live_stacks(given: list[str]) -> set[str] | None:
@@ -23,8 +24,9 @@ def live_stacks(given: list[str]) -> set[str] | None:
     try:
         return set(PulumiCli().stacks())
     except ErnieError as exc:
-        console.print(f"[yellow]note:[/] stack liveness unknown ({exc}); judging by TTL alone. "
-                      "Name the live stacks with --live-stack to also find what belongs to a destroyed stack.")
+        console.print(Text.assemble(("note: ", "yellow"), remote(
+            f"stack liveness unknown ({exc}); judging by TTL alone. Name the live stacks with --live-stack to "
+            "also find what belongs to a destroyed stack.")))
         return None
 
 
@@ -66,6 +68,6 @@ def sweep(cloud: str, regions: list[str], project: str | None, zones: list[str],
             return 0
     failures = [f for account, items in found if items for f in account.delete(items)]
     for failure in failures:
-        console.print(f"[red]not deleted:[/] {failure}")
+        console.print(Text.assemble(("not deleted: ", "red"), remote(failure)))
     console.print(f"Deleted {len(leftovers) - len(failures)} of {len(leftovers)}.")
     return 1 if failures else 0
