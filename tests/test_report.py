@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -116,3 +117,23 @@ def test_report_all_on_an_empty_results_dir(ernie_cmd: list[str], tmp_path: Path
     (tmp_path / "empty").mkdir()
     proc = _ernie(ernie_cmd, "report", "--all", "--results", str(tmp_path / "empty"))
     assert proc.returncode == 2 and "no runs under" in proc.stderr
+
+
+def test_report_md_shows_html_and_links_from_result_json_as_text(ernie_cmd: list[str], results: Path) -> None:
+    """result.json is what a host wrote: in report.md its HTML is escaped (as in report.html), a link or an
+    image in it stays text (a viewer would load the image), and a newline cannot start a heading."""
+    path = results / BERT_TORCH / "gpu-0" / "result.json"
+    result = json.loads(path.read_text())
+    result["command"] = "<script>alert(1)</script> ![p](https://tracker.example/p.png) [go](javascript:x)"
+    result["framework"] = "pytorch<img src=x onerror=alert(2)>\n# injected heading"
+    path.write_text(json.dumps(result))
+    proc = _ernie(ernie_cmd, "report", BERT_TORCH, "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    md = (results / "report" / "report.md").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md and "pytorch&lt;img src=x onerror=alert(2)&gt;" in md
+    assert "<script" not in md and "<img" not in md
+    assert "](https://tracker" not in md and "](javascript:" not in md
+    assert "![p]\\(https://tracker.example/p.png)" in md  # shown as written: CommonMark drops the backslash
+    assert not [line for line in md.splitlines() if line.startswith("# injected")]
+    page = (results / "report" / "report.html").read_text()
+    assert "<script" not in page and "&lt;script&gt;" in page

@@ -27,14 +27,17 @@ figcaption { color: #555; font-size: 12.5px; } ul.answers li { margin: 0.2em 0; 
 
 def to_markdown(title: str, intro: list[str], answers: list[str], tables: list[Table],
                 plots: list[Plot], plot_paths: dict[str, str]) -> str:
-    """The report as Markdown; `plot_paths` maps a plot's name to its file, relative to the Markdown."""
-    out = [f"# {title}", "", *intro, ""]
+    """The report as Markdown; `plot_paths` maps a plot's name to its file, relative to the Markdown.
+
+    Every text is escaped by `_md`: cells and answers quote result.json, which a host wrote.
+    """
+    out = [f"# {_md(title)}", "", *map(_md, intro), ""]
     if answers:
-        out += ["## Answers", "", *(f"- {a}" for a in answers), ""]
+        out += ["## Answers", "", *(f"- {_md(a)}" for a in answers), ""]
     out += ["## Plots", ""]
-    out += [f"![{p.title}]({plot_paths[p.name]})\n" for p in plots]
+    out += [f"![{_md(p.title)}]({plot_paths[p.name]})\n" for p in plots]
     for t in tables:
-        out += [f"## {t.title}", ""]
+        out += [f"## {_md(t.title)}", ""]
         if not t.rows:
             out += ["(none)", ""]
             continue
@@ -43,7 +46,7 @@ def to_markdown(title: str, intro: list[str], answers: list[str], tables: list[T
         out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in t.rows]
         out.append("")
         if t.note:
-            out += [f"_{t.note}_", ""]
+            out += [f"_{_md(t.note)}_", ""]
     return "\n".join(out)
 
 
@@ -81,8 +84,12 @@ def to_html(title: str, intro: list[str], answers: list[str], tables: list[Table
     )
 
 
-def _md(cell: str) -> str:
-    return cell.replace("|", "\\|").replace("\n", " ")
+def _md(text: str) -> str:
+    """Text as Markdown shows it literally: HTML escaped (as report.html escapes it), on one line (no heading
+    or block can start), `|` kept inside its table cell, and no link or image (`](`), so a value from
+    result.json cannot become a tag, a script or a remote image that the reader's viewer loads."""
+    one_line = " ".join(text.splitlines())
+    return html.escape(one_line, quote=False).replace("|", "\\|").replace("](", "]\\(")
 
 
 def to_rich(t: Table) -> RichTable:
