@@ -43,6 +43,8 @@ from infra import layers  # noqa: E402
 
 # API Gateway's own payload limit for HTTP APIs.
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
+# A client that sends nothing for this long is dropped: one stalled mid-body must not hold a thread for ever.
+CLIENT_TIMEOUT_S = 30.0
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
@@ -125,8 +127,12 @@ def from_response(result: Any) -> tuple[int, dict[str, str], bytes]:
     return int(result["statusCode"]), {k.lower(): str(v) for k, v in (result.get("headers") or {}).items()}, data
 
 
-def make_server(handler: Handler, host: str, port: int) -> ThreadingHTTPServer:
-    """An HTTP server that answers every request through `handler`, as the deployed HTTP API would."""
+def make_server(handler: Handler, host: str, port: int, timeout: float = CLIENT_TIMEOUT_S) -> ThreadingHTTPServer:
+    """An HTTP server that answers every request through `handler`, as the deployed HTTP API would.
+
+    Every read and write on a connection waits at most `timeout` seconds; a client silent for longer mid-body
+    gets a 408 and is closed, and one silent in its headers is closed (http.server logs it).
+    """
 
     class Gateway(BaseHTTPRequestHandler):
         server_version = "ernie-local-apigw"
@@ -140,7 +146,11 @@ def make_server(handler: Handler, host: str, port: int) -> ThreadingHTTPServer:
             if length > MAX_REQUEST_BYTES:
                 self._refuse(413, b'{"message":"Request Entity Too Large"}')
                 return
-            body = self.rfile.read(length) if length else b""
+            try:
+                body = self.rfile.read(length) if length else b""
+            except TimeoutError:
+                self._refuse(408, b'{"message":"Request Timeout: the body stopped arriving"}')
+                return
             event = to_event(self.command, self.path, dict(self.headers.items()), body, self.client_address[0])
             try:
                 status, headers, data = from_response(handler(event, None))
@@ -164,6 +174,7 @@ def make_server(handler: Handler, host: str, port: int) -> ThreadingHTTPServer:
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _answer
 
+    Gateway.timeout = timeout  # socketserver sets it on each connection's socket
     return ThreadingHTTPServer((host, port), Gateway)
 
 

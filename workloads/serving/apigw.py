@@ -3,7 +3,8 @@
 A handler is a route table, `{(method, path): function(request) -> (status, body)}`, passed to `dispatch`.
 A route raises `HttpError` for anything the caller got wrong; the caller then gets that status and a JSON
 `{"error": message}`. Anything else is a fault of ours: logged with its traceback, answered with a bare
-500 that carries the request id and never the traceback.
+500 that carries the request id and never the traceback. A message quotes request values through `echo`
+(cut short), and is itself cut at MAX_ERROR_CHARS: a 1 MB request never comes back as a 1 MB error.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import binascii
 import json
 import logging
 import math
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,25 @@ logger = logging.getLogger(__name__)
 JSON_HEADERS = {"content-type": "application/json"}
 # Lambda's synchronous payload limit is 6 MB; refuse well before it, with a message rather than a 413 from AWS.
 MAX_BODY_BYTES = 1024 * 1024
+# Enough of a request value to recognise it in an error message; the caller has the rest.
+ECHO_CHARS = 60
+# A whole error message: room for every problem a handler reports, never a copy of the request.
+MAX_ERROR_CHARS = 4096
+
+_echo = reprlib.Repr()  # attributes rather than keyword arguments: Python 3.11 has no Repr(**limits)
+_echo.maxstring = _echo.maxother = _echo.maxlong = ECHO_CHARS
+_echo.maxlevel = 3  # also bounds the work: a deeply nested value is not walked to its bottom
+
+
+def echo(value: Any) -> str:
+    """`repr(value)` for an error message, cut short: each string and number, the nesting, and the whole."""
+    shown = _echo.repr(value)
+    return shown if len(shown) <= 2 * ECHO_CHARS else shown[:2 * ECHO_CHARS] + "..."
+
+
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """`text` as it is when short, else its first `limit` characters and how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class HttpError(Exception):
@@ -53,6 +74,9 @@ class Request:
             return json.loads(self.body, parse_constant=_refuse_constant)
         except UnicodeDecodeError:
             raise HttpError(400, "request body is not UTF-8 text") from None
+        except RecursionError:  # the parser recurses per level: thousands of "[" are the caller's error
+            raise HttpError(400, 'request body is JSON nested too deeply to parse; send {"instances": [...]} '
+                                 "of flat values") from None
         except ValueError as exc:  # json.JSONDecodeError is a ValueError, and so is _refuse_constant's
             raise HttpError(400, f"malformed JSON: {exc}") from None
 
@@ -102,15 +126,16 @@ def dispatch(routes: Mapping[tuple[str, str], Route], event: Any) -> dict[str, A
         route = routes.get((request.method, request.path))
         if route is None:
             allowed = sorted(method for method, path in routes if path == request.path)
+            asked, on = clip(request.method), clip(request.path)  # the caller's: quoted, never in full
             if allowed:
-                raise HttpError(405, f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}",
+                raise HttpError(405, f"{asked} is not allowed on {on}; use {', '.join(allowed)}",
                                 {"allow": ", ".join(allowed)})
             known = ", ".join(f"{method} {path}" for method, path in sorted(routes, key=lambda r: (r[1], r[0])))
-            raise HttpError(404, f"no route for {request.method} {request.path}; routes: {known}")
+            raise HttpError(404, f"no route for {asked} {on}; routes: {known}")
         status, body = route(request)
         return response(status, body)
     except HttpError as exc:
-        return response(exc.status, {"error": exc.message}, exc.headers)
+        return response(exc.status, {"error": clip(exc.message, MAX_ERROR_CHARS)}, exc.headers)
     except Exception:
         logger.exception("unhandled error serving request %s", request_id or "<unknown>")
         return response(500, {"error": "internal error", "request_id": request_id})
@@ -123,7 +148,7 @@ def instances_of(payload: Any, *, example: str, each: str, noun: str, limit: int
         raise HttpError(400, f'the body must be a JSON object {{"instances": {example}}}')
     extra = sorted(set(payload) - {"instances"})
     if extra:
-        raise HttpError(400, f'unknown top-level field(s) {extra}; the body is {{"instances": {example}}}')
+        raise HttpError(400, f'unknown top-level field(s) {echo(extra)}; the body is {{"instances": {example}}}')
     items = payload.get("instances")
     if not isinstance(items, list):
         raise HttpError(400, f'the body needs "instances": {each}')

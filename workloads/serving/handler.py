@@ -15,7 +15,7 @@ import functools
 import os
 from typing import Any
 
-from apigw import HttpError, Request, Route, dispatch, instances_of, is_number
+from apigw import HttpError, Request, Route, dispatch, echo, instances_of, is_number
 
 # Batches larger than this are refused with 413; the function's memory and timeout are sized for it.
 MAX_INSTANCES = int(os.environ.get("ERNIE_MAX_INSTANCES", "1000"))
@@ -58,7 +58,9 @@ def instance_problems(index: int, instance: Any, features: list[dict[str, Any]])
         return [f"{where} must be an object of feature values, got {type(instance).__name__}"]
     names = [f["name"] for f in features]
     problems = [f"{where} is missing field {name!r}" for name in names if name not in instance]
-    problems += [f"{where} has unknown field {name!r}; expected only {names}" for name in instance if name not in names]
+    # Values and unknown names are the caller's: quoted through `echo`, cut short, never repeated in full.
+    problems += [f"{where} has unknown field {echo(name)}; expected only {names}"
+                 for name in instance if name not in names]
     for feature in features:
         name = feature["name"]
         if name not in instance:
@@ -67,9 +69,9 @@ def instance_problems(index: int, instance: Any, features: list[dict[str, Any]])
         if feature["type"] == "category":
             # Exact type too: true is not the category 1, and "1" is not either.
             if not any(type(value) is type(c) and value == c for c in feature["categories"]):
-                problems.append(f"{where}.{name} is {value!r}, not one of the categories {feature['categories']}")
+                problems.append(f"{where}.{name} is {echo(value)}, not one of the categories {feature['categories']}")
         elif not is_number(value):
-            problems.append(f"{where}.{name} must be a finite number, got {value!r}")
+            problems.append(f"{where}.{name} must be a finite number, got {echo(value)}")
     return problems
 
 
