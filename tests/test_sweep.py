@@ -90,20 +90,22 @@ def _plant(session: boto3.Session) -> dict[str, set[str]]:
         s3.put_object(Bucket=name, Key="results/run.json", Body=b"{}")
         return name
 
-    def layer(name):
+    def layer(name, description=f"numpy 2.1.3, scipy 1.14.1 {TTL_TAG}=180"):  # as infra/aws_serving.py writes it
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as z:
             z.writestr("python/x.py", "")
         lam.publish_layer_version(LayerName=name, Content={"ZipFile": buf.getvalue()},
-                                  Description=f"{TTL_TAG}=180", CompatibleRuntimes=["python3.12"])
+                                  Description=description, CompatibleRuntimes=["python3.12"])
         return name
 
     leaks = {instance("gone"), volume("gone"), group("gone", "gone-sg"), interface("gone"),
              bucket("gone", "ernie-gone-results"), layer("ernie-gone-numpy")}
     live = {instance("aws"), volume("aws"), group("aws", "aws-sg"), bucket("aws", "ernie-aws-results"),
             layer("ernie-aws-model")}
+    # Layers named like ernie's (`ernie-<stack>-<layer>`) that ernie did not publish: no `ernie-ttl=` marker.
     strangers = {instance(None), volume(None), group(None, "other-sg"), bucket(None, "someone-elses"),
-                 layer("unrelated-layer")}
+                 layer("unrelated-layer"), layer("ernie-other-tool", "someone else's tool"),
+                 layer("ernie-team-shared", ""), layer("ernie-x-y", f"cites {TTL_TAG}=60 in passing, not ours")}
     return {"leaks": leaks, "live": live, "strangers": strangers}
 
 
@@ -156,6 +158,8 @@ def test_aws_sweep_command_deletes_only_the_leaks(moto_endpoint, ernie_cmd) -> N
               for i in r["Instances"]}
     assert all(states[i] != "terminated" for i in planted["strangers"] if i.startswith("i-"))
     assert "someone-elses" in {b["Name"] for b in session.client("s3").list_buckets()["Buckets"]}
+    layers = {layer["LayerName"] for layer in session.client("lambda").list_layers()["Layers"]}
+    assert {"ernie-other-tool", "ernie-team-shared", "ernie-x-y"} <= layers, "layers ernie did not publish stay"
 
 
 class RecordedGcp:

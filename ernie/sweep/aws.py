@@ -2,7 +2,8 @@
 
 boto3 honours AWS_ENDPOINT_URL, so the same code runs against moto's server in the tests (and LocalStack).
 Lambda layer versions carry no tags: ernie names its layers `ernie-<stack>-<layer>` (infra/aws_serving.py)
-and records the TTL in the layer description as `ernie-ttl=<minutes>`.
+and ends each version's description with `ernie-ttl=<minutes>`. A layer is ernie's only when both hold: the
+name alone would offer anyone's `ernie-*-*` layer for deletion.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from infra import pricing
 
 _TAG_FILTER = [{"Name": "tag-key", "Values": [STACK_TAG]}]
 _LAYER_NAME = re.compile(r"^ernie-(?P<stack>[A-Za-z0-9_.]+?)-[A-Za-z0-9_]+$")
-_LAYER_TTL = re.compile(rf"{TTL_TAG}=(\d+)")
+# infra/aws_serving.py cuts a long description from the left, so the marker is always its last word.
+_LAYER_MARKER = re.compile(rf"(?:^|\s){TTL_TAG}=(\d+)$")
 
 
 def _tags(items: list[dict] | None) -> dict[str, str]:
@@ -102,10 +104,10 @@ class AwsAccount:
                 versions = self.lambda_.get_paginator("list_layer_versions").paginate(LayerName=layer["LayerName"])
                 for vpage in versions:
                     for v in vpage["LayerVersions"]:
-                        tags = {STACK_TAG: match["stack"]}
-                        ttl = _LAYER_TTL.search(v.get("Description", ""))
-                        if ttl:
-                            tags[TTL_TAG] = ttl.group(1)
+                        marker = _LAYER_MARKER.search(v.get("Description") or "")
+                        if not marker:
+                            continue  # named like ours, but not published by ernie
+                        tags = {STACK_TAG: match["stack"], TTL_TAG: marker.group(1)}
                         yield Tagged("aws", "layer-version", layer["LayerName"], self.region, tags,
                                      datetime.fromisoformat(v["CreatedDate"].replace("+0000", "+00:00")), 0.0,
                                      f'version {v["Version"]}', {"version": str(v["Version"])})
