@@ -11,6 +11,7 @@ under test but the tokenizer's vocabulary.
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -152,8 +153,11 @@ def test_embeddings_from_layers_match_pytorch(built: layers.BuiltFunction, refer
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     cosine = (embeddings * reference).sum(axis=1)
     assert cosine.min() >= 0.99, dict(zip(SENTENCES, cosine.round(4)))
-    assert answer(served, 1) == (200, {"status": "ok", "model": "sentence-transformers/all-MiniLM-L6-v2",
-                                       "version": "1.0.0", "precision": precision, "dimension": 384})
+    status, health = answer(served, 1)
+    check = health.pop("self_check")
+    assert (status, health) == (200, {"status": "ok", "model": "sentence-transformers/all-MiniLM-L6-v2",
+                                      "version": "1.0.0", "precision": precision, "dimension": 384})
+    assert check["passed"] and check["gate"] == 0.99 and check["texts"] == 8 and 0.99 <= check["min_cosine"] <= 1.0
 
 
 def test_bad_requests_from_layers_get_400_or_413(built: layers.BuiltFunction, tmp_path: Path) -> None:
@@ -212,3 +216,98 @@ def test_drop_pattern_that_matches_nothing_is_refused(tmp_path: Path) -> None:
     with zipfile.ZipFile(function.layers[0].archive.path) as z:
         assert not [n for n in z.namelist() if n.endswith(".tar.gz")]
         assert "python/dateutil/zoneinfo/__init__.py" in z.namelist()
+
+
+def degrade(package: Path, scale: float) -> None:
+    """Perturb the model's LayerNorm weights by seeded noise: a model that loads and answers, wrongly."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(package / "model.onnx"))
+    rng = np.random.default_rng(0)
+    for tensor in model.graph.initializer:
+        values = numpy_helper.to_array(tensor)
+        if values.dtype == np.float32 and values.ndim == 1 and values.size == 384:
+            tensor.CopyFrom(numpy_helper.from_array(values + rng.normal(0, scale, values.shape).astype(np.float32),
+                                                    tensor.name))
+    onnx.save(model, str(package / "model.onnx"))
+
+
+def test_a_model_that_fails_its_self_check_is_never_served(built: layers.BuiltFunction, tmp_path: Path) -> None:
+    """What a host whose int8 kernels spoil the model looks like: 503 on /health with the figure, 503 on /embed."""
+    dirs = unpack(built, tmp_path)
+    degrade(dirs[0] / "embed_model", scale=0.5)
+    served = serve(dirs, [event("GET", "/health"), event("POST", "/embed", {"instances": SENTENCES[:2]}),
+                          event("POST", "/embed", {"instances": ["fine", ""]})])
+    status, health = answer(served, 0)
+    assert status == 503 and health["status"] == "failing self-check", health
+    check = health["self_check"]
+    assert not check["passed"] and check["min_cosine"] < check["gate"] == 0.99 and check["texts"] == 8, check
+    assert check["cpu"]["machine"] and isinstance(check["cpu"]["features"], list)
+    status, body = answer(served, 1)
+    assert status == 503 and "fail the model's self-check (worst cosine" in body["error"], body
+    assert "predictions" not in body
+    # A bad request is still the caller's to fix, and says so first.
+    assert answer(served, 2)[0] == 400
+
+
+def test_one_long_text_is_refused_before_padding(built: layers.BuiltFunction, tmp_path: Path) -> None:
+    """A 1 MB request whose one text is 200,000 tokens: 413 naming it, and the process grows by little.
+
+    Padding before the length check built (64, 500002) int64 arrays three times over and grew the process by
+    3.9 GB; the bound asserted here is 300 MB over the loaded model (measured: about 60 MB, the tokenizer's
+    encodings of the long text)."""
+    dirs = unpack(built, tmp_path)
+    long_text = " ".join(["word"] * 199_998)  # about 1 MB, one token a word
+    driver = DRIVER.replace("responses = [", "import resource\nembed._embedder(); embed._self_check()\n"
+                            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nresponses = [")
+    driver = driver.replace('print(json.dumps({"responses": responses,',
+                            'grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n'
+                            'print(json.dumps({"grown_kib": grown, "responses": responses,')
+    events = [event("POST", "/embed", {"instances": ["short"] * 63 + [long_text]})]
+    assert len(events[0]["body"]) <= 1024 * 1024
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", driver, *map(str, dirs)], input=json.dumps(events),
+                            capture_output=True, text=True, timeout=300, cwd=dirs[1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = json.loads(result.stdout)
+    status, body = answer(served, 0)
+    assert status == 413 and "instances[63] is 200000 tokens" in body["error"], body
+    assert served["grown_kib"] < 300 * 1024, f"the refused request grew the process by {served['grown_kib'] / 1024:.0f} MiB"
+
+
+# Runs inside the emulated CPU: the package's self-check as served, and without the session option that serves it.
+KERNELS_DRIVER = """
+import json, sys
+stdlib = [p for p in sys.path if 'site-packages' not in p]
+sys.path[:] = stdlib + sys.argv[1:]
+from pathlib import Path
+import embed, embed_model
+package = Path(embed_model.__file__).parent
+print(json.dumps({name: embed.Embedder.load(package, config).self_check().as_dict()
+                  for name, config in (("served", embed.SESSION_CONFIG), ("unprotected", {}))}))
+"""
+
+
+def test_int8_model_holds_on_a_cpu_without_vnni(built: layers.BuiltFunction, tmp_path: Path) -> None:
+    """The served int8 model passes its self-check on an AVX2 CPU without VNNI, as well as on this one.
+
+    onnxruntime chooses its int8 kernels by CPUID and has no switch to choose another family, so the AVX2
+    family is reached by emulation: qemu-user's `-cpu Haswell` reports AVX2 without AVX-512 or VNNI, and
+    onnxruntime then runs its saturating U8S8 AVX2 kernel. The same package loaded without embed.py's session
+    option must fail there: the control that proves the emulated run reached that kernel. This host's own
+    family (native) is checked by the tests above. arm64 (Graviton) is not checked here: its sdot kernel
+    accumulates in int32 and cannot saturate this way, but no arm64 CPU is at hand to show it.
+    """
+    if platform.machine() != "x86_64":
+        pytest.skip(f"the emulated CPU is x86-64; this host is {platform.machine()}")
+    qemu = shutil.which("qemu-x86_64")
+    assert qemu, "qemu-x86_64 is missing: install Debian's qemu-user (.ci/run does)"
+    dirs = unpack(built, tmp_path)
+    result = subprocess.run([qemu, "-cpu", "Haswell", sys.executable, "-I", "-S", "-c", KERNELS_DRIVER,
+                             *map(str, dirs)], capture_output=True, text=True, timeout=900, cwd=dirs[1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    checks = json.loads(result.stdout)
+    assert checks["served"]["passed"], checks
+    assert checks["unprotected"]["min_cosine"] < checks["unprotected"]["gate"], (
+        f"without session.x64quantprecision the model passed on the emulated AVX2 CPU: the emulation did not reach "
+        f"the saturating U8S8 kernel, so it proves nothing: {checks}")

