@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from types import FrameType
 
 from rich.console import Console
-from rich.markup import escape
 
 from ernie.errors import ErnieError
 from ernie.inventory import Inventory, parse_inventory
 from ernie.pulumi_cli import PulumiCli
 from ernie.run import TIMELINE, RunOptions, RunRecord, Timeline, collect_run, new_run_id, run_workload, stop_run
+from ernie.terminal import remote
 from ernie.workload import find_workload, resolve
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -85,7 +85,7 @@ def _destroy(pulumi: PulumiCli, stack: str, timeline: Timeline, console: Console
         with _handled(wait), timeline.step("destroy"):
             pulumi.destroy(stack)
     except ErnieError as exc:
-        console.print(f"[red]{escape(str(exc))}[/]")
+        console.print(remote(str(exc), "red"))
         console.print(f"[bold red]stack {stack} may still be up: run `pulumi destroy -s {stack}`[/]")
         return False
     return True
@@ -104,7 +104,7 @@ def _collect_after_interrupt(run_id: str, inventory: Inventory, opts: RunOptions
     try:
         stop_run(record, inventory, opts, console, patience_s=patience)
     except ErnieError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(remote(str(exc), "red"))
     except KeyboardInterrupt:
         console.print("[red]stopping skipped[/]")
         return
@@ -113,4 +113,4 @@ def _collect_after_interrupt(run_id: str, inventory: Inventory, opts: RunOptions
     except KeyboardInterrupt:
         console.print("[red]collection skipped[/]")
     except ErnieError as exc:
-        console.print(f"[red]collection failed: {exc}[/]")
+        console.print(remote(f"collection failed: {exc}", "red"))

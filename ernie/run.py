@@ -32,6 +32,7 @@ from ernie.remote.layout import Layout
 from ernie.remote.push import Bundle, PushResult, push
 from ernie.remote.runners import SETUP_TIMEOUT_S, Probe, RunSpec, probe, setup, start, stop
 from ernie.remote.stream import Follower, utf8_decoder
+from ernie.terminal import remote
 from ernie.workload import ResolvedWorkload
 
 RUN_FILE = "run.json"
@@ -312,7 +313,7 @@ def stop_workers(record: RunRecord, inventory: Inventory, sessions: dict[str, Se
     outcomes = fan_out(lambda s: stop(s, record.layout(s.host.name), inventory.runner, record.run_id),
                        sessions.values(), timeout=60, name=_host_of)
     for name, o in sorted(outcomes.items()):
-        console.print(f"{name}: " + (("stopped" if o.value else "not running") if o.ok else f"[red]{o.error}[/]"))
+        console.print(f"{name}: ", ("stopped" if o.value else "not running") if o.ok else remote(str(o.error), "red"))
 
 
 def connect_all(record: RunRecord, inventory: Inventory, opts: RunOptions,
@@ -447,7 +448,7 @@ def status_run(record: RunRecord, inventory: Inventory, opts: RunOptions, consol
     for name in record.host_bases:
         o = probes.get(name)
         if o is None or not o.ok:
-            table.add_row(name, "[yellow]unreachable[/]", "-", str(unreachable.get(name) or (o and o.error)))
+            table.add_row(name, "[yellow]unreachable[/]", "-", remote(str(unreachable.get(name) or (o and o.error))))
             continue
         p = o.value
         state = "running" if p.running else ("exited" if p.exit_code is not None else "ended (killed)")
@@ -465,7 +466,7 @@ def stop_run(record: RunRecord, inventory: Inventory, opts: RunOptions, console:
         for s in sessions.values():
             s.close()
     for name, why in sorted(unreachable.items()):
-        console.print(f"[red]{name}: not stopped: {why}[/]")
+        console.print(remote(f"{name}: not stopped: {why}", "red"))
     if unreachable:
         raise ErnieError(f"could not reach {len(unreachable)} host(s) to stop them; "
                          f"run `ernie stop {record.run_id}` again")
