@@ -160,7 +160,7 @@ def parse(raw: Mapping[str, str], stack: str) -> StackConfig:
 
 
 def _ttl(values: _Values) -> int:
-    accepted = (f"minutes from 1 to {MAX_TTL_MINUTES} (one day) after which the hosts delete themselves, "
+    accepted = (f"minutes from 1 to {MAX_TTL_MINUTES} (one day) after which the hosts are deleted, "
                 "so a forgotten slice stops billing")
     ttl = values.integer("ttlMinutes", accepted)
     if not 1 <= ttl <= MAX_TTL_MINUTES:

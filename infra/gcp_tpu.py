@@ -1,11 +1,12 @@
-"""TpuSlice: one TPU VM or multi-host pod slice with its own network, service account, bucket and TTL."""
+"""TpuSlice: one TPU VM or multi-host pod slice with its own network, service account, bucket and TTL teardown."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pulumi
@@ -13,9 +14,22 @@ import pulumi_gcp as gcp
 
 from infra.config import ConfigError
 from infra.grants import TPU_BUCKET_ROLE, TPU_PROJECT_ROLES, TPU_SCOPES, TPU_TEARDOWN_PERMISSIONS
-from infra.startup import render_tpu_startup_script, tpu_node_url
+from infra.teardown import (
+    SCHEDULE_TIME_ZONE,
+    TEARDOWN_METHOD,
+    TEARDOWN_SCOPE,
+    render_teardown_schedule,
+    scheduler_region,
+    teardown_deadline,
+    tpu_node_url,
+)
 
 SUBNET_CIDR = "10.128.0.0/20"
+
+
+def utc_now() -> datetime:
+    """The clock a slice's teardown deadline is counted on."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -29,7 +43,7 @@ class TpuSliceArgs:
     region: str
     """The zone's region: the subnet's, and the bucket's continent."""
     node_name: str
-    """The TPU node's name, also used by its startup script to delete itself."""
+    """The TPU node's name, also in the URL its teardown job deletes."""
     accelerator_type: str
     """e.g. "v4-32"; one resource however many hosts it spans."""
     runtime_version: str
@@ -47,19 +61,23 @@ class TpuSliceArgs:
     ssh_public_key: pulumi.Input[str]
     """OpenSSH public key line installed for `ssh_user` on every worker."""
     ttl_minutes: int
-    """Minutes after first boot at which the node deletes itself."""
+    """Minutes after the node is up (re-armed by each `pulumi up`) at which its teardown job deletes it."""
     labels: Mapping[str, str]
     """Applied to every resource that takes labels (ernie-stack, ernie-ttl)."""
+    clock: Callable[[], datetime] = utc_now
+    """What the teardown deadline is counted from once the node exists; tests fix it."""
 
 
 class TpuSlice(pulumi.ComponentResource):
-    """A TPU VM slice in a dedicated VPC; SSH only from the allowed ranges; deletes itself at its TTL."""
+    """A TPU VM slice in a dedicated VPC; SSH only from the allowed ranges; deleted at its TTL from outside it."""
 
     hosts: pulumi.Output[list[dict[str, Any]]]
     """One entry per worker, in the inventory's host shape."""
     bucket_uri: pulumi.Output[str]
     """gs:// URI of the run's bucket."""
     service_account_email: pulumi.Output[str]
+    teardown_schedule: pulumi.Output[str]
+    """Cron schedule (UTC) of the job that deletes the node: ttl_minutes after it was up, re-armed by `pulumi up`."""
 
     def __init__(self, name: str, args: TpuSliceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ernie:gcp:TpuSlice", name, {}, opts)
@@ -100,19 +118,24 @@ class TpuSlice(pulumi.ComponentResource):
                                      project=args.project, role=role, member=account.member, opts=child)
               for role in TPU_PROJECT_ROLES),
         ]
+
+        # The TTL teardown runs outside the slice (infra/teardown.py): tpu.nodes.delete reaches every node of the
+        # project (no IAM condition can name one TPU node), so the slice's own account, whose token every
+        # workload on it can read, never holds it. A teardown account does; nothing runs as it, and the one
+        # request made with it is the scheduler job's DELETE of this node.
+        teardown_account = gcp.serviceaccount.Account(
+            f"{name}-teardown-sa", project=args.project, account_id=_account_id(args.node_name, "td"),
+            display_name=f"ernie TPU teardown {args.node_name}",
+            description=f"Only Cloud Scheduler signs in as it, to delete TPU node {args.node_name} at its TTL",
+            opts=child)
         teardown_role = gcp.projects.IAMCustomRole(
             f"{name}-teardown-role", project=args.project,
             # Custom role ids stay reserved for weeks after deletion: make each one unique to its account.
-            role_id=account.unique_id.apply(lambda uid: f"ernieTpuTeardown{uid}"),
-            title="ernie TPU teardown", description="Lets a TPU slice delete itself at its TTL",
+            role_id=teardown_account.unique_id.apply(lambda uid: f"ernieTpuTeardown{uid}"),
+            title="ernie TPU teardown", description=f"Delete TPU node {args.node_name} at its TTL",
             permissions=list(TPU_TEARDOWN_PERMISSIONS), opts=child)
-        # Granted on the project, with no IAM condition on the node's name: TPU nodes have no IAM policy of their
-        # own, and Cloud TPU is not among the services that recognise resource attributes in conditions
-        # (cloud.google.com/iam/docs/conditions-resource-attributes), so a `resource.name == ".../nodes/N"`
-        # condition would never hold and the node could not delete itself at its TTL. What bounds the grant
-        # instead: the role holds only get/delete of nodes, and the account is this slice's alone.
-        grants.append(gcp.projects.IAMMember(f"{name}-teardown", project=args.project, role=teardown_role.name,
-                                             member=account.member, opts=child))
+        teardown_grant = gcp.projects.IAMMember(f"{name}-teardown", project=args.project, role=teardown_role.name,
+                                                member=teardown_account.member, opts=child)
 
         node = gcp.tpu.V2Vm(
             f"{name}-tpu", name=args.node_name, project=args.project, zone=args.zone,
@@ -121,22 +144,35 @@ class TpuSlice(pulumi.ComponentResource):
             network_config={"network": network.id, "subnetwork": subnet.id, "enable_external_ips": True},
             service_account={"email": account.email, "scopes": list(TPU_SCOPES)},
             metadata={
-                "startup-script": render_tpu_startup_script(
-                    tpu_node_url(args.project, args.zone, args.node_name), args.ttl_minutes),
                 "ssh-keys": pulumi.Output.from_input(args.ssh_public_key).apply(
                     lambda key: f"{args.ssh_user}:{key.strip()}"),
                 "enable-oslogin": "FALSE",
             },
             labels=labels, tags=[tag],
-            # The startup script must be allowed to delete the node before the node exists.
+            # The workload may write results and logs as soon as it starts.
             opts=pulumi.ResourceOptions(parent=self, depends_on=grants))
+
+        teardown = gcp.cloudscheduler.Job(
+            f"{name}-ttl", project=args.project, region=scheduler_region(args.region), name=f"{args.node_name}-ttl",
+            description=f"ernie: delete TPU node {args.node_name} at ernie:ttlMinutes ({args.ttl_minutes})",
+            # Counted from when the node exists, which only its outputs mark; each `pulumi up` re-arms it.
+            schedule=node.id.apply(lambda _: render_teardown_schedule(
+                teardown_deadline(args.clock(), args.ttl_minutes))),
+            time_zone=SCHEDULE_TIME_ZONE, attempt_deadline="60s",
+            retry_config={"retry_count": 5, "min_backoff_duration": "60s", "max_backoff_duration": "600s",
+                          "max_doublings": 3},
+            http_target={"uri": tpu_node_url(args.project, args.zone, args.node_name), "http_method": TEARDOWN_METHOD,
+                         "oauth_token": {"service_account_email": teardown_account.email, "scope": TEARDOWN_SCOPE}},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[teardown_grant], delete_before_replace=True))
 
         self.hosts = node.network_endpoints.apply(
             lambda endpoints: tpu_hosts(args.node_name, args.accelerator_type, args.chips_per_host, endpoints))
         self.bucket_uri = bucket.url
         self.service_account_email = account.email
+        self.teardown_schedule = teardown.schedule
         self.register_outputs({"hosts": self.hosts, "bucket_uri": self.bucket_uri,
-                               "service_account_email": self.service_account_email})
+                               "service_account_email": self.service_account_email,
+                               "teardown_schedule": self.teardown_schedule})
 
 
 def _check_offered(args: TpuSliceArgs) -> None:
@@ -174,9 +210,9 @@ def _network_name(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63]
 
 
-def _account_id(node_name: str) -> str:
+def _account_id(node_name: str, suffix: str = "sa") -> str:
     """Service account ids are 6-30 characters."""
-    return _network_name(node_name)[:27].rstrip("-") + "-sa"
+    return _network_name(node_name)[:27].rstrip("-") + f"-{suffix}"
 
 
 def _bucket_location(region: str) -> str:

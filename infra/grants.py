@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-# GCP: the TPU service account writes to its run's bucket and to Cloud Logging, and may delete its own node.
+# GCP: the TPU service account writes to its run's bucket and to Cloud Logging, nothing more. Deleting TPU nodes
+# is the teardown account's alone (infra/teardown.py): granted on the project, it reaches every node there.
 TPU_BUCKET_ROLE = "roles/storage.objectUser"
 TPU_PROJECT_ROLES = ("roles/logging.logWriter",)
-TPU_TEARDOWN_PERMISSIONS = ("tpu.nodes.get", "tpu.nodes.delete", "tpu.operations.get")
+TPU_TEARDOWN_PERMISSIONS = ("tpu.nodes.delete",)
 TPU_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 """OAuth scopes only gate which APIs a token may call; the roles above are what the account may do."""
 

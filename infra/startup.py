@@ -1,6 +1,8 @@
 """Boot scripts for the hosts, rendered by pure functions so tests can read them and run shellcheck on them.
 
-Both put the TTL teardown first: a host that nobody remembers stops billing by itself.
+A GPU instance's user data puts its TTL shutdown first: a host that nobody remembers stops billing by itself.
+A TPU slice has no such script: it cannot stop, only be deleted, and what may delete one TPU node may delete
+them all, so its teardown runs outside it (infra/teardown.py).
 """
 
 from __future__ import annotations
@@ -8,61 +10,10 @@ from __future__ import annotations
 import shlex
 from textwrap import dedent
 
-TPU_API = "https://tpu.googleapis.com/v2"
 GPU_DEADLINE_FILE = "/var/lib/ernie/deadline"
 """Epoch second at which a GPU instance terminates, written at first boot."""
 # cloud-init runs what lies here at every boot (user data runs only at the first).
 GPU_REARM_SCRIPT = "/var/lib/cloud/scripts/per-boot/ernie-ttl"
-
-
-def tpu_node_url(project: str, zone: str, node: str) -> str:
-    """The TPU API URL of one node, which its startup script DELETEs at the deadline."""
-    return f"{TPU_API}/projects/{project}/locations/{zone}/nodes/{node}"
-
-
-def render_tpu_startup_script(node_url: str, ttl_minutes: int) -> str:
-    """Startup script for every worker of a TPU VM slice: delete the whole node once `ttl_minutes` have passed.
-
-    A TPU VM cannot be stopped, only deleted, so the script deletes its own node through the TPU API with the
-    node's service account (which may get and delete TPU nodes, nothing more). The deadline is fixed at first
-    boot, so a reboot for host maintenance does not extend it.
-    """
-    return dedent(f"""\
-        #!/bin/bash
-        # ernie: delete this TPU node {ttl_minutes} minutes after first boot (ernie:ttlMinutes),
-        # so a forgotten slice stops billing.
-        set -euo pipefail
-
-        readonly TTL_MINUTES={int(ttl_minutes)}
-        readonly NODE_URL={shlex.quote(node_url)}
-        readonly STATE_DIR=/var/lib/ernie
-        readonly DEADLINE_FILE="${{STATE_DIR}}/deadline"
-
-        mkdir -p "${{STATE_DIR}}"
-        if [[ ! -s "${{DEADLINE_FILE}}" ]]; then
-          echo "$(( $(date +%s) + TTL_MINUTES * 60 ))" > "${{DEADLINE_FILE}}"
-        fi
-
-        cat > /usr/local/sbin/ernie-teardown <<'TEARDOWN'
-        #!/bin/bash
-        # Delete this TPU node through the TPU API, as the node's own service account.
-        set -euo pipefail
-        node_url="$1"
-        token=$(curl -sSf -H 'Metadata-Flavor: Google' \\
-          'http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token' \\
-          | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
-        logger -t ernie "ttlMinutes reached: deleting ${{node_url}}"
-        curl -sSf -X DELETE -H "Authorization: Bearer ${{token}}" "${{node_url}}"
-        TEARDOWN
-        chmod 0755 /usr/local/sbin/ernie-teardown
-
-        remaining=$(( $(cat "${{DEADLINE_FILE}}") - $(date +%s) ))
-        if (( remaining <= 0 )); then
-          exec /usr/local/sbin/ernie-teardown "${{NODE_URL}}"
-        fi
-        systemd-run --unit=ernie-ttl --description='ernie: delete this TPU node at ttlMinutes' \\
-          --on-active="${{remaining}}s" /usr/local/sbin/ernie-teardown "${{NODE_URL}}"
-        """)
 
 
 def render_gpu_user_data(*, region: str, registry: str, image: str, gpus: int, ttl_minutes: int) -> str:

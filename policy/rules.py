@@ -18,6 +18,7 @@ from typing import Any
 from infra import pricing
 from infra.config import MAX_TTL_MINUTES, SERVING_MAX_RESERVED_CONCURRENCY, SERVING_MAX_TIMEOUT_SECONDS
 from infra.reach import world_ranges
+from infra.teardown import TEARDOWN_METHOD, tpu_node_url
 from infra.tpu_catalog import lookup_tpu
 
 SSH_PORT = 22
@@ -26,6 +27,14 @@ TTL_LABEL = "ernie-ttl"
 GCP_FIREWALL = "gcp:compute/firewall:Firewall"
 GCP_TPU_VM = "gcp:tpu/v2Vm:V2Vm"
 GCP_BUCKET = "gcp:storage/bucket:Bucket"
+GCP_SERVICE_ACCOUNT = "gcp:serviceaccount/account:Account"
+GCP_CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
+GCP_PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
+GCP_PROJECT_BINDING = "gcp:projects/iAMBinding:IAMBinding"
+GCP_PROJECT_POLICY = "gcp:projects/iAMPolicy:IAMPolicy"
+GCP_ACCOUNT_MEMBER = "gcp:serviceaccount/iAMMember:IAMMember"
+GCP_ACCOUNT_BINDING = "gcp:serviceaccount/iAMBinding:IAMBinding"
+GCP_SCHEDULER_JOB = "gcp:cloudscheduler/job:Job"
 AWS_INSTANCE = "aws:ec2/instance:Instance"
 AWS_SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 AWS_INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
@@ -107,10 +116,8 @@ def ssh_open_to_world(resource_type: str, props: Mapping[str, Any]) -> list[str]
 
 
 def ttl_missing(resource_type: str, props: Mapping[str, Any]) -> list[str]:
-    """An accelerator host with nothing that ends it: a forgotten one bills until someone notices."""
-    if resource_type == GCP_TPU_VM:
-        script = (props.get("metadata") or {}).get("startup-script") or ""
-        return [] if "DELETE" in script else ["TPU node's startup script does not delete the node at its TTL"]
+    """An accelerator host with nothing that ends it: a forgotten one bills until someone notices. (A TPU node is
+    deleted from outside itself: the stack rule tpu-teardown-bounded checks its teardown.)"""
     if resource_type == AWS_INSTANCE:
         findings = []
         if props.get("instanceInitiatedShutdownBehavior") != "terminate":
@@ -321,6 +328,111 @@ def s3_accepts_plain_http(resources: Sequence[Resource], limits: Limits) -> list
             for typ, name, props in resources if typ == AWS_S3_BUCKET and str(props.get("bucket")) not in tls_only]
 
 
+# Predefined roles holding tpu.nodes.delete, and roles (predefined or by permission) that let their holder act as
+# another service account or grant itself more: with either, a host's account could reach the teardown.
+TPU_DELETE = "tpu.nodes.delete"
+TPU_DELETING_ROLES = frozenset({"roles/owner", "roles/editor", "roles/tpu.admin"})
+ACT_AS_ROLES = frozenset({
+    "roles/owner", "roles/editor", "roles/iam.serviceAccountTokenCreator", "roles/iam.serviceAccountUser",
+    "roles/iam.serviceAccountKeyAdmin", "roles/iam.serviceAccountAdmin", "roles/iam.workloadIdentityUser",
+    "roles/iam.securityAdmin", "roles/resourcemanager.projectIamAdmin"})
+ACT_AS_PERMISSIONS = frozenset({
+    "iam.serviceAccounts.actAs", "iam.serviceAccounts.getAccessToken", "iam.serviceAccounts.implicitDelegation",
+    "iam.serviceAccounts.signBlob", "iam.serviceAccounts.signJwt", "iam.serviceAccountKeys.create",
+    "iam.serviceAccounts.setIamPolicy", "resourcemanager.projects.setIamPolicy"})
+
+
+@dataclass(frozen=True)
+class _Grant:
+    """One role given to one member, by one resource, on the project or on one service account."""
+
+    resource: str
+    role: str
+    member: str
+    on_account: str | None
+    """The service account the grant is on (an account-level grant), or None (the project)."""
+
+
+def _email(member: Any) -> str:
+    """`serviceAccount:E`, `projects/P/serviceAccounts/E` or `E` -> E."""
+    return str(member or "").rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+
+
+def _grants(resources: Sequence[Resource]) -> list[_Grant]:
+    grants = []
+    for typ, name, props in resources:
+        if typ in (GCP_PROJECT_MEMBER, GCP_ACCOUNT_MEMBER, GCP_PROJECT_BINDING, GCP_ACCOUNT_BINDING):
+            account = _email(props.get("serviceAccountId")) if typ in (GCP_ACCOUNT_MEMBER, GCP_ACCOUNT_BINDING) \
+                else None
+            members = (props.get("members") or []) if typ in (GCP_PROJECT_BINDING, GCP_ACCOUNT_BINDING) \
+                else [props.get("member")]
+            grants += [_Grant(name, str(props.get("role")), str(m), account) for m in members]
+        elif typ == GCP_PROJECT_POLICY:
+            for binding in _as_list(_document(props.get("policyData")).get("bindings") or []):
+                grants += [_Grant(name, str(binding.get("role")), str(m), None) for m in binding.get("members") or []]
+    return grants
+
+
+def tpu_teardown_unbounded(resources: Sequence[Resource], limits: Limits) -> list[str]:
+    """A TPU teardown that is missing, or whose power to delete reaches beyond its own node.
+
+    `tpu.nodes.delete` granted on the project reaches every TPU node in it, and no IAM condition narrows it to
+    one node (Cloud TPU gives conditions no resource name). Bounded means: no TPU node runs as an account that
+    holds it or may act as other accounts; whoever holds it is a teardown account, the OAuth account of
+    Cloud Scheduler jobs that each DELETE one of this stack's nodes, and no one is granted to act as it; and each
+    node has such a job.
+    """
+    nodes = {tpu_node_url(str(p.get("project")), str(p.get("zone")), str(p.get("name"))): name
+             for typ, name, p in resources if typ == GCP_TPU_VM}
+    runs_as = {name: (p.get("serviceAccount") or {}).get("email") for typ, name, p in resources if typ == GCP_TPU_VM}
+    node_accounts = {str(email): name for name, email in runs_as.items() if email}
+    custom = {str(p.get("name") or f"projects/{p.get('project')}/roles/{p.get('roleId')}"):
+              set(p.get("permissions") or []) for typ, _, p in resources if typ == GCP_CUSTOM_ROLE}
+    deleting = TPU_DELETING_ROLES | {role for role, perms in custom.items() if TPU_DELETE in perms}
+    acting = ACT_AS_ROLES | {role for role, perms in custom.items() if perms & ACT_AS_PERMISSIONS}
+    grants = _grants(resources)
+    holders = {_email(g.member) for g in grants if g.on_account is None and g.role in deleting}
+    jobs = [(name, p.get("httpTarget") or {}) for typ, name, p in resources if typ == GCP_SCHEDULER_JOB]
+    signs_in_as = {name: _email((target.get("oauthToken") or {}).get("serviceAccountEmail")) for name, target in jobs}
+
+    findings = [f"TPU node {name} runs as the project's default compute service account (Editor by default, which "
+                "may delete any TPU node): give it an account of its own"
+                for name, email in runs_as.items() if not email]
+    for g in grants:
+        email = _email(g.member)
+        deletes = g.on_account is None and g.role in deleting
+        if email in node_accounts and deletes:
+            findings.append(f"TPU node {node_accounts[email]} runs as {email}, which {g.resource} lets delete every "
+                            f"TPU node in the project ({g.role}; no IAM condition narrows it to one node): any "
+                            "workload on the node could delete other people's nodes with its metadata token")
+        elif deletes and email not in signs_in_as.values():
+            findings.append(f"{g.resource} gives {g.member} {g.role}, which may delete every TPU node in the project, "
+                            "and it is no teardown account: only the OAuth account of a Cloud Scheduler job that "
+                            "DELETEs one of this stack's nodes may hold it")
+        if email in node_accounts and g.role in acting:
+            target = f"service account {g.on_account}" if g.on_account else "any service account of the project"
+            findings.append(f"TPU node {node_accounts[email]} runs as {email}, which {g.resource} lets act as {target} "
+                            f"({g.role}): a workload on the node could borrow the teardown account")
+        elif g.on_account in holders and g.role in acting:
+            findings.append(f"{g.resource} lets {g.member} act as {g.on_account} ({g.role}), which may delete every "
+                            "TPU node in the project: only Cloud Scheduler may sign in as a teardown account")
+    torn_down = set()
+    for name, target in jobs:
+        if signs_in_as[name] not in holders:
+            continue
+        method, uri = target.get("httpMethod"), target.get("uri")
+        if method != TEARDOWN_METHOD or uri not in nodes:
+            findings.append(f"scheduler job {name} signs in as {signs_in_as[name]}, which may delete every TPU node in "
+                            f"the project, but sends {method} {uri}: a teardown job DELETEs one of this stack's TPU "
+                            "nodes and nothing else")
+        elif signs_in_as[name] not in node_accounts:
+            torn_down.add(uri)
+    findings += [f"TPU node {name} has no teardown: no Cloud Scheduler job sends DELETE {url} as an account that may "
+                 "delete TPU nodes, so a forgotten node bills until someone notices"
+                 for url, name in nodes.items() if url not in torn_down]
+    return findings
+
+
 @dataclass(frozen=True)
 class StackRule:
     """One guardrail over the stack as a whole."""
@@ -333,6 +445,8 @@ class StackRule:
 STACK_RULES: tuple[StackRule, ...] = (
     StackRule("cost-ceiling", "The stack's hourly cost must stay under ernie:maxUsdPerHour", stack_cost_over_ceiling),
     StackRule("storage-tls-only", "S3 buckets must refuse requests made without TLS", s3_accepts_plain_http),
+    StackRule("tpu-teardown-bounded", "Every TPU node must be deleted at its TTL by a teardown no host can use "
+              "to delete other nodes", tpu_teardown_unbounded),
 )
 STACK_TYPE = "pulumi:pulumi:Stack"
 """The resource type stack findings are reported against."""

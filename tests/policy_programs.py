@@ -109,8 +109,6 @@ MUTATIONS = [
      "port 22 from 0.0.0.0/0"),
     ("ssh-open-to-world", "aws", rules.AWS_INGRESS_RULE, "gpu-ssh-0", "cidrIpv4", "0.0.0.0/0",
      "port 22 from 0.0.0.0/0"),
-    ("ttl-missing", "gcp", rules.GCP_TPU_VM, None, "metadata.startup-script", "#!/bin/bash\necho up\n",
-     "does not delete the node"),
     ("ttl-missing", "aws", rules.AWS_INSTANCE, None, "instanceInitiatedShutdownBehavior", "stop",
      "stops instead of terminating"),
     ("ttl-missing", "aws", rules.AWS_INSTANCE, None, "userData", "#!/bin/bash\necho up\n", "no TTL shutdown"),

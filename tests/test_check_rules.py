@@ -9,9 +9,6 @@ import pytest
 from policy import rules
 from policy.rules import RULES, Limits, evaluate
 
-SCRIPT_WITH_TEARDOWN = "#!/bin/bash\ncurl -sSf -X DELETE https://tpu.googleapis.com/v2/...\n"
-
-
 @pytest.mark.parametrize(("typ", "props", "fires"), [
     (rules.GCP_FIREWALL, {"sourceRanges": ["0.0.0.0/0"], "allows": [{"protocol": "tcp", "ports": ["22"]}]}, True),
     (rules.GCP_FIREWALL, {"sourceRanges": ["0.0.0.0/0"], "allows": [{"protocol": "tcp", "ports": ["20-30"]}]}, True),
@@ -39,9 +36,8 @@ def test_ssh_open_to_world(typ, props, fires) -> None:
 
 
 @pytest.mark.parametrize(("typ", "props", "findings"), [
-    (rules.GCP_TPU_VM, {"labels": {"ernie-ttl": "60m"}, "metadata": {"startup-script": SCRIPT_WITH_TEARDOWN}}, 0),
-    (rules.GCP_TPU_VM, {"labels": {"ernie-ttl": "60m"}, "metadata": {"startup-script": "#!/bin/bash\n"}}, 1),
-    (rules.GCP_TPU_VM, {"labels": {"ernie-ttl": "60m"}}, 1),
+    # A TPU node is deleted from outside itself: tpu-teardown-bounded (a stack rule) checks that, not its script.
+    (rules.GCP_TPU_VM, {"labels": {"ernie-ttl": "60m"}}, 0),
     (rules.AWS_INSTANCE, {"instanceInitiatedShutdownBehavior": "terminate", "userData": "shutdown -h +60"}, 0),
     (rules.AWS_INSTANCE, {"userData": "shutdown -h +60"}, 1),
     (rules.AWS_INSTANCE, {"instanceInitiatedShutdownBehavior": "stop"}, 2),
@@ -124,3 +120,50 @@ def test_s3_bucket_is_tls_only_only_with_a_deny_of_plain_http(statement, tls_onl
     # A bucket with no policy at all is flagged by name.
     (finding,) = tls.check(resources[:1], Limits(max_usd_per_hour=1))
     assert "gpu-bucket (b) accepts requests without TLS" in finding
+
+
+NODE_URL = "https://tpu.googleapis.com/v2/projects/p/locations/us-central2-b/nodes/n"
+NODE = (rules.GCP_TPU_VM, "tpu", {"project": "p", "zone": "us-central2-b", "name": "n",
+                                  "serviceAccount": {"email": "n-sa@p.iam.gserviceaccount.com"}})
+TEARDOWN_ROLE = (rules.GCP_CUSTOM_ROLE, "td-role", {"project": "p", "roleId": "td",
+                                                   "permissions": ["tpu.nodes.delete"]})
+JOB = (rules.GCP_SCHEDULER_JOB, "ttl", {"httpTarget": {
+    "uri": NODE_URL, "httpMethod": "DELETE", "oauthToken": {"serviceAccountEmail": "n-td@p.iam.gserviceaccount.com"}}})
+
+
+def _grant(member: str, role: str = "projects/p/roles/td", **extra) -> tuple[str, str, dict]:
+    return (rules.GCP_PROJECT_MEMBER, f"grant-{role.rsplit('/', 1)[-1]}", {"project": "p", "role": role,
+                                                                        "member": member, **extra})
+
+
+@pytest.mark.parametrize(("resources", "findings"), [
+    # The bound: the teardown account holds tpu.nodes.delete and only the scheduler job signs in as it.
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), JOB], 0),
+    # The node holds it itself, with or without a condition naming its own node (Cloud TPU never evaluates it).
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-sa@p.iam.gserviceaccount.com"), JOB], 2),
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-sa@p.iam.gserviceaccount.com", condition={
+        "title": "own node", "expression": 'resource.name == "projects/p/locations/us-central2-b/nodes/n"'}), JOB], 2),
+    # Predefined roles that delete nodes, through a binding or a whole project policy.
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), JOB,
+      (rules.GCP_PROJECT_BINDING, "b", {"role": "roles/editor",
+                                        "members": ["serviceAccount:n-sa@p.iam.gserviceaccount.com"]})],
+     2),  # it deletes nodes, and it may act as other accounts
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), JOB,
+      (rules.GCP_PROJECT_POLICY, "pol", {"policyData": json.dumps({"bindings": [
+          {"role": "roles/tpu.admin", "members": ["serviceAccount:n-sa@p.iam.gserviceaccount.com"]}]})})], 1),
+    # A custom role that lets the node's account mint tokens for others.
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), JOB,
+      (rules.GCP_CUSTOM_ROLE, "mint", {"project": "p", "roleId": "mint",
+                                       "permissions": ["iam.serviceAccounts.getAccessToken"]}),
+      _grant("serviceAccount:n-sa@p.iam.gserviceaccount.com", "projects/p/roles/mint")], 1),
+    # The job signs in as the teardown account but sends something else.
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"),
+      (rules.GCP_SCHEDULER_JOB, "ttl", {"httpTarget": {**JOB[2]["httpTarget"], "httpMethod": "POST"}})], 2),
+    # No job at all: nothing deletes the node, and the holder is no teardown account.
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com")], 2),
+    ([NODE], 1),
+])
+def test_tpu_teardown_bounded(resources, findings) -> None:
+    (rule,) = [r for r in rules.STACK_RULES if r.name == "tpu-teardown-bounded"]
+    found = rule.check(resources, Limits(max_usd_per_hour=1))
+    assert len(found) == findings, found

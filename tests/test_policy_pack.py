@@ -108,6 +108,20 @@ def test_stack_policy_refuses_an_s3_bucket_without_its_tls_policy(plans) -> None
     assert "S3 bucket serving-layers (" in message and "accepts requests without TLS" in message
 
 
+def test_stack_policy_refuses_a_tpu_node_that_may_delete_nodes(plans) -> None:
+    """The pack refuses what the slice declared before its teardown moved off the node: the node's own account
+    granted the teardown role."""
+    (teardown,) = [p for p in pack.build_policies() if p.name == "tpu-teardown-bounded"]
+    resources = triples(plans["gcp"])
+    assert violations(teardown, stack_args(resources)) == []
+    (node,) = [p for t, _, p in resources if t == rules.GCP_TPU_VM]
+    (grant,) = [p for t, name, p in resources if t == rules.GCP_PROJECT_MEMBER and name == "tpu-teardown"]
+    grant["member"] = f"serviceAccount:{node['serviceAccount']['email']}"
+    messages = violations(teardown, stack_args(resources))
+    assert any(m.startswith("TPU node tpu-tpu runs as ernie-gcp-sa@") and "metadata token" in m for m in messages)
+    assert any(m.startswith("TPU node tpu-tpu has no teardown") for m in messages)
+
+
 @pytest.fixture
 def served_pack() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
     """policy/ started as the Pulumi CLI starts a Python policy pack for `pulumi preview -s aws`."""

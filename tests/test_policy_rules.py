@@ -187,3 +187,93 @@ def test_every_declared_s3_bucket_is_tls_only_and_loses_it_when_its_policy_goes(
             changed[policy_index][2]["policy"] = json.dumps(document)
             (finding,) = tls.check(changed, plans[program].limits)
             assert name in finding, path
+
+
+def _gcp_resources(plans) -> tuple[list[tuple[str, str, dict[str, Any]]], dict[str, Any], dict[str, Any]]:
+    """The gcp program's resources, its TPU node and its teardown job (props free to mutate)."""
+    resources = triples(plans["gcp"])
+    (node,) = [p for t, _, p in resources if t == rules.GCP_TPU_VM]
+    (job,) = [p for t, _, p in resources if t == rules.GCP_SCHEDULER_JOB]
+    return resources, node, job
+
+
+def _member_of(props: dict[str, Any]) -> str:
+    return f"serviceAccount:{props['serviceAccount']['email']}"
+
+
+def test_the_declared_tpu_teardown_is_bounded(plans) -> None:
+    """The node's own account holds no TPU permission; the teardown account, which nothing runs as, does, and only
+    its scheduler job's DELETE of that node is sent with it."""
+    resources, node, job = _gcp_resources(plans)
+    assert stack_rule("tpu-teardown-bounded").check(resources, plans["gcp"].limits) == []
+    teardown = job["httpTarget"]["oauthToken"]["serviceAccountEmail"]
+    assert teardown != node["serviceAccount"]["email"]
+    holders = [p["member"] for t, _, p in resources if t == rules.GCP_PROJECT_MEMBER and "roles/ernieTpu" in p["role"]]
+    assert holders == [f"serviceAccount:{teardown}"]
+
+
+def _node_may_delete(resources, node, job) -> None:
+    """The self-delete shape ernie had before: the teardown role granted to the node's own account (with a
+    condition naming the node, which Cloud TPU never evaluates: it bounds nothing)."""
+    (role,) = [p for t, _, p in resources if t == rules.GCP_PROJECT_MEMBER and "roles/ernieTpu" in p["role"]]
+    resources.append((rules.GCP_PROJECT_MEMBER, "tpu-self-delete", {
+        "project": node["project"], "role": role["role"], "member": _member_of(node),
+        "condition": {"title": "own node", "expression": f'resource.name == "{job["httpTarget"]["uri"]}"'}}))
+
+
+def _node_is_tpu_admin(resources, node, job) -> None:
+    resources.append((rules.GCP_PROJECT_BINDING, "tpu-admins", {
+        "project": node["project"], "role": "roles/tpu.admin", "members": ["user:a@example.com", _member_of(node)]}))
+
+
+def _node_may_mint_teardown_tokens(resources, node, job) -> None:
+    teardown = job["httpTarget"]["oauthToken"]["serviceAccountEmail"]
+    resources.append((rules.GCP_ACCOUNT_MEMBER, "tpu-borrow", {
+        "serviceAccountId": f"projects/{node['project']}/serviceAccounts/{teardown}",
+        "role": "roles/iam.serviceAccountTokenCreator", "member": _member_of(node)}))
+
+
+def _someone_may_act_as_teardown(resources, node, job) -> None:
+    teardown = job["httpTarget"]["oauthToken"]["serviceAccountEmail"]
+    resources.append((rules.GCP_ACCOUNT_MEMBER, "td-user", {
+        "serviceAccountId": f"projects/{node['project']}/serviceAccounts/{teardown}",
+        "role": "roles/iam.serviceAccountUser", "member": "user:a@example.com"}))
+
+
+def _job_deletes_another_node(resources, node, job) -> None:
+    job["httpTarget"]["uri"] = job["httpTarget"]["uri"].rsplit("/", 1)[0] + "/someone-elses-node"
+
+
+def _job_runs_as_the_node(resources, node, job) -> None:
+    job["httpTarget"]["oauthToken"]["serviceAccountEmail"] = node["serviceAccount"]["email"]
+
+
+def _no_job(resources, node, job) -> None:
+    resources[:] = [r for r in resources if r[0] != rules.GCP_SCHEDULER_JOB]
+
+
+def _node_on_the_default_account(resources, node, job) -> None:
+    del node["serviceAccount"]
+
+
+@pytest.mark.parametrize(("change", "fragments"), [
+    (_node_may_delete, ["TPU node tpu-tpu runs as ernie-gcp-sa@", "tpu-self-delete lets delete every TPU node",
+                        "no IAM condition narrows it"]),
+    (_node_is_tpu_admin, ["tpu-admins lets delete every TPU node in the project (roles/tpu.admin",
+                          "tpu-admins gives user:a@example.com roles/tpu.admin", "is no teardown account"]),
+    (_node_may_mint_teardown_tokens, ["tpu-borrow lets act as service account ernie-gcp-td@",
+                                      "could borrow the teardown account"]),
+    (_someone_may_act_as_teardown, ["td-user lets user:a@example.com act as ernie-gcp-td@"]),
+    (_job_deletes_another_node, ["scheduler job tpu-ttl signs in as ernie-gcp-td@", "/nodes/someone-elses-node",
+                                 "TPU node tpu-tpu has no teardown"]),
+    (_job_runs_as_the_node, ["TPU node tpu-tpu has no teardown",
+                             "tpu-teardown gives serviceAccount:ernie-gcp-td@", "is no teardown account"]),
+    (_no_job, ["TPU node tpu-tpu has no teardown", "is no teardown account"]),
+    (_node_on_the_default_account, ["runs as the project's default compute service account"]),
+])
+def test_an_unbounded_or_missing_tpu_teardown_is_refused(plans, change, fragments) -> None:
+    resources, node, job = _gcp_resources(plans)
+    change(resources, node, job)
+    findings = stack_rule("tpu-teardown-bounded").check(resources, plans["gcp"].limits)
+    for fragment in fragments:
+        assert any(fragment in f for f in findings), (fragment, findings)
