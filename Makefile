@@ -1,22 +1,57 @@
-# make install: the virtualenv in .venv (Pulumi.yaml points the Pulumi CLI at the same one).
-# make demo:    the local benchmark suite on this machine (see README).
-# make test:    every test; .ci/run calls it after installing the Debian tools the tests need.
+# make install:    the virtualenv in .venv, exactly as requirements.lock pins it (Pulumi.yaml points the Pulumi CLI
+#                  at the same one).
+# make lock:       refresh requirements.lock after editing pyproject.toml or requirements-fairseq.txt (keeps every
+#                  other pin; `make lock LOCK_ARGS=--upgrade` moves everything, `LOCK_ARGS='-P NAME'` one package).
+# make lock-check: fail if requirements.lock no longer matches its inputs (.ci/run runs it first).
+# make demo:       the local benchmark suite on this machine (see README).
+# make test:       every test; .ci/run calls it after installing the Debian tools the tests need.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+UV     := $(BIN)/uv
+LOCK   := requirements.lock
+# What the lock is made from. ve-fairseq is in it without its declared needs ([tool.uv.dependency-metadata] in
+# pyproject.toml: the --no-deps install, see requirements-fairseq.txt for why).
+LOCK_INPUTS := pyproject.toml workloads/translation/requirements-fairseq.txt
+# The CPU build of torch lies here on these machines (torch-2.13.0+cpu-cp311-...whl); PyPI has only CUDA builds.
+WHEELS ?= /opt/wheels
+LOCK_ARGS ?=
+COMPILE = $(UV) pip compile --quiet --python $(BIN)/python --extra dev --generate-hashes \
+	--find-links $(WHEELS) --emit-find-links --custom-compile-command 'make lock' $(LOCK_INPUTS)
 
-.PHONY: install demo test check clean
+.PHONY: install lock lock-check demo test check clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml workloads/translation/requirements-fairseq.txt
+# uv itself is pinned in the lock (the dev extra); pip bootstraps that same file, by its hashes, into a new venv.
+$(UV): $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	# fairseq's own metadata cannot be resolved on current Python: see the file for why.
-	$(BIN)/python -m pip install --quiet --no-deps -r workloads/translation/requirements-fairseq.txt
+	awk '/^uv==/ {p = 1; print; next} p && /^ +--hash/ {print; next} {p = 0}' $(LOCK) > $(VENV)/uv-requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+		-r $(VENV)/uv-requirements.txt
+	touch $@
+
+# uv pip sync installs exactly what the lock lists, by hash, and removes anything else; it resolves nothing,
+# so no declared dependency (ve-fairseq's torchaudio) can pull in more. The one sdist (antlr4-python3-runtime 4.9.3,
+# hydra-core's) builds with the lock's setuptools. Then ernie itself, editable, also with the lock's setuptools.
+$(STAMP): $(UV) $(LOCK) pyproject.toml
+	$(UV) pip sync --quiet --python $(BIN)/python --require-hashes --build-constraints $(LOCK) $(LOCK)
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+lock: $(UV)
+	$(COMPILE) $(LOCK_ARGS) --output-file $(LOCK)
+
+# Resolves again from the committed pins (uv keeps a pin that still fits) and compares the pins: a file that
+# PyPI adds later to a pinned release changes only --hash lines, which this ignores.
+lock-check: $(UV)
+	cp $(LOCK) $(VENV)/lock-check.txt
+	$(COMPILE) --output-file $(VENV)/lock-check.txt
+	sed -e '/^ *--hash=/d' -e 's/ \\$$//' $(LOCK) > $(VENV)/lock-check.committed
+	sed -e '/^ *--hash=/d' -e 's/ \\$$//' $(VENV)/lock-check.txt > $(VENV)/lock-check.fresh
+	@diff -u $(VENV)/lock-check.committed $(VENV)/lock-check.fresh || { \
+		echo "$(LOCK) does not match $(LOCK_INPUTS): run \`make lock\` and commit $(LOCK)." >&2; exit 1; }
 
 # The local benchmark suite through the run pipeline (ernie/demo.py), then the report under results/report/.
 demo: install
