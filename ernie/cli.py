@@ -163,6 +163,28 @@ def bench(
 # --- end remote runs ---
 
 
+# --- comparisons (ernie/compare/): compare ---
+@app.command()
+def compare(
+    plan: Path = typer.Argument(..., help="The plan file (compare.toml; docs/compare.md)."),
+    plan_only: bool = typer.Option(False, "--plan", help="Check and estimate every cell, then stop: nothing is "
+                                   "created."),
+    budget: float = typer.Option(None, "--budget", metavar="USD", help="Refuse a plan whose expected total, or "
+                                 "worst case (every host to its TTL), exceeds this."),
+    parallel: int = typer.Option(2, "--parallel", help="Cells run at once."),
+    resume: bool = typer.Option(False, "--resume", help="Skip the cells already complete."),
+    results: Path = _RESULTS, wait_ssh: float = _WAIT_SSH, lost_after: float = _LOST_AFTER,
+    timeout: float = _TIMEOUT,
+) -> None:
+    """A benchmark matrix across clouds: plan (time, cost), run each cell as its own stack, one comparison report."""
+    from ernie.compare.command import compare_command
+    from ernie.run import options
+
+    opts = options(results, wait_ssh, lost_after, timeout)
+    raise typer.Exit(compare_command(plan, plan_only, budget, parallel, resume, opts, out_console))
+# --- end comparisons ---
+
+
 # --- offline plan (ernie/check.py): check ---
 @app.command()
 def check(

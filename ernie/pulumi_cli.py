@@ -1,4 +1,5 @@
-"""The one seam that drives the Pulumi CLI: `up`, `stack output inventory`, `destroy`.
+"""The one seam that drives the Pulumi CLI: `up`, `stack output inventory`, `destroy` (and, for the cells of
+`ernie compare`, `stack ls` and `stack init`).
 
 Nothing else in ernie runs `pulumi`. The executable is `$ERNIE_PULUMI` if set, else `pulumi` on PATH,
 so a test (or a user with a wrapper) can stand in for it. Commands run from the project directory
@@ -39,6 +40,9 @@ class PulumiCli:
 
     project_dir: Path = PROJECT_DIR
     executable: str = field(default_factory=lambda: os.environ.get("ERNIE_PULUMI", "pulumi"))
+    config_file: Path | None = None
+    """`up` and `destroy` read the stack's config from this file instead of Pulumi.<stack>.yaml (`ernie compare`
+    keeps each cell's config beside its results)."""
 
     def _argv(self, *args: str) -> list[str]:
         exe = shutil.which(self.executable)
@@ -46,13 +50,34 @@ class PulumiCli:
             raise ErnieError(INSTALL_HINT)
         return [exe, *args, "--cwd", str(self.project_dir), "--non-interactive"]
 
+    def _config(self) -> list[str]:
+        return ["--config-file", str(self.config_file)] if self.config_file is not None else []
+
     def up(self, stack: str) -> None:
         """`pulumi up --yes --skip-preview -s STACK`, output to the terminal."""
-        self._run(self._argv("up", "--yes", "--skip-preview", "-s", stack), f"pulumi up -s {stack}")
+        self._run(self._argv("up", "--yes", "--skip-preview", "-s", stack, *self._config()), f"pulumi up -s {stack}")
 
     def destroy(self, stack: str) -> None:
         """`pulumi destroy --yes -s STACK`, output to the terminal."""
-        self._run(self._argv("destroy", "--yes", "--skip-preview", "-s", stack), f"pulumi destroy -s {stack}")
+        self._run(self._argv("destroy", "--yes", "--skip-preview", "-s", stack, *self._config()),
+                  f"pulumi destroy -s {stack}")
+
+    def stacks(self) -> set[str]:
+        """The names of the project's stacks in the current backend (`pulumi stack ls --json`)."""
+        proc = subprocess.run(self._argv("stack", "ls", "--json"), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise ErnieError(f"`pulumi stack ls` failed ({proc.returncode}): "
+                             f"{proc.stderr.strip()[-500:] or 'no message'}; are you logged in (`pulumi login`)?")
+        try:
+            listed = json.loads(proc.stdout or "[]")
+            return {str(s["name"]) for s in listed}
+        except (json.JSONDecodeError, TypeError, KeyError) as exc:
+            raise ErnieError(f"`pulumi stack ls --json` did not list stacks ({exc})") from exc
+
+    def init_stack(self, stack: str) -> None:
+        """`pulumi stack init STACK --no-select`: a new, empty stack; the selected stack stays as it was."""
+        self._run(self._argv("stack", "init", stack, "--no-select"), f"pulumi stack init {stack}")
 
     def inventory(self, stack: str) -> dict[str, Any]:
         """The stack's `inventory` output, secrets included (kept in memory only)."""
