@@ -19,6 +19,7 @@ gradients is turned off (`_PreReduced`).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import keras
@@ -73,11 +74,15 @@ class Lamb(_PreReduced, keras.optimizers.Lamb):
         v = self._velocities[self._get_variable_index(variable)]
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
         self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
-        m_hat = ops.divide(m, 1.0 - ops.power(ops.cast(self.beta_1, variable.dtype), step))
-        v_hat = ops.divide(v, 1.0 - ops.power(ops.cast(self.beta_2, variable.dtype), step))
+        # 1 - beta**t as -expm1(t log beta): in float32, 1 - 0.999**2 loses 4 digits to cancellation.
+        m_hat = ops.divide(m, -ops.expm1(step * math.log(self.beta_1)))
+        v_hat = ops.divide(v, -ops.expm1(step * math.log(self.beta_2)))
         update = ops.divide(m_hat, ops.add(ops.sqrt(v_hat), self.epsilon))
-        if self.weight_decay and self._use_weight_decay(variable):
-            update = ops.add(update, ops.multiply(ops.cast(self.weight_decay, variable.dtype), variable))
+        if not (self.weight_decay and self._use_weight_decay(variable)):
+            # No decay, no trust ratio (LayerNorm, biases): MLPerf's reference LAMB and lamb.py.
+            self.assign_sub(variable, lr * update)
+            return
+        update = ops.add(update, ops.multiply(ops.cast(self.weight_decay, variable.dtype), variable))
         w_norm = ops.sqrt(ops.sum(ops.square(variable)))
         u_norm = ops.sqrt(ops.sum(ops.square(update)))
         trust = ops.where(ops.logical_and(w_norm > 0, u_norm > 0), w_norm / u_norm, 1.0)

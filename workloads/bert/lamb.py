@@ -5,7 +5,12 @@ FusedLAMB (apex) with bias correction, written with torch's multi-tensor `_forea
 Per parameter tensor p with gradient g at step t:
     m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2
     u = (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + weight_decay * p
-    p -= lr * (||p|| / ||u|| if both norms are non-zero else 1) * u
+    p -= lr * (||p|| / ||u|| if both norms are non-zero else 1) * u   where weight decay applies
+    p -= lr * u                                                         where it does not
+
+The trust ratio is applied only to the tensors that are decayed, as in MLPerf's reference LAMB
+(exclude_from_layer_adaptation defaults to exclude_from_weight_decay: LayerNorm and biases) and in
+FusedLAMB: a group adapts when its weight_decay is non-zero, or as its own "trust_ratio" key says.
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ class Lamb(torch.optim.Optimizer):
             if group["weight_decay"]:
                 torch._foreach_add_(updates, params, alpha=group["weight_decay"])
 
+            if not group.get("trust_ratio", group["weight_decay"] > 0):
+                torch._foreach_add_(params, updates, alpha=-group["lr"])
+                continue
             weight_norms = torch._foreach_norm(params)
             update_norms = torch._foreach_norm(updates)
             for p, update, w_norm, u_norm in zip(params, updates, weight_norms, update_norms):
