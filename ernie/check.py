@@ -183,8 +183,10 @@ def render(result: Plan, console: Console) -> None:
     inv = result.inventory
     hosts = inv["hosts"]
     chips = sum(h["chips"] for h in hosts)
-    console.print(f"workers: {len(hosts)} ({', '.join(h['name'] for h in hosts)}); "
-                  f"{chips} {'TPU chips' if inv['cloud'] == 'gcp' else 'GPUs'} in all; runner {inv['runner']}")
+    per_worker = "/".join(str(c) for c in sorted({h["chips"] for h in hosts}))
+    console.print(f"workers: {len(hosts)} ({', '.join(h['name'] for h in hosts)}); {per_worker} "
+                  f"{'TPU chips' if inv['cloud'] == 'gcp' else 'GPUs'} per worker, {chips} in all; "
+                  f"runner {inv['runner']}")
     console.print(f"cost: {inv['price_per_hour_usd']:.2f} USD/hour ({inv['price_source']}); "
                   f"ceiling {result.limits.max_usd_per_hour:g} USD/hour (ernie:maxUsdPerHour); "
                   f"hosts are deleted {inv['ttl_minutes']} minutes after they come up "

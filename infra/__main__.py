@@ -5,7 +5,6 @@ goes first on sys.path so the modules beside it import as the `infra` package, e
 the tests import them.
 """
 
-import re
 import sys
 from pathlib import Path
 
@@ -18,14 +17,14 @@ from infra import config, layers, pricing  # noqa: E402
 from infra.aws_gpu import GpuFleet, GpuFleetArgs  # noqa: E402
 from infra.aws_serving import LambdaService, LambdaServiceArgs  # noqa: E402
 from infra.gcp_tpu import TpuSlice, TpuSliceArgs  # noqa: E402
-from infra.gpu_catalog import AMI_SSH_USER, DLC_DEFAULT_ACCOUNT, DLC_OTHER_ACCOUNTS, DLC_REPOSITORIES  # noqa: E402
+from infra.gpu_catalog import AMI_SSH_USER, DLC_REPOSITORIES, dlc_account  # noqa: E402
 from infra.inventory import build_inventory  # noqa: E402
+from infra.naming import gcp_label, tpu_node_name  # noqa: E402
 
 TPU_SSH_USER = "ernie"
 
 cfg = config.load()
-# GCP label values: lowercase letters, digits, - and _.
-labels = {"ernie-stack": re.sub(r"[^a-z0-9_-]", "-", cfg.stack.lower()), "ernie-ttl": f"{cfg.ttl_minutes}m"}
+labels = {"ernie-stack": gcp_label(cfg.stack), "ernie-ttl": f"{cfg.ttl_minutes}m"}
 
 if cfg.access.ssh_public_key is None:
     ssh_key = tls.PrivateKey("ssh", algorithm="ED25519")
@@ -37,9 +36,9 @@ else:
 if cfg.tpu is not None:
     tpu = cfg.tpu
     machines = TpuSlice("tpu", TpuSliceArgs(
-        project=tpu.project, zone=tpu.zone, region=tpu.region, node_name=f"ernie-{labels['ernie-stack']}",
-        accelerator_type=tpu.tpu.name, runtime_version=tpu.runtime_version, hosts=tpu.tpu.hosts,
-        chips_per_host=tpu.tpu.chips_per_host, spot=cfg.spot, ssh_allowed_cidrs=cfg.access.ssh_allowed_cidrs,
+        project=tpu.project, zone=tpu.zone, region=tpu.region, node_name=tpu_node_name(cfg.stack),
+        accelerator_type=tpu.tpu.name, runtime_version=tpu.runtime_version, chips=tpu.tpu.chips,
+        spot=cfg.spot, ssh_allowed_cidrs=cfg.access.ssh_allowed_cidrs,
         ssh_user=TPU_SSH_USER, ssh_public_key=ssh_public_key, ttl_minutes=cfg.ttl_minutes, labels=labels))
     priced, disk_gib = ("gcp", tpu.tpu.generation.name, tpu.tpu.chips), 0  # the catalog prices TPU chips only
     runner, ssh_user, image = "tpu-vm", TPU_SSH_USER, None
@@ -48,7 +47,7 @@ else:
     machines = GpuFleet("gpu", GpuFleetArgs(
         region=gpu.region, availability_zone=gpu.availability_zone, instance_type=gpu.instance.name,
         instance_count=gpu.instance_count, gpus_per_instance=gpu.instance.gpus, efa=gpu.instance.efa,
-        image=gpu.image, registry_account=DLC_OTHER_ACCOUNTS.get(gpu.region, DLC_DEFAULT_ACCOUNT),
+        image=gpu.image, registry_account=dlc_account(gpu.region),
         repository=DLC_REPOSITORIES[gpu.framework], spot=cfg.spot, ssh_allowed_cidrs=cfg.access.ssh_allowed_cidrs,
         ssh_public_key=ssh_public_key, ttl_minutes=cfg.ttl_minutes, bucket_prefix=f"{cfg.stack}/",
         tags={**labels, "ernie-ttl": str(cfg.ttl_minutes)}))

@@ -11,7 +11,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.aws_storage import private_bucket
-from infra.gpu_catalog import AMI_NAME_PATTERN, AMI_OWNER, DLC_IMAGE_GIB
+from infra.gpu_catalog import AMI_NAME_PATTERN, AMI_OWNER, DLC_IMAGE_GIB, dlc_registry
 from infra.grants import render_assume_role_policy, render_gpu_instance_policy
 from infra.startup import render_gpu_user_data
 
@@ -123,8 +123,7 @@ class GpuFleet(pulumi.ComponentResource):
         use_efa = args.efa and args.instance_count > 1
         placement = (aws.ec2.PlacementGroup(f"{name}-pg", strategy="cluster", tags=tags, opts=child)
                      if use_efa else None)
-        user_data = render_gpu_user_data(region=args.region, registry=f"{args.registry_account}.dkr.ecr."
-                                         f"{args.region}.amazonaws.com", image=args.image,
+        user_data = render_gpu_user_data(region=args.region, registry=dlc_registry(args.region), image=args.image,
                                          gpus=args.gpus_per_instance, ttl_minutes=args.ttl_minutes)
 
         hosts = []

@@ -22,6 +22,7 @@ from infra.aws_storage import private_bucket
 from infra.config import SERVING_DEFAULT_RESERVED_CONCURRENCY
 from infra.grants import render_assume_role_policy
 from infra.layers import BuiltFunction, BuiltLayer
+from infra.naming import lambda_function_name, lambda_stack_part
 
 LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 
@@ -65,7 +66,7 @@ def render_logs_policy(log_group_arn: str) -> str:
 
 def lambda_layer_name(stack: str, function: str, layer: str) -> str:
     """`ernie-<stack>-<function>_<layer>`: dashes only between the three parts, as the sweep parses them."""
-    return f"ernie-{stack}-{function.replace('-', '_')}_{layer.replace('-', '_')}"
+    return f"ernie-{lambda_stack_part(stack)}-{function.replace('-', '_')}_{layer.replace('-', '_')}"
 
 
 class LambdaService(pulumi.ComponentResource):
@@ -83,7 +84,7 @@ class LambdaService(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         built = args.function
         tags = dict(args.tags)
-        function_name = f"ernie-{args.stack}-{built.spec.name}"
+        function_name = lambda_function_name(args.stack, built.spec.name)
 
         log_group = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/aws/lambda/{function_name}",
                                             retention_in_days=args.log_retention_days, tags=tags, opts=child)

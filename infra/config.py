@@ -19,7 +19,15 @@ from typing import Literal, get_args
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from infra.gpu_catalog import DLC_TAGS, INSTANCE_TYPES, GpuInstanceType, dlc_image, dlc_regions, lookup_instance
+from infra.gpu_catalog import (
+    DLC_TAGS,
+    INSTANCE_TYPES,
+    RETIRED_FAMILIES,
+    GpuInstanceType,
+    dlc_image,
+    dlc_regions,
+    lookup_instance,
+)
 from infra.layers import ARCHES, SERVING_PYTHONS
 from infra.reach import world_ranges
 from infra.tpu_catalog import TpuType, accelerator_types, lookup_tpu, runtime_examples, runtime_problem
@@ -276,6 +284,9 @@ def _gpu(values: _Values) -> GpuConfig:
     known = ", ".join(t.name for t in INSTANCE_TYPES)
     name = values.text("instanceType", f"a GPU instance type: {known}", required=True)
     instance = lookup_instance(name)
+    retired = RETIRED_FAMILIES.get(name.split(".", 1)[0])
+    if instance is None and retired:
+        raise values.error("instanceType", name, f"not offered: {retired}", accepts=False)
     if instance is None:
         raise values.error("instanceType", name, f"not a GPU instance type in ernie's catalog; accepted: {known}",
                            accepts=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +12,8 @@ import pulumi
 import pulumi_gcp as gcp
 
 from infra.config import ConfigError
+from infra.naming import SERVICE_ACCOUNT_MAX, gcp_name
+from infra.settle import SERVICE_ACCOUNT_SETTLE_S, Settled
 from infra.grants import TPU_BUCKET_ROLE, TPU_PROJECT_ROLES, TPU_SCOPES, TPU_TEARDOWN_PERMISSIONS
 from infra.teardown import (
     SCHEDULE_TIME_ZONE,
@@ -48,10 +49,9 @@ class TpuSliceArgs:
     """e.g. "v4-32"; one resource however many hosts it spans."""
     runtime_version: str
     """TPU VM software image, e.g. tpu-ubuntu2204-base; config.py checked it fits the generation."""
-    hosts: int
-    """Worker VMs in the slice (v4-32: 4); the API returns one network endpoint per worker."""
-    chips_per_host: int
-    """TPU chips each worker drives (the inventory's `chips`)."""
+    chips: int
+    """TPU chips in the whole slice; each worker's share (the inventory's `chips`) is counted from the node's
+    network endpoints, one per worker VM, which the API returns: the catalog's host count is only a forecast."""
     spot: bool
     """Spot capacity: cheaper, and preemptible at any time."""
     ssh_allowed_cidrs: Sequence[str]
@@ -84,7 +84,7 @@ class TpuSlice(pulumi.ComponentResource):
         _check_offered(args)
         child = pulumi.ResourceOptions(parent=self)
         labels = dict(args.labels)
-        tag = _network_name(args.node_name)
+        tag = gcp_name(args.node_name)
 
         network = gcp.compute.Network(f"{name}-net", project=args.project, auto_create_subnetworks=False,
                                       description=f"ernie TPU slice {args.node_name}", opts=child)
@@ -105,6 +105,9 @@ class TpuSlice(pulumi.ComponentResource):
         account = gcp.serviceaccount.Account(f"{name}-sa", project=args.project,
                                              account_id=_account_id(args.node_name),
                                              display_name=f"ernie TPU slice {args.node_name}", opts=child)
+        # A new account is not usable at once: everything that names it waits for it to settle (infra/settle.py).
+        account_email = Settled(f"{name}-sa-settle", account.email, SERVICE_ACCOUNT_SETTLE_S, opts=child).value
+        account_member = account_email.apply(lambda email: f"serviceAccount:{email}")
         bucket = gcp.storage.Bucket(
             f"{name}-bucket", project=args.project, location=_bucket_location(args.region),
             uniform_bucket_level_access=True, public_access_prevention="enforced", force_destroy=True,
@@ -113,9 +116,9 @@ class TpuSlice(pulumi.ComponentResource):
             labels=labels, opts=child)
         grants = [
             gcp.storage.BucketIAMMember(f"{name}-bucket-writer", bucket=bucket.name, role=TPU_BUCKET_ROLE,
-                                        member=account.member, opts=child),
+                                        member=account_member, opts=child),
             *(gcp.projects.IAMMember(f"{name}-{role.rsplit('/', 1)[-1].replace('.', '-').lower()}",
-                                     project=args.project, role=role, member=account.member, opts=child)
+                                     project=args.project, role=role, member=account_member, opts=child)
               for role in TPU_PROJECT_ROLES),
         ]
 
@@ -128,6 +131,8 @@ class TpuSlice(pulumi.ComponentResource):
             display_name=f"ernie TPU teardown {args.node_name}",
             description=f"Only Cloud Scheduler signs in as it, to delete TPU node {args.node_name} at its TTL",
             opts=child)
+        teardown_email = Settled(f"{name}-teardown-sa-settle", teardown_account.email, SERVICE_ACCOUNT_SETTLE_S,
+                                 opts=child).value
         teardown_role = gcp.projects.IAMCustomRole(
             f"{name}-teardown-role", project=args.project,
             # Custom role ids stay reserved for weeks after deletion: make each one unique to its account.
@@ -135,14 +140,15 @@ class TpuSlice(pulumi.ComponentResource):
             title="ernie TPU teardown", description=f"Delete TPU node {args.node_name} at its TTL",
             permissions=list(TPU_TEARDOWN_PERMISSIONS), opts=child)
         teardown_grant = gcp.projects.IAMMember(f"{name}-teardown", project=args.project, role=teardown_role.name,
-                                                member=teardown_account.member, opts=child)
+                                                member=teardown_email.apply(lambda e: f"serviceAccount:{e}"),
+                                                opts=child)
 
         node = gcp.tpu.V2Vm(
             f"{name}-tpu", name=args.node_name, project=args.project, zone=args.zone,
             accelerator_type=args.accelerator_type, runtime_version=args.runtime_version,
             scheduling_config={"spot": True} if args.spot else None,
             network_config={"network": network.id, "subnetwork": subnet.id, "enable_external_ips": True},
-            service_account={"email": account.email, "scopes": list(TPU_SCOPES)},
+            service_account={"email": account_email, "scopes": list(TPU_SCOPES)},
             metadata={
                 "ssh-keys": pulumi.Output.from_input(args.ssh_public_key).apply(
                     lambda key: f"{args.ssh_user}:{key.strip()}"),
@@ -162,11 +168,11 @@ class TpuSlice(pulumi.ComponentResource):
             retry_config={"retry_count": 5, "min_backoff_duration": "60s", "max_backoff_duration": "600s",
                           "max_doublings": 3},
             http_target={"uri": tpu_node_url(args.project, args.zone, args.node_name), "http_method": TEARDOWN_METHOD,
-                         "oauth_token": {"service_account_email": teardown_account.email, "scope": TEARDOWN_SCOPE}},
+                         "oauth_token": {"service_account_email": teardown_email, "scope": TEARDOWN_SCOPE}},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[teardown_grant], delete_before_replace=True))
 
         self.hosts = node.network_endpoints.apply(
-            lambda endpoints: tpu_hosts(args.node_name, args.accelerator_type, args.chips_per_host, endpoints))
+            lambda endpoints: tpu_hosts(args.node_name, args.accelerator_type, args.chips, endpoints))
         self.bucket_uri = bucket.url
         self.service_account_email = account.email
         self.teardown_schedule = teardown.schedule
@@ -187,14 +193,19 @@ def _check_offered(args: TpuSliceArgs) -> None:
                           f"{', '.join(sorted(runtimes))}")
 
 
-def tpu_hosts(node: str, accelerator_type: str, chips_per_host: int, endpoints: Sequence[Any]) -> list[dict]:
-    """Inventory hosts from the node's network endpoints: one per worker, in worker order."""
+def tpu_hosts(node: str, accelerator_type: str, chips: int, endpoints: Sequence[Any]) -> list[dict]:
+    """Inventory hosts from the node's network endpoints: one per worker VM, in worker order, each with its share
+    of the slice's `chips` (a v5litepod-16 is 4 VMs of 4 chips, a v4-32 4 VMs of 4)."""
+    endpoints = list(endpoints or ())
+    if not endpoints or chips % len(endpoints):
+        raise ValueError(f"TPU node {node} ({accelerator_type}, {chips} chips) reports {len(endpoints)} network "
+                         "endpoint(s): cannot share its chips evenly among its workers")
     hosts = []
-    for worker, endpoint in enumerate(endpoints or ()):
+    for worker, endpoint in enumerate(endpoints):
         external = [c.external_ip for c in (endpoint.access_configs or ()) if c.external_ip]
         hosts.append({"name": f"{node}-w{worker}", "address": external[0] if external else endpoint.ip_address,
                       "private_address": endpoint.ip_address, "worker": worker,
-                      "accelerator": accelerator_type, "chips": chips_per_host})
+                      "accelerator": accelerator_type, "chips": chips // len(endpoints)})
     return hosts
 
 
@@ -205,14 +216,9 @@ def _ssh_ranges_by_family(cidrs: Sequence[str]) -> list[tuple[str, list[str]]]:
     return [(suffix, ranges) for suffix, ranges in (("", v4), ("-v6", v6)) if ranges]
 
 
-def _network_name(text: str) -> str:
-    """GCP names and tags: lowercase letters, digits and dashes, starting with a letter, at most 63."""
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63]
-
-
 def _account_id(node_name: str, suffix: str = "sa") -> str:
     """Service account ids are 6-30 characters."""
-    return _network_name(node_name)[:27].rstrip("-") + f"-{suffix}"
+    return gcp_name(node_name, suffix, SERVICE_ACCOUNT_MAX)
 
 
 def _bucket_location(region: str) -> str:

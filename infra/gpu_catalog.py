@@ -36,14 +36,20 @@ INSTANCE_TYPES: tuple[GpuInstanceType, ...] = (
     GpuInstanceType("g6e.xlarge", "L40S", 1, efa=False, spot=True),
     GpuInstanceType("g6e.12xlarge", "L40S", 4, efa=True, spot=True),
     GpuInstanceType("g6e.48xlarge", "L40S", 8, efa=True, spot=True),
-    GpuInstanceType("p3.2xlarge", "V100", 1, efa=False, spot=True),
-    GpuInstanceType("p3.8xlarge", "V100", 4, efa=False, spot=True),
-    GpuInstanceType("p3.16xlarge", "V100", 8, efa=False, spot=True),
-    GpuInstanceType("p3dn.24xlarge", "V100", 8, efa=True, spot=True),
     GpuInstanceType("p4d.24xlarge", "A100", 8, efa=True, spot=True),
     # P5 capacity is sold through Capacity Blocks and On-Demand; ernie does not request it as Spot.
     GpuInstanceType("p5.48xlarge", "H100", 8, efa=True, spot=False),
 )
+
+
+# Families ernie no longer offers, and why: config.py names the reason instead of "unknown type".
+RETIRED_FAMILIES: dict[str, str] = {
+    family: "V100 (sm_70): the PyTorch training images ernie knows are built for CUDA 12.8 and later, which carry "
+            "no sm_70 kernels, and the Deep Learning Base AMI no longer lists P3. To use one anyway, run an image "
+            "built for CUDA 12.6 or earlier (e.g. pytorch-training:2.6.0-gpu-py312-cu126-ubuntu22.04-ec2) on hosts "
+            "you make yourself (`ernie run --inventory FILE`); on this stack pick g5, g6e, p4d or p5"
+    for family in ("p3", "p3dn")
+}
 
 
 def lookup_instance(name: str) -> GpuInstanceType | None:
@@ -80,11 +86,12 @@ DLC_DEFAULT_ACCOUNT = "763104351884"
 DLC_DEFAULT_REGIONS: tuple[str, ...] = (
     "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "sa-east-1",
     "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1",
-    "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1", "ap-southeast-1", "ap-southeast-2",
+    "ap-northeast-1", "ap-northeast-2", "ap-south-1", "ap-southeast-1", "ap-southeast-2",
 )
 DLC_OTHER_ACCOUNTS: dict[str, str] = {
     "af-south-1": "626614931356",
     "ap-east-1": "871362719292",
+    "ap-northeast-3": "364406365360",
     "eu-south-1": "692866216735",
     "me-south-1": "217643126080",
     "ap-southeast-3": "907027046896",
@@ -98,10 +105,14 @@ def dlc_regions() -> list[str]:
     return [*DLC_DEFAULT_REGIONS, *DLC_OTHER_ACCOUNTS]
 
 
+def dlc_account(region: str) -> str:
+    """The AWS account publishing DLC images in `region` (the registry host and the role's ECR ARN name it)."""
+    return DLC_OTHER_ACCOUNTS.get(region, DLC_DEFAULT_ACCOUNT)
+
+
 def dlc_registry(region: str) -> str:
     """The ECR registry host serving DLC images in `region`."""
-    account = DLC_OTHER_ACCOUNTS.get(region, DLC_DEFAULT_ACCOUNT)
-    return f"{account}.dkr.ecr.{region}.amazonaws.com"
+    return f"{dlc_account(region)}.dkr.ecr.{region}.amazonaws.com"
 
 
 def dlc_image(region: str, framework: str, tag: str) -> str:

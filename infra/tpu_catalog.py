@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,9 @@ GENERATIONS: tuple[TpuGeneration, ...] = (
                   "tpu-ubuntu2204-base", spot=False),
     TpuGeneration("v4", "v4", _powers_of_two(8, 4096), True, 4, 4, ("us-central2-b",), ("us-central2-b",),
                   "tpu-ubuntu2204-base", spot=True),
-    # REFERENCE.md: v5litepod-16 is 2 hosts, so a multi-host v5e worker holds 8 chips.
-    TpuGeneration("v5e", "v5litepod", (1, 4, 8, 16, 32, 64, 128, 256), False, 8, 8,
+    # A multi-host v5e VM holds 4 chips (GKE's ct5lp-hightpu-4t): v5litepod-16 is 4 VMs. The v5e page's "hosts"
+    # column counts 8-chip machines; the node's network endpoints (one per VM) have the last word.
+    TpuGeneration("v5e", "v5litepod", (1, 4, 8, 16, 32, 64, 128, 256), False, 4, 8,
                   ("us-central1-a", "us-south1-a", "us-west1-c", "us-west4-a"),
                   ("us-central1-a", "us-south1-a", "us-west1-c", "us-west4-a"), "v2-alpha-tpuv5-lite", spot=True),
     TpuGeneration("v5p", "v5p", _powers_of_two(8, 8192), True, 4, 4, ("us-central1-a", "us-east5-a"),
@@ -64,7 +69,11 @@ GENERATIONS: tuple[TpuGeneration, ...] = (
 )
 
 # TensorFlow TPU VM runtimes published for these versions (cloud.google.com/tpu/docs/runtimes).
-TF_VERSIONS: tuple[str, ...] = ("2.12.0", "2.13.0", "2.14.0", "2.15.0", "2.16.1", "2.17.0", "2.18.0")
+TF_VERSIONS: tuple[str, ...] = ("2.12.0", "2.13.0", "2.14.0", "2.15.0", "2.16.1", "2.17.0", "2.18.0", "2.20.0")
+# A TPU VM's TensorFlow runtime must be the release the TensorFlow workload installs: its venv takes the
+# system site-packages, and a pod slice's workers run the image's TensorFlow server (issue 14, defect 5).
+TF_WORKLOAD_REQUIREMENTS = Path(__file__).resolve().parents[1] / "workloads" / "bert" / "requirements-tf.txt"
+TF_PINNED_PACKAGES = ("tensorflow-tpu", "tensorflow")
 # From 2.15 a TF runtime names its TPU API: -pjrt or -se (stream executor).
 _TF_API_REQUIRED_FROM = (2, 15)
 _TF_RUNTIME = re.compile(r"^tpu-vm-tf-(?P<version>\d+\.\d+\.\d+)(?P<pod>-pod)?(?P<api>-pjrt|-se)?$")
@@ -125,6 +134,11 @@ def runtime_problem(tpu: TpuType, runtime: str) -> str | None:
             return f"{tpu.name} is a multi-host slice ({tpu.hosts} hosts) and needs a -pod runtime; use {fits}"
         if not tpu.multi_host and match["pod"]:
             return f"{tpu.name} is a single host and cannot run a -pod runtime; use {fits}"
+        pinned = tf_workload_version()
+        if version != pinned:
+            return (f"TensorFlow {version} is not the release the TensorFlow workload pins "
+                    f"({TF_WORKLOAD_REQUIREMENTS.relative_to(TF_WORKLOAD_REQUIREMENTS.parents[2])}: {pinned}); "
+                    f"use {fits}")
         return None
     owners = [g for g in GENERATIONS if g.base_image == runtime]
     if not owners:
@@ -137,4 +151,23 @@ def runtime_problem(tpu: TpuType, runtime: str) -> str | None:
 def runtime_examples(tpu: TpuType) -> str:
     """The runtimes that fit `tpu`, as a user would type them."""
     pod = "-pod" if tpu.multi_host else ""
-    return f"{tpu.generation.base_image} (PyTorch/JAX) or tpu-vm-tf-{TF_VERSIONS[-1]}{pod}-pjrt (TensorFlow)"
+    return f"{tpu.generation.base_image} (PyTorch/JAX) or tpu-vm-tf-{tf_workload_version()}{pod}-pjrt (TensorFlow)"
+
+
+@cache
+def tf_workload_version(path: Path = TF_WORKLOAD_REQUIREMENTS) -> str:
+    """The TensorFlow release the TensorFlow workload pins (`tensorflow-tpu==X.Y.Z` in its requirements)."""
+    for line in path.read_text().splitlines():
+        text = line.split("#", 1)[0].strip()
+        if not text or text.startswith("-"):
+            continue
+        try:
+            req = Requirement(text)
+        except InvalidRequirement as exc:
+            raise ValueError(f"{path}: {text!r} is not a requirement ({exc})") from None
+        if req.name in TF_PINNED_PACKAGES:
+            pins = [s.version for s in req.specifier if s.operator == "=="]
+            if len(pins) == 1 and re.fullmatch(r"\d+\.\d+\.\d+", pins[0]):
+                return pins[0]
+            raise ValueError(f"{path}: {text!r} must pin one release (==X.Y.Z): the TPU runtime is chosen by it")
+    raise ValueError(f"{path}: no {' or '.join(TF_PINNED_PACKAGES)}==X.Y.Z line to choose the TPU runtime by")

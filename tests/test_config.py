@@ -36,7 +36,7 @@ def test_committed_stack_files_are_valid() -> None:
 
 @pytest.mark.parametrize(("name", "chips", "hosts"), [
     ("v2-8", 4, 1), ("v3-8", 4, 1), ("v3-32", 16, 4), ("v4-8", 4, 1), ("v4-32", 16, 4), ("v4-128", 64, 16),
-    ("v5litepod-8", 8, 1), ("v5litepod-16", 16, 2), ("v5p-8", 4, 1), ("v5p-32", 16, 4), ("v6e-8", 8, 1),
+    ("v5litepod-8", 8, 1), ("v5litepod-16", 16, 4), ("v5p-8", 4, 1), ("v5p-32", 16, 4), ("v6e-8", 8, 1),
     ("v6e-16", 16, 4),
 ])
 def test_tpu_types_resolve_to_chips_and_hosts(name, chips, hosts) -> None:
@@ -51,14 +51,16 @@ def test_unknown_tpu_types_do_not_resolve(name) -> None:
 
 @pytest.mark.parametrize(("tpu_type", "runtime", "problem"), [
     ("v4-32", "tpu-ubuntu2204-base", None),
-    ("v4-32", "tpu-vm-tf-2.17.0-pod-pjrt", None),
-    ("v4-8", "tpu-vm-tf-2.16.1-pjrt", None),
-    ("v4-8", "tpu-vm-tf-2.14.0", None),  # before 2.15 the API suffix did not exist
+    ("v4-32", "tpu-vm-tf-2.20.0-pod-pjrt", None),
+    ("v4-8", "tpu-vm-tf-2.20.0-pjrt", None),
     ("v5litepod-16", "v2-alpha-tpuv5-lite", None),
     ("v6e-8", "v2-alpha-tpuv6e", None),
     ("v4-8", "tpu-vm-tf-2.17.0", "end in -pjrt or -se"),
     ("v4-8", "tpu-vm-tf-2.17.0-pod-pjrt", "single host"),
-    ("v3-32", "tpu-vm-tf-2.16.1-pjrt", "needs a -pod runtime"),
+    ("v3-32", "tpu-vm-tf-2.20.0-pjrt", "needs a -pod runtime"),
+    # The runtime's TensorFlow must be the one workloads/bert/requirements-tf.txt pins (2.20.0).
+    ("v4-32", "tpu-vm-tf-2.17.0-pod-pjrt", "not the release the TensorFlow workload pins"),
+    ("v4-8", "tpu-vm-tf-2.16.1-pjrt", "requirements-tf.txt: 2.20.0"),
     ("v4-8", "tpu-vm-tf-2.99.0-pjrt", "has no TPU VM runtime"),
     ("v5p-8", "v2-alpha-tpuv5-lite", "runtime for TPU v5e, not v5p"),
     ("v6e-8", "tpu-ubuntu2204-base", "not v6e"),

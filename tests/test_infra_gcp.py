@@ -43,8 +43,8 @@ def inputs_of(result: Plan, typ: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(("tpu_type", "zone", "runtime", "workers", "chips_per_worker"), [
     ("v2-8", "us-central1-b", "tpu-ubuntu2204-base", 1, 4),
-    ("v4-32", "us-central2-b", "tpu-vm-tf-2.17.0-pod-pjrt", 4, 4),
-    ("v5litepod-16", "us-west4-a", "v2-alpha-tpuv5-lite", 2, 8),
+    ("v4-32", "us-central2-b", "tpu-vm-tf-2.20.0-pod-pjrt", 4, 4),
+    ("v5litepod-16", "us-west4-a", "v2-alpha-tpuv5-lite", 4, 4),  # 4-chip VMs
 ])
 def test_one_inventory_host_per_tpu_worker(tmp_path, tpu_type, zone, runtime, workers, chips_per_worker) -> None:
     result = gcp_plan(tmp_path, {"ernie:tpuType": tpu_type, "gcp:zone": zone, "ernie:runtimeVersion": runtime})
@@ -198,7 +198,7 @@ def test_tpu_slice_component_on_its_own(pulumi_mocks):
     up = datetime(2025, 3, 5, 23, 45, 10, tzinfo=UTC)
     slice_ = TpuSlice("bench", TpuSliceArgs(
         project="p", zone="europe-west4-a", region="europe-west4", node_name="ernie-test", accelerator_type="v3-32",
-        runtime_version="tpu-ubuntu2204-base", hosts=4, chips_per_host=4, spot=False,
+        runtime_version="tpu-ubuntu2204-base", chips=16, spot=False,
         ssh_allowed_cidrs=["10.1.0.0/16"], ssh_user="ernie", ssh_public_key="ssh-ed25519 AAAA test",
         ttl_minutes=30, labels={"ernie-stack": "test", "ernie-ttl": "30m"}, clock=lambda: up))
 
@@ -224,7 +224,7 @@ def test_the_live_tpu_api_has_the_last_word(pulumi_mocks) -> None:
                                           "us-central2-b: .*tpu-ubuntu2204-base"):
         TpuSlice("bench", TpuSliceArgs(
             project="p", zone="us-central2-b", region="us-central2", node_name="ernie-test", accelerator_type="v4-8",
-            runtime_version="tpu-vm-tf-9.9.9-pjrt", hosts=1, chips_per_host=4, spot=False,
+            runtime_version="tpu-vm-tf-9.9.9-pjrt", chips=4, spot=False,
             ssh_allowed_cidrs=["10.1.0.0/16"], ssh_user="ernie", ssh_public_key="ssh-ed25519 AAAA test",
             ttl_minutes=30, labels={}))
     assert [r.type for r in pulumi_mocks.resources if r.type != "ernie:gcp:TpuSlice"] == []
