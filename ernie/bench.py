@@ -38,11 +38,12 @@ def _handled(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]
 
 
 def bench_command(workload: str, sets: list[str], stack: str, keep: bool, opts: RunOptions, console: Console,
-                  pulumi: PulumiCli | None = None) -> int:
-    """Provision, run, collect and destroy; the run's exit status (128 + the signal's number when interrupted)."""
+                  pulumi: PulumiCli | None = None, run_id: str | None = None) -> int:
+    """Provision, run, collect and destroy; the run's exit status (128 + the signal's number when interrupted).
+    `run_id`: the run's id when the caller chose it (`ernie compare` records it before the cell starts)."""
     resolved = resolve(find_workload(workload), sets)  # a bad workload fails before anything is created
     pulumi = pulumi or PulumiCli()
-    run_id = new_run_id(resolved.workload.name)
+    run_id = run_id or new_run_id(resolved.workload.name)
     timeline = Timeline(opts.results_root / run_id / TIMELINE, run_id)
     code, inventory, destroyed = 1, None, True
     received: list[int] = []

@@ -38,7 +38,7 @@ max_steps = 1000
 name = "v4"
 cloud = "gcp"
 workload = "bert-tf"
-stack = {{ "ernie:tpuType" = "v4-8", "ernie:runtimeVersion" = "tpu-vm-tf-2.17.0-pjrt" }}
+stack = {{ "ernie:tpuType" = "v4-8", "ernie:runtimeVersion" = "tpu-ubuntu2204-base" }}
 [[cells]]
 name = "g5"
 cloud = "aws"
