@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,8 +92,8 @@ def answers(table: list[Row]) -> list[str]:
     if reached:
         fast = min(reached, key=lambda r: r.time_to_target_min)  # type: ignore[arg-type,return-value]
         cheap = min(reached, key=lambda r: r.usd_to_target)  # type: ignore[arg-type,return-value]
-        return [f"fastest to target: {fast.cell} ({fast.time_to_target_min:.2f} min); cheapest to target: "
-                f"{cheap.cell} ({cheap.usd_to_target:.2f} USD)"]
+        return [f"fastest to target: {fast.cell} ({_num(fast.time_to_target_min, ' min')}); cheapest to target: "
+                f"{cheap.cell} ({_num(cheap.usd_to_target, ' USD')})"]
     rated = [r for r in done if r.throughput]
     if not rated:
         return ["no cell completed: nothing to compare yet (`ernie compare PLAN --resume` runs the missing cells)"]
@@ -102,6 +103,25 @@ def answers(table: list[Row]) -> list[str]:
     if priced:
         cheap = min(priced, key=lambda r: r.usd_per_million)  # type: ignore[arg-type,return-value]
         line += f"; cheapest per million {cheap.throughput_unit}: {cheap.cell} ({cheap.usd_per_million:.4g} USD)"
+    return [line]
+
+
+def closeness(table: list[Row], previous_report: Path) -> list[str]:
+    """How far the plan's time estimates were from the actual runs, beside the same figure for the runs the
+    previous report of this plan showed (the index learned from those: this is where the estimates improve)."""
+    now = [abs(r.min_error) for r in table if r.min_error is not None and r.status == "complete"]
+    if not now:
+        return []
+    line = f"the plan's time estimates were off by a median {statistics.median(now):.0%} ({len(now)} cell(s))"
+    try:
+        before = json.loads(previous_report.read_text())["cells"]
+        current = {r.run_id for r in table}
+        then = [abs(c["min_error"]) for c in before
+                if c.get("min_error") is not None and c.get("status") == "complete" and c.get("run_id") not in current]
+    except (OSError, ValueError, KeyError, TypeError):
+        then = []
+    if then:
+        line += f"; for the runs of the previous report of this plan: {statistics.median(then):.0%}"
     return [line]
 
 
@@ -128,16 +148,16 @@ def write_comparison(plan: ComparePlan, state: dict[str, CellState], results_roo
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     intro = [f"plan {plan.path} ({len(table)} cell(s)); generated {now} from the results index in {results_root}",
              *like_for_like(plan)]
-    said = answers(table)
+    said = answers(table) + closeness(table, out / "compare.json")
     cells = Table("cells", ("cell", "hardware", "workload", "status", "throughput", "MFU", "time to target",
                             "USD per million", "USD to target", "run"),
                   [(r.cell, r.hardware, r.workload, r.status, _rate(r), _pct(r.mfu), _num(r.time_to_target_min, " min"),
-                    _num(r.usd_per_million, " USD", 4), _num(r.usd_to_target, " USD", 2), r.run_id) for r in table])
+                    _num(r.usd_per_million, " USD"), _num(r.usd_to_target, " USD"), r.run_id) for r in table])
     accuracy = Table("the plan's estimate beside the actual",
                      ("cell", "minutes: estimate", "actual", "error", "USD: estimate", "actual", "error",
                       "MFU: estimate", "actual"),
                      [(r.cell, _num(r.estimate_min), _num(r.actual_min), _pct(r.min_error, signed=True),
-                       _num(r.estimate_usd, digits=4), _num(r.actual_usd, digits=4), _pct(r.usd_error, signed=True),
+                       _num(r.estimate_usd), _num(r.actual_usd), _pct(r.usd_error, signed=True),
                        _pct(r.estimate_mfu), _pct(r.mfu)) for r in table],
                      note="error = (estimate - actual) / actual; actual minutes are the run's lifetime, provisioning "
                           "to teardown. The next plan's estimates learn from these runs.")
@@ -169,6 +189,8 @@ def _plot(table: list[Row]) -> bytes:
     ax.set_ylabel("dollars to target (USD)")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
+    ax.margins(0.2)
+    ax.set_title("each cell: time to target against dollars to target", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -180,8 +202,9 @@ def _min(seconds: float | None) -> float | None:
     return None if seconds is None else seconds / 60
 
 
-def _num(value: float | None, unit: str = "", digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}{unit}"
+def _num(value: float | None, unit: str = "", digits: int = 3) -> str:
+    """`digits` significant figures: a cell may cost a few cents or a few thousand dollars."""
+    return "-" if value is None else f"{value:.{digits}g}{unit}"
 
 
 def _pct(value: float | None, signed: bool = False) -> str:

@@ -2,7 +2,7 @@
 the last step, run_stop) and result.json (samples/s timed over its steps, FLOPs per sample, the peak, the eval);
 every worker sleeps through the steps, as data-parallel workers would.
 
-    python3 train.py --global-batch 8 --max-steps 10 --samples-per-s 40 --flops-per-sample 1e9 --peak-tflops 0.05 \
+    python3 train.py --global-batch 8 --max-steps 10 --samples-per-s 40 --flops-per-sample 5e8 --peak-tflops 0.05 \
         --target-accuracy 0.7 --fail false
 """
 
