@@ -71,7 +71,8 @@ class PulumiCli:
                              f"{proc.stderr.strip()[-500:] or 'no message'}; are you logged in (`pulumi login`)?")
         try:
             listed = json.loads(proc.stdout or "[]")
-            return {str(s["name"]) for s in listed}
+            # A Pulumi Cloud backend may qualify a name (org/project/stack); a self-managed one does not.
+            return {str(s["name"]).rsplit("/", 1)[-1] for s in listed}
         except (json.JSONDecodeError, TypeError, KeyError) as exc:
             raise ErnieError(f"`pulumi stack ls --json` did not list stacks ({exc})") from exc
 

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from rich.console import Console
 
 from ernie.compare.estimate import (BUCKETS, DEFAULT_MINUTES, STARTUP, Estimate, Figure, Hardware, History,
@@ -236,3 +237,46 @@ def test_every_stack_override_is_a_key_the_stack_config_reads() -> None:
 
     ernie_keys = {k.split(":", 1)[1] for k in STACK_OVERRIDES if k.startswith("ernie:")}
     assert ernie_keys <= COMMON_KEYS | GCP_KEYS | AWS_KEYS
+
+
+def test_the_cell_stack_file_keeps_the_stacks_own_settings_never_the_bases(tmp_path: Path) -> None:
+    plan = load_plan(EXAMPLE)
+    cell = plan.cells[0]
+    own = tmp_path / "Pulumi.bert-base-v4-8.yaml"  # as `pulumi stack init` writes it with a passphrase provider
+    own.write_text("encryptionsalt: v1:abc\nconfig:\n  ernie:tpuType: v2-8\n")
+    written = yaml.safe_load(cell.write_stack_file(tmp_path / "out" / own.name, settings_from=own).read_text())
+    assert written["encryptionsalt"] == "v1:abc"
+    assert written["config"] == {**yaml.safe_load((REPO / "Pulumi.gcp.yaml").read_text())["config"], **cell.overrides}
+    plain = yaml.safe_load(cell.write_stack_file(tmp_path / "plain.yaml").read_text())
+    assert set(plain) == {"config"}
+
+
+def test_the_report_shows_like_for_like_settings_and_each_declared_difference(tmp_path: Path) -> None:
+    from ernie.compare.report import like_for_like
+
+    plan = load_plan(good(tmp_path, extra_cell='params = { global_batch = 64 }\ndiffers = ["global_batch"]'))
+    assert like_for_like(plan) == ["like for like: preset=base, global_batch=256, max_steps=1000",
+                                   "cell g5 differs on purpose: global_batch=64 (not 256)"]
+
+
+def row(cell: str, **kw):
+    from ernie.compare.report import Row
+
+    fields = dict(cell=cell, hardware="h", workload="w", status="complete", run_id=cell, throughput=None,
+                  throughput_unit="samples", mfu=None, time_to_target_min=None, usd_per_million=None,
+                  usd_to_target=None, actual_min=None, actual_usd=None, estimate_min=None, estimate_usd=None,
+                  estimate_mfu=None)
+    return Row(**{**fields, **kw})
+
+
+def test_the_summary_names_the_fastest_and_cheapest_cell_for_the_target() -> None:
+    from ernie.compare.report import answers
+
+    table = [row("a", time_to_target_min=10.0, usd_to_target=9.0), row("b", time_to_target_min=30.0,
+                                                                       usd_to_target=3.0),
+             row("c", time_to_target_min=1.0, usd_to_target=0.1, status="failed")]
+    assert answers(table) == ["fastest to target: a (10 min); cheapest to target: b (3 USD)"]
+    unreached = [row("a", throughput=100.0, usd_per_million=5.0), row("b", throughput=50.0, usd_per_million=2.0)]
+    assert answers(unreached) == ["no cell reached its target; highest throughput: a (100 samples/s); cheapest per "
+                                  "million samples: b (2 USD)"]
+    assert row("a", estimate_min=15.0, actual_min=10.0).min_error == pytest.approx(0.5)

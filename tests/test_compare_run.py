@@ -240,3 +240,43 @@ def test_a_signal_mid_run_collects_and_destroys_every_live_stack(ernie_cmd: list
         manifest = json.loads((results / cell["run_id"] / "manifest.json").read_text())
         assert {h["exit_code"] for h in manifest["hosts"].values()} == {143}  # stopped, then collected
     assert "Traceback" not in out and "`ernie compare PLAN --resume` runs the rest" in out, out
+
+
+def cell_pid(spec: Path) -> int | None:
+    """The process running the cell whose spec file is `spec` (`python -m ernie.compare.cell SPEC`)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"ernie.compare.cell" in argv and str(spec).encode() in argv:
+            return int(proc.name)
+    return None
+
+
+def test_a_cell_process_killed_mid_run_still_has_its_stack_destroyed(ernie_cmd: list[str], setup: dict) -> None:
+    write_plan(setup, steps=400, rates=(4, 800, 800))  # the tpu cell runs long; the others end on their own
+    results = setup["results"]
+    proc = subprocess.Popen([*ernie_cmd, "compare", str(setup["plan"]), "--results", str(results), "--parallel", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=setup["env"],
+                            start_new_session=True)
+    try:
+        spec = results / "compare" / "t" / "tpu.cell.json"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (spec.is_file() and list(results.glob("*/worker0.stream.log"))):
+            time.sleep(0.3)
+        pid = cell_pid(spec)
+        assert pid is not None, "the tpu cell never started"
+        os.kill(pid, signal.SIGKILL)  # no handler runs: its bench never destroys
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, out
+    assert "cell tpu: its process ended without destroying stack t-tpu; destroying it now" in out.replace("\n", " ")
+    assert by_stack(setup["env"])["t-tpu"] == ["init", "up", "stack", "destroy"]
+    destroy = next(c["args"] for c in calls(setup["env"]) if c["args"][0] == "destroy" and "t-tpu" in c["args"])
+    assert destroy[destroy.index("--config-file") + 1].endswith("compare/t/Pulumi.t-tpu.yaml")
+    cells = {c["cell"]: c for c in report(setup)["cells"]}
+    assert cells["gpu"]["status"] == "complete" and cells["here"]["status"] == "complete"
+    assert cells["tpu"]["status"] != "complete"

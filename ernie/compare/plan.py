@@ -91,11 +91,18 @@ class Cell:
         document = yaml.safe_load(self.base_file.read_text()) or {}
         return {"config": {**document["config"], **self.overrides}}
 
-    def write_stack_file(self, path: Path) -> Path:
-        """Write the cell's stack file (only `config:`: a new stack gets its own secrets salt) and return it."""
+    def write_stack_file(self, path: Path, settings_from: Path | None = None) -> Path:
+        """Write the cell's stack file and return it: the base stack's `config:` with the overrides, and from
+        `settings_from` (the Pulumi.<stack>.yaml that `pulumi stack init` may write) the stack's own settings,
+        such as its secrets salt; never the base stack's, which belong to another stack."""
+        document: dict[str, Any] = {}
+        if settings_from is not None and settings_from.is_file():
+            own = yaml.safe_load(settings_from.read_text()) or {}
+            document.update({k: v for k, v in own.items() if k != "config"} if isinstance(own, dict) else {})
+        document.update(self.stack_config())
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# ernie compare: cell {self.name} ({self.base_file} with its overrides)\n"
-                        + yaml.safe_dump(self.stack_config(), sort_keys=False))
+                        + yaml.safe_dump(document, sort_keys=False))
         return path
 
     def fingerprint(self) -> str:

@@ -136,7 +136,8 @@ class Cells:
             self._save()
 
     def _config_file(self, cell: Cell) -> Path:
-        return cell.write_stack_file(self.out / f"Pulumi.{cell.stack(self.plan.name)}.yaml")
+        name = f"Pulumi.{cell.stack(self.plan.name)}.yaml"
+        return cell.write_stack_file(self.out / name, settings_from=PulumiCli().project_dir / name)
 
     def _destroy(self, cell: Cell, st: CellState) -> None:
         """The stack of a cell whose process ended before destroying it (killed, crashed)."""
