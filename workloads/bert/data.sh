@@ -5,12 +5,15 @@
 # --text stdlib uses corpus.py (real English text, no download); synthetic uses random tokens; anything
 # else is a text file or a directory of *.txt (e.g. Wikipedia extracts copied from the stack's bucket).
 # $ERNIE_BERT_DATA moves the data directory (default: data/ here); $PYTHON picks the interpreter.
+# --threads N (a launch option, not data) gives every framework N compute threads, so runs that compare
+# frameworks can run with the same number (0: each framework's default, one per core).
 
 python=${PYTHON:-python}
-text=stdlib seq_len=128 max_predictions=20
+text=stdlib seq_len=128 max_predictions=20 threads=0
 
-# parse_data_options SCRIPT ARGS...: reads --text/--seq-len/--max-predictions up to `--`; sets $consumed,
-# the number of arguments the caller shifts away before passing the rest to its trainer.
+# parse_data_options SCRIPT ARGS...: reads --text/--seq-len/--max-predictions/--threads up to `--`; sets
+# $consumed, the number of arguments the caller shifts away before passing the rest to its trainer, and
+# exports the thread settings (export_threads).
 parse_data_options() {
     local script=$1
     shift
@@ -20,11 +23,26 @@ parse_data_options() {
             --text) text="$2"; shift 2; consumed=$((consumed + 2)) ;;
             --seq-len) seq_len="$2"; shift 2; consumed=$((consumed + 2)) ;;
             --max-predictions) max_predictions="$2"; shift 2; consumed=$((consumed + 2)) ;;
-            --) consumed=$((consumed + 1)); return ;;
-            *) echo "$script: unknown option $1 (expected --text, --seq-len, --max-predictions, then -- and trainer flags)" >&2
+            --threads) threads="$2"; shift 2; consumed=$((consumed + 2)) ;;
+            --) consumed=$((consumed + 1)); export_threads "$script"; return ;;
+            *) echo "$script: unknown option $1 (expected --text, --seq-len, --max-predictions, --threads, then -- and trainer flags)" >&2
                exit 2 ;;
         esac
     done
+    export_threads "$script"
+}
+
+# export_threads SCRIPT: with --threads N > 0, N intra-op threads for PyTorch (OpenMP, MKL) and TensorFlow,
+# and one inter-op thread for TensorFlow (its graph runs one step at a time). torchrun keeps an
+# OMP_NUM_THREADS it finds. The trainers record what they ran with in result.json ("settings").
+export_threads() {
+    if ! [[ "$threads" =~ ^[0-9]+$ ]]; then
+        echo "$1: --threads must be a whole number (0: the frameworks' defaults), got '$threads'" >&2
+        exit 2
+    fi
+    [[ "$threads" -gt 0 ]] || return 0
+    export OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
+        TF_NUM_INTRAOP_THREADS="$threads" TF_NUM_INTEROP_THREADS=1
 }
 
 # ensure_data: sets $data_dir, preparing it first when this host lacks it (meta.json is written last).
