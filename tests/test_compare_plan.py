@@ -280,3 +280,20 @@ def test_the_summary_names_the_fastest_and_cheapest_cell_for_the_target() -> Non
     assert answers(unreached) == ["no cell reached its target; highest throughput: a (100 samples/s); cheapest per "
                                   "million samples: b (2 USD)"]
     assert row("a", estimate_min=15.0, actual_min=10.0).min_error == pytest.approx(0.5)
+
+
+def test_a_bad_cell_on_the_command_line_is_one_line_and_nothing_is_created(ernie_cmd: list[str],
+                                                                          tmp_path: Path) -> None:
+    from test_bench import calls, pulumi_env
+
+    env = pulumi_env(tmp_path, tmp_path / "unused.json")
+    plan = good(tmp_path)
+    plan.write_text(plan.read_text().replace('"v4-8"', '"v4-7"'))
+    proc = subprocess.run([*ernie_cmd, "compare", str(plan), "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("error: cell v4: ernie:tpuType: ") and lines[1:] == [
+        "nothing was created: fix the cell(s) above"], proc.stderr
+    assert "refused cell v4" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    assert calls(env) == [] and not (tmp_path / "r" / "compare").exists()

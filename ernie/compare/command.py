@@ -11,14 +11,16 @@ from rich.table import Table
 
 from ernie.compare.estimate import BUCKETS, History, PlanEstimate, budget_problems, estimate_plan
 from ernie.compare.plan import ComparePlan, load_plan
+from ernie.compare.runner import complete_cells, run_plan
 from ernie.errors import ErnieError
 from ernie.run import RunOptions
 
 
-def plan_and_check(plan_path: Path, budget: float | None, parallel: int, results: Path,
-                   console: Console) -> tuple[ComparePlan, PlanEstimate]:
+def plan_and_check(plan_path: Path, budget: float | None, parallel: int, results: Path, console: Console,
+                   resume: bool = False) -> tuple[ComparePlan, PlanEstimate]:
     """Load, check and estimate the plan, and print it; ErnieError (one line per problem) for a bad plan, a
-    refused cell or a plan over budget. Nothing is created."""
+    refused cell or a plan over budget (with `resume`, counting only the cells not yet complete). Nothing is
+    created."""
     if parallel < 1:
         raise ErnieError(f"--parallel {parallel}: run at least one cell at a time")
     if budget is not None and not budget > 0:
@@ -32,7 +34,10 @@ def plan_and_check(plan_path: Path, budget: float | None, parallel: int, results
     if planned.refused:
         raise ErnieError("\n".join(planned.refused) + "\nnothing was created: fix the cell(s) above")
     if budget is not None:
-        problems = budget_problems(planned, budget)
+        done = complete_cells(plan, results) if resume else {}
+        if done:
+            console.print(f"--resume: {', '.join(done)} complete already; the budget counts the other cells")
+        problems = budget_problems(PlanEstimate([e for e in planned.estimates if e.cell not in done], []), budget)
         if problems:
             raise ErnieError("; ".join(problems) + "; nothing was created")
         console.print(f"within --budget {budget:g} USD")
@@ -74,9 +79,7 @@ def _num(value: float | None, digits: int = 1) -> str:
 def compare_command(plan_path: Path, plan_only: bool, budget: float | None, parallel: int, resume: bool,
                     opts: RunOptions, console: Console) -> int:
     """The `ernie compare` command; its exit status."""
-    plan, planned = plan_and_check(plan_path, budget, parallel, opts.results_root, console)
+    plan, planned = plan_and_check(plan_path, budget, parallel, opts.results_root, console, resume)
     if plan_only:
         return 0
-    from ernie.compare.runner import run_plan
-
     return run_plan(plan, planned, parallel, resume, opts, console)

@@ -163,21 +163,26 @@ def _destroyed(results_root: Path, run_id: str) -> bool:
     return any(s.get("name") == "destroy" and s.get("ok") is True for s in steps)
 
 
+def complete_cells(plan: ComparePlan, results_root: Path) -> dict[str, CellState]:
+    """The cells `--resume` skips: their last run is complete and their configuration unchanged since."""
+    before = load_state(compare_dir(results_root, plan))
+    return {cell.name: prior for cell in plan.cells if (prior := before.get(cell.name)) is not None
+            and prior.fingerprint == cell.fingerprint() and run_status(results_root, prior.run_id) == "complete"}
+
+
 def run_plan(plan: ComparePlan, planned: PlanEstimate, parallel: int, resume: bool, opts: RunOptions,
              console: Console) -> int:
     """Run the plan's cells (those not already complete, with --resume), then write the comparison report.
     0 when every cell is complete; 128 + the signal's number when interrupted; 1 otherwise."""
     out = compare_dir(opts.results_root, plan)
-    before = load_state(out)
+    done = complete_cells(plan, opts.results_root) if resume else {}
     estimates: dict[str, Estimate] = {e.cell: e for e in planned.estimates}
     state: dict[str, CellState] = {}
     todo: list[Cell] = []
     for cell in plan.cells:
-        prior = before.get(cell.name)
-        if resume and prior and prior.fingerprint == cell.fingerprint() \
-                and run_status(opts.results_root, prior.run_id) == "complete":
-            console.print(f"cell [bold]{cell.name}[/]: complete in run {prior.run_id}; skipped (--resume)")
-            state[cell.name] = prior
+        if cell.name in done:
+            console.print(f"cell [bold]{cell.name}[/]: complete in run {done[cell.name].run_id}; skipped (--resume)")
+            state[cell.name] = done[cell.name]
             continue
         state[cell.name] = CellState(
             stack=cell.stack(plan.name), run_id=new_run_id(cell.resolved().workload.name),
