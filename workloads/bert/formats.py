@@ -84,11 +84,14 @@ class Source:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """"ernie" for a directory with meta.json, "hdf5" for .hdf5/.h5 files, else "tfrecord"."""
+    """"ernie" for a directory with meta.json (or nothing there: ernie's error says how to prepare it), "hdf5"
+    for .hdf5/.h5 files, else "tfrecord"."""
     path = Path(path)
     if path.is_dir() and (path / data.META_FILE).is_file():
         return "ernie"
     files = _files(path)
+    if not files:
+        return "ernie"
     if files and all(f.suffix in HDF5_SUFFIXES for f in files):
         return "hdf5"
     return "tfrecord"

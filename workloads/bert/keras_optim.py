@@ -1,8 +1,8 @@
 """The BERT pretraining optimizers (AdamW, LAMB) and learning-rate schedule on Keras 3, as train_torch.py.
 
-- Schedule: the learning rate of optimizer step k (0-based) is peak * (k+1)/warmup during the warm-up,
-  then falls linearly to 0 at the last step (MLPerf BERT's polynomial decay of power 1): train_torch.py's
-  `lr_lambda` under torch's LambdaLR, step for step.
+- Schedule: MLPerf's reference schedule (recipe.reference_lr): polynomial decay to 0 at the last step,
+  after a linear warm-up that starts at start_warmup_step; the first update (k = 0) has rate 0 without one
+  shifted: train_torch.py's `lr_lambda` under torch's LambdaLR, step for step.
 - Weight decay skips every tensor of rank < 2 (biases, LayerNorm scales and offsets), as in BERT and
   train_torch.py.
 - AdamW is `keras.optimizers.AdamW` (decoupled decay, as torch's AdamW; Keras adds epsilon to the
@@ -31,22 +31,28 @@ OptimizerName = Literal["adamw", "lamb"]
 
 @keras.saving.register_keras_serializable(package="ernie")
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """peak * (k+1)/warmup_steps for step k < warmup_steps, then peak * (total-k)/(total-warmup), floored at 0."""
+    """The reference's schedule (recipe.reference_lr): peak * (1 - min(k, total)/total)**power, and while
+    k - start_warmup_step < warmup_steps the warm-up peak * (k - start_warmup_step)/warmup_steps instead."""
 
-    def __init__(self, peak: float, warmup_steps: int, total_steps: int) -> None:
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, start_warmup_step: int = 0,
+                 power: float = 1.0) -> None:
         self.peak = peak
         self.warmup_steps = warmup_steps
         self.total_steps = total_steps
+        self.start_warmup_step = start_warmup_step
+        self.power = power
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        warmup = (step + 1.0) / max(self.warmup_steps, 1)
-        decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
-        factor = tf.where(step < self.warmup_steps, warmup, tf.maximum(decay, 0.0))
-        return self.peak * factor
+        step = ops.cast(step, "float32")
+        decayed = self.peak * ops.power(1.0 - ops.minimum(step, self.total_steps) / self.total_steps, self.power)
+        if not self.warmup_steps:
+            return decayed
+        since = step - self.start_warmup_step
+        return ops.where(since < self.warmup_steps, self.peak * since / self.warmup_steps, decayed)
 
     def get_config(self) -> dict:
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
+                "start_warmup_step": self.start_warmup_step, "power": self.power}
 
 
 class _PreReduced:
@@ -100,11 +106,13 @@ def make_optimizer(
     beta_1: float,
     beta_2: float,
     epsilon: float,
+    start_warmup_step: int = 0,
+    power: float = 1.0,
 ) -> keras.optimizers.Optimizer:
-    """The named optimizer over `variables` with the warm-up/linear-decay schedule, built."""
+    """The named optimizer over `variables` with the reference's warm-up/polynomial-decay schedule, built."""
     cls = {"adamw": AdamW, "lamb": Lamb}[name]
     optimizer = cls(
-        learning_rate=WarmupLinearDecay(lr, warmup_steps, total_steps),
+        learning_rate=WarmupLinearDecay(lr, warmup_steps, total_steps, start_warmup_step, power),
         beta_1=beta_1,
         beta_2=beta_2,
         epsilon=epsilon,

@@ -87,12 +87,15 @@ def write_result(
     train_time_s: float,
     versions: dict[str, str | None],
     command: str,
+    mlperf: dict | None = None,
 ) -> dict:
     """Write result.json (docs/workloads.md) and return it.
 
     `params`: the model's trainable parameters, each tensor once (tied decoder counted with the
     embeddings). `versions`: the framework's packages; python is added, image and runtime default to
     None (ernie's runner knows them). `eval_value`: the last masked-LM accuracy, None if never evaluated.
+    `mlperf`: for BERT, how the run stands against MLPerf's closed division ({"division", "differences",
+    "ruleset"}); the key is present only when given.
     """
     flops_per_sample = flops_per_sequence(preset, seq_len, max_predictions)
     result = {
@@ -137,6 +140,8 @@ def write_result(
         "versions": {"python": platform.python_version(), "image": None, "runtime": None, **versions},
         "command": command,
     }
+    if mlperf is not None:
+        result["mlperf"] = mlperf
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")

@@ -108,6 +108,7 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
         optimizer = tf_optim.make_optimizer(
             args.optimizer, variables, lr=args.lr, warmup_steps=args.warmup_steps, total_steps=args.max_steps,
             weight_decay=args.weight_decay, beta_1=args.beta1, beta_2=args.beta2, epsilon=args.eps,
+            start_warmup_step=args.start_warmup_step, power=args.poly_power,
         )
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     params = int(sum(np.prod(v.shape) for v in variables))

@@ -41,15 +41,19 @@ import torch.distributed as dist
 from mlperf_logging.mllog import constants as mlc
 from torch.nn.parallel import DistributedDataParallel
 
+import checkpoint_tf1
 import data
+import formats
+import recipe
 from flops import peak_flops_for
 from lamb import Lamb
 from master_weights import MasterWeights
 from mlperf import MLPerfLogger
 from presets import get_preset
-from recipe_args import add_recipe_arguments, bind_data, check_recipe
+from recipe_args import add_recipe_arguments, bind_data, check_recipe, conformance
 from results import summarize_steps, write_result
 from torch_model import BertPretraining, bert_config, pretraining_loss, unique_parameter_count
+from torch_shards import ShardedExamples
 
 WORKLOAD = "bert-torch"
 CHECKPOINTS = "checkpoints"
@@ -176,6 +180,10 @@ class ExampleStream:
     def gather(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         return {k: v[indices].to(device, non_blocking=True) for k, v in self.tensors.items()}
 
+    def mlm_denominator(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The real predictions of the whole global batch (every process holds it all)."""
+        return self.tensors["masked_lm_weights"][indices].sum().to(device)
+
 
 # ---------------------------------------------------------------------------------------------- optimizer
 
@@ -193,13 +201,13 @@ def build_optimizer(params: list[torch.nn.Parameter], args: argparse.Namespace, 
     return torch.optim.AdamW(groups, lr=args.lr, betas=betas, eps=args.eps, fused=fused, foreach=None if fused else True)
 
 
-def lr_lambda(warmup_steps: int, total_steps: int):
-    """Linear warm-up to the peak, then linear (polynomial power 1) decay to zero, as MLPerf's BERT."""
+def lr_lambda(warmup_steps: int, total_steps: int, start_warmup_step: int = 0, power: float = 1.0):
+    """The reference's schedule as a factor of the peak (recipe.reference_lr): polynomial decay to zero at
+    total_steps, linear warm-up from start_warmup_step; the update at step k uses factor(k), the first 0."""
 
     def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+        return recipe.reference_lr(step, base_lr=1.0, total_steps=total_steps, warmup_steps=warmup_steps,
+                                   start_warmup_step=start_warmup_step, power=power)
 
     return factor
 
@@ -250,7 +258,8 @@ def build_training(args: argparse.Namespace, launch: Launch, precision: str) -> 
         ddp=ddp,
         step_model=torch.compile(ddp) if args.compile else ddp,
         optimizer=optimizer,
-        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.max_steps)),
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.max_steps,
+                                                                                args.start_warmup_step, args.poly_power)),
         scaler=torch.amp.GradScaler(launch.device.type, enabled=precision == "fp16"),
         amp_dtype=None if master else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision),
         master=master,
@@ -264,7 +273,7 @@ def train_step(t: Training, stream: ExampleStream, step: int) -> torch.Tensor:
     args, launch = t.args, t.launch
     torch.manual_seed(args.seed * 1_000_003 + step * 1009 + launch.rank)  # dropout, reproducible after a resume
     indices = stream.global_indices(step)
-    mlm_denominator = stream.tensors["masked_lm_weights"][indices].sum().to(launch.device)
+    mlm_denominator = stream.mlm_denominator(indices, launch.device)
     step_loss = torch.zeros((), device=launch.device)
     for micro in range(args.accumulation):
         chunk = micro * launch.world + launch.rank
@@ -390,12 +399,51 @@ def main(argv: list[str] | None = None) -> int:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_step = state["step"]
+    elif args.init_checkpoint is not None:  # initialisation, before the clock: the reference's phase-1 weights
+        try:
+            converted = checkpoint_tf1.torch_state(checkpoint_tf1.read_reference(args.init_checkpoint, preset), preset)
+        except checkpoint_tf1.CheckpointError as exc:
+            raise SystemExit(f"train_torch.py: error: --init-checkpoint: {exc}") from None
+        model_state = training.model_state()
+        unknown = sorted(set(converted) - set(model_state))
+        if unknown:
+            raise SystemExit(f"train_torch.py: error: --init-checkpoint: {unknown[0]} is not a parameter of the model")
+        training.load_model_state({**model_state, **{k: torch.from_numpy(v) for k, v in converted.items()}})
 
-    train = ExampleStream(data.load_split(args.data_dir, "train"), args.global_batch, args.seed,
-                          pin=launch.device.type == "cuda")
-    eval_arrays = data.load_split(args.data_dir, "eval")
-    eval_data = {k: torch.from_numpy(v[: args.eval_samples]) for k, v in eval_arrays.items()}
-    eval_count = len(eval_data["input_ids"])
+    # The eval set's size and the run's conformance come from the shards' headers: no example is read before
+    # run_start (the rules' clock starts before the data is touched).
+    try:
+        eval_source = formats.open_source(args.eval_data or args.data_dir, "auto" if args.eval_data else args.data_format,
+                                          split="eval", seq_len=args.seq_len, max_predictions=args.max_predictions)
+        eval_count = min(args.eval_samples, eval_source.examples)
+    except data.DataError as exc:
+        raise SystemExit(f"train_torch.py: error: --eval-data: {exc}") from None
+    standing = conformance(args, eval_count)
+    last_step = args.max_steps
+    if args.max_samples_termination is not None:
+        last_step = min(last_step, -(-args.max_samples_termination // args.global_batch))
+
+    if state is None:
+        mllog.open_run(args, platform=f"{launch.world}x{name}", eval_size=eval_count,
+                       accumulation=args.accumulation, division=standing.division)
+    else:
+        mllog.event(mlc.INIT_CHECKPOINT_STEP, start_step)
+    run_start = time.time()
+
+    if args.data_format == "ernie":
+        train = ExampleStream(data.load_split(args.data_dir, "train"), args.global_batch, args.seed,
+                              pin=launch.device.type == "cuda")
+    else:
+        train = ShardedExamples(formats.open_source(args.data_dir, args.data_format, seq_len=args.seq_len),
+                                global_batch=args.global_batch, micro_batch=args.micro_batch,
+                                accumulation=args.accumulation, rank=launch.rank, world=launch.world, seed=args.seed)
+    try:
+        eval_arrays = formats.read_examples(eval_source, limit=eval_count)
+        formats.check_vocab(eval_arrays, vocab_size=preset.vocab_size, cls_id=data.CLS_ID,
+                            where=str(args.eval_data or args.data_dir))
+    except data.DataError as exc:
+        raise SystemExit(f"train_torch.py: error: --eval-data: {exc}") from None
+    eval_data = {k: torch.from_numpy(v) for k, v in eval_arrays.items()}
 
     if launch.is_main:
         print(
@@ -404,30 +452,31 @@ def main(argv: list[str] | None = None) -> int:
             f"  global batch {args.global_batch} = {launch.world} x micro-batch {args.micro_batch} x "
             f"{args.accumulation} accumulation step(s); seq {args.seq_len}, {args.max_predictions} predictions\n"
             f"  {args.optimizer} lr {args.lr} warm-up {args.warmup_steps}, steps {start_step}..{args.max_steps}, "
-            f"{train.size} train / {eval_count} eval examples, compile {args.compile}"
+            f"{train.size if train.size is not None else 'streamed'} train ({args.data_format}) / {eval_count} eval "
+            f"examples, compile {args.compile}\n  MLPerf {standing.division} division"
+            + "".join(f"\n    open: {why}" for why in standing.differences)
             + (f"\n  resuming from {resume_from}" if resume_from else ""),
             flush=True,
         )
-    if state is None:
-        mllog.open_run(args, platform=f"{launch.world}x{name}", train_size=train.size, eval_size=eval_count,
-                       accumulation=args.accumulation)
-    else:
-        mllog.event(mlc.INIT_CHECKPOINT_STEP, start_step)
-    run_start = time.time()
 
     # ---- the training loop
     step_times: list[float] = []
     accuracy: float | None = None
     time_to_target: float | None = None
     step = start_step
+    if state is None and args.init_checkpoint is not None:  # the checkpoint's own accuracy (about 0.34 for MLPerf's)
+        mllog.start(mlc.EVAL_START, metadata={"epoch_num": 0})
+        accuracy = evaluate(model, eval_data, launch, args.micro_batch, autocast)
+        mllog.event(mlc.EVAL_ACCURACY, accuracy, metadata={"epoch_num": 0})
+        mllog.end(mlc.EVAL_STOP, metadata={"epoch_num": 0})
     mllog.start(mlc.BLOCK_START, metadata={"samples_count": step * args.global_batch})
-    while step < args.max_steps:
+    while step < last_step:
         t0 = time.perf_counter()
         step_loss = train_step(training, train, step)
         step += 1
         step_times.append(time.perf_counter() - t0)
 
-        if step % args.log_every == 0 or step == args.max_steps:
+        if step % args.log_every == 0 or step == last_step:
             if launch.world > 1:
                 dist.all_reduce(step_loss)
             recent = step_times[-args.log_every :]
@@ -437,7 +486,11 @@ def main(argv: list[str] | None = None) -> int:
                 lr=scheduler.get_last_lr()[0],
                 samples_per_s=round(len(recent) * args.global_batch / sum(recent), 2),
             )
-        if step % args.eval_every == 0 or step == args.max_steps:
+        if args.eval_every_samples:
+            due = recipe.eval_due((step - 1) * args.global_batch, step * args.global_batch, args.eval_every_samples)
+        else:
+            due = step % args.eval_every == 0
+        if due or step == last_step:
             samples = step * args.global_batch
             mllog.end(mlc.BLOCK_STOP, metadata={"samples_count": samples})
             mllog.start(mlc.EVAL_START, metadata={"epoch_num": samples})
@@ -447,14 +500,15 @@ def main(argv: list[str] | None = None) -> int:
             if accuracy >= args.target_accuracy:
                 time_to_target = time.time() - run_start
                 break
-            if step < args.max_steps:
+            if step < last_step:
                 mllog.start(mlc.BLOCK_START, metadata={"samples_count": samples})
-        if launch.is_main and (step % args.checkpoint_every == 0 or step == args.max_steps):
+        if launch.is_main and (step % args.checkpoint_every == 0 or step == last_step):
             save_checkpoint(args.out, step, training)
 
     reached = time_to_target is not None
     if reached and launch.is_main:
         save_checkpoint(args.out, step, training)
+    mllog.samples(train=step * args.global_batch)  # the samples to converge (or trained, if it did not)
     mllog.end(mlc.RUN_STOP, metadata={"status": mlc.SUCCESS if reached else mlc.ABORTED})
     train_time = time.time() - run_start
 
@@ -480,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
                       "cuda": torch.version.cuda, "nccl": _nccl_version() if launch.device.type == "cuda" else None,
                       "driver": _driver_version() if launch.device.type == "cuda" else None},
             command=shlex.join([Path(sys.executable).name, *sys.argv]),
+            mlperf={"division": standing.division, "differences": list(standing.differences),
+                    "ruleset": recipe.RULESET},
         )
         print(
             f"bert-torch: {step} steps in {train_time:.1f}s, {result['samples_per_s']} samples/s "

@@ -2,7 +2,10 @@
 
 fairseq's own `--scoring` would score BPE pieces; here every hypothesis is decoded back to text
 (`--post-process sentencepiece`) and scored by sacrebleu against the untouched reference text, the
-way WMT and MLPerf report BLEU.
+way WMT and MLPerf report BLEU. WMT's BLEU is sacrebleu's default (cased, 13a tokens). MLPerf's v0.6
+reference scores uncased, tokenised as mteval-v14 --international-tokenization (its bleu_tokenize), with
+the NIST geometric smoothing of zero n-gram counts (its compute_bleu): sacrebleu's
+`BLEU(lowercase=True, tokenize="intl")`, whose default smoothing ("exp") is that same rule.
 """
 
 from __future__ import annotations
@@ -46,12 +49,13 @@ class TestScore:
     sentences: int
 
 
-def score(generate_output: list[str], references: list[str]) -> TestScore:
-    """BLEU of the hypotheses in fairseq-generate's output against the raw reference lines."""
+def score(generate_output: list[str], references: list[str], bleu_args: dict | None = None) -> TestScore:
+    """BLEU of the hypotheses in fairseq-generate's output against the raw reference lines, with the recipe's
+    sacrebleu settings (`Recipe.bleu_args`; sacrebleu's defaults when None)."""
     generated = parse_generate(generate_output)
     if len(generated) != len(references):
         raise ValueError(f"fairseq-generate translated {len(generated)} sentences but the test set has "
                          f"{len(references)}: was it interrupted?")
-    metric = sacrebleu.metrics.BLEU()
+    metric = sacrebleu.metrics.BLEU(**(bleu_args or {}))
     result = metric.corpus_score([g.hypothesis for g in generated], [references])
     return TestScore(bleu=result.score, signature=str(metric.get_signature()), sentences=len(generated))

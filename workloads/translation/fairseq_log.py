@@ -21,6 +21,15 @@ _INNER = re.compile(_PREFIX + r"train_inner \| epoch (\d+):\s+\d+ / \d+ (.*)$")
 _SUMMARY = re.compile(_PREFIX + r"(train|valid) \| epoch (\d+) \| (.*)$")
 _PARAMS = re.compile(r"num\. (?:shared )?model params: ([\d,]+)")
 _GENERATED = re.compile(r"^([STHDP])-(\d+)\t(.*)$")
+# fairseq 0.12's own progress messages (fairseq_cli/train.py, fairseq/trainer.py), in the order they come:
+# "training on" once the model and trainer are built (before the training data is read), then per epoch
+# "begin training epoch", "begin validation" and "end of epoch" (validation runs before the epoch ends).
+_MILESTONES = (
+    ("training_on", re.compile(_PREFIX + r"\S+ \| training on \d+ devices")),
+    ("epoch_begin", re.compile(_PREFIX + r"\S+ \| begin training epoch (\d+)$")),
+    ("validation_begin", re.compile(_PREFIX + r"\S+ \| begin validation on ")),
+    ("epoch_end", re.compile(_PREFIX + r"\S+ \| end of epoch (\d+) ")),
+)
 
 
 def _number(text: str) -> float | str:
@@ -71,6 +80,24 @@ def parse_train_line(line: str) -> TrainInner | Summary | None:
     return None
 
 
+@dataclass(frozen=True)
+class Milestone:
+    """One of fairseq-train's progress messages: where initialisation ends and epochs begin and end."""
+
+    kind: str
+    """training_on | epoch_begin | validation_begin | epoch_end"""
+    epoch: int | None = None
+
+
+def parse_milestone(line: str) -> Milestone | None:
+    """The progress message on this line of fairseq-train's output, else None."""
+    line = line.rstrip("\n")
+    for kind, pattern in _MILESTONES:
+        if m := pattern.match(line):
+            return Milestone(kind, int(m.group(1)) if m.groups() else None)
+    return None
+
+
 def parse_params(line: str) -> int | None:
     """The model's parameter count from fairseq-train's `num. shared model params: N` line."""
     m = _PARAMS.search(line)
@@ -86,12 +113,14 @@ class TrainLog:
     valid: list[Summary] = field(default_factory=list)
     params: int | None = None
 
-    def add(self, line: str) -> TrainInner | Summary | None:
+    def add(self, line: str) -> TrainInner | Summary | Milestone | None:
         record = parse_train_line(line)
         if isinstance(record, TrainInner):
             self.inner.append(record)
         elif isinstance(record, Summary):
             (self.train if record.kind == "train" else self.valid).append(record)
+        elif milestone := parse_milestone(line):
+            return milestone
         elif self.params is None:
             self.params = parse_params(line)
         return record
@@ -168,3 +197,4 @@ def parse_generate(lines: Iterable[str]) -> list[Generated]:
         score, _, hyp = row.get("D", row["H"]).partition("\t")
         out.append(Generated(row.get("S", ""), row.get("T", ""), hyp, float(score)))
     return out
+

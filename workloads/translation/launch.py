@@ -147,4 +147,6 @@ def train_command(recipe: Recipe, bin_dir: Path, save_dir: Path, settings: Train
             "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric",
             "--target-bleu", str(settings.target_bleu),
         ]
+        if recipe.bleu_args:
+            command += ["--bleu-args", json.dumps(recipe.bleu_args)]
     return command

@@ -6,6 +6,7 @@ lines (metadata.step = fairseq's num_updates). Keys come from `mlperf_logging.ml
 
 from __future__ import annotations
 
+import ast
 import logging
 import sys
 from pathlib import Path
@@ -14,8 +15,21 @@ from typing import Any
 from mlperf_logging.mllog import constants
 from mlperf_logging.mllog.mllog import MLLogger
 
+from recipes import Recipe
+
 LOG_FILE = "mlperf.log"
 TRACKED_STATS = "tracked_stats"
+
+
+def eval_accuracy(recipe: Recipe, bleu: float) -> float:
+    """BLEU as the log carries it: MLPerf's transformer rules want a fraction (target 0.25), so the MLPerf
+    recipe logs BLEU / 100; the other recipes log BLEU points, as result.json's `eval` holds them."""
+    return bleu / 100.0 if recipe.mlperf else bleu
+
+
+def mllog_unit(recipe: Recipe) -> str:
+    """What eval_accuracy in mlperf.log is measured in (result.json's `eval.mllog_unit`)."""
+    return "fraction" if recipe.mlperf else "points"
 
 
 class MLPerfLog:
@@ -46,10 +60,14 @@ class MLPerfLog:
         if self.enabled:
             self._mllog.end(key=key, value=value, metadata=metadata)
 
-    def submission(self, platform: str) -> None:
-        """The submission_* keys and cache_clear that open an MLPerf log (division open: not reviewed)."""
+    def submission(self, benchmark: str, platform: str) -> None:
+        """The submission_* keys and cache_clear that open an MLPerf log (division open: not reviewed).
+
+        `benchmark` is MLPerf's name only for a run of MLPerf's own task (Recipe.benchmark); anything else
+        is logged under its own name, so that nothing reading the log mistakes it for an MLPerf result.
+        """
         for key, value in (
-            (constants.SUBMISSION_BENCHMARK, constants.TRANSFORMER),
+            (constants.SUBMISSION_BENCHMARK, benchmark),
             (constants.SUBMISSION_ORG, "ernie"),
             (constants.SUBMISSION_DIVISION, constants.OPEN),
             (constants.SUBMISSION_STATUS, constants.CLOUD),
@@ -57,6 +75,30 @@ class MLPerfLog:
             (constants.CACHE_CLEAR, True),
         ):
             self.event(key, value)
+
+    def hyperparameters(self, recipe: Recipe, *, global_batch: int, update_freq: int, seed: int,
+                        pairs: dict[str, int]) -> None:
+        """The keys MLPerf's transformer rules ask for (compliance_checker training_0.7.0/closed_transformer.yaml
+        and common.yaml), read from the recipe's fairseq flags; a flag the recipe leaves to fairseq's
+        default is logged with that default."""
+        beta_1, beta_2 = ast.literal_eval(recipe.flag("--adam-betas") or "(0.9, 0.999)")
+        for key, value, metadata in (
+            (constants.GLOBAL_BATCH_SIZE, global_batch, {"unit": "tokens"}),
+            (constants.GRADIENT_ACCUMULATION_STEPS, update_freq, None),
+            (constants.SEED, seed, None),
+            (constants.OPT_NAME, recipe.flag("--optimizer"), None),
+            (constants.OPT_BASE_LR, float(recipe.flag("--lr") or 0.0), None),
+            (constants.OPT_LR_WARMUP_STEPS, int(recipe.flag("--warmup-updates") or 0), None),
+            (constants.OPT_ADAM_BETA_1, beta_1, None),
+            (constants.OPT_ADAM_BETA_2, beta_2, None),
+            (constants.OPT_ADAM_EPSILON, float(recipe.flag("--adam-eps") or 1e-8), None),
+            # Batches are by tokens; the longest training pair the run keeps, and how longer ones are handled.
+            (constants.MAX_SEQUENCE_LENGTH, recipe.max_train_pieces or int(recipe.flag("--max-target-positions") or 1024),
+             {"method": "discard"}),
+            (constants.TRAIN_SAMPLES, pairs.get("train"), None),
+            (constants.EVAL_SAMPLES, pairs.get(recipe.bleu_subset), None),
+        ):
+            self.event(key, value, metadata)
 
     def tracked_stats(self, step: int, **values: float) -> None:
         if self.enabled:  # straight to mllog, so the line's file/lineno name our caller

@@ -63,15 +63,26 @@ def train_bpe(recipe: Recipe, data_dir: Path) -> Path:
     return prefix.with_suffix(".model")
 
 
-def encode(model: Path, data_dir: Path, recipe: Recipe) -> None:
-    """raw/{split}.{lang} -> bpe/{split}.{lang}: space-separated pieces, one sentence per line."""
+def encode(model: Path, data_dir: Path, recipe: Recipe) -> dict[str, int]:
+    """raw/{split}.{lang} -> bpe/{split}.{lang}: space-separated pieces, one sentence per line.
+
+    Training pairs longer than the recipe's max_train_pieces are dropped here (validation and test
+    never are); returns the pairs each split keeps.
+    """
     processor = spm.SentencePieceProcessor(model_file=str(model))
     (data_dir / "bpe").mkdir(exist_ok=True)
+    kept = {}
     for split in SPLITS:
-        for lang in (recipe.source_lang, recipe.target_lang):
-            lines = (data_dir / "raw" / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
-            pieces = processor.encode(lines, out_type=str)
-            (data_dir / "bpe" / f"{split}.{lang}").write_text("".join(" ".join(p) + "\n" for p in pieces))
+        sides = [processor.encode((data_dir / "raw" / f"{split}.{lang}").read_text(encoding="utf-8").splitlines(),
+                                  out_type=str) for lang in (recipe.source_lang, recipe.target_lang)]
+        pairs = list(zip(*sides, strict=True))
+        if split == "train" and recipe.max_train_pieces:
+            # +1: fairseq appends the end-of-sentence symbol, which counts against its positions.
+            pairs = [p for p in pairs if max(len(p[0]), len(p[1])) + 1 <= recipe.max_train_pieces]
+        for side, lang in enumerate((recipe.source_lang, recipe.target_lang)):
+            (data_dir / "bpe" / f"{split}.{lang}").write_text("".join(" ".join(p[side]) + "\n" for p in pairs))
+        kept[split] = len(pairs)
+    return kept
 
 
 def prepare(recipe: Recipe, data_dir: Path, *, synthetic_pairs: int = 2000, mirror: str | None = None,
@@ -86,7 +97,7 @@ def prepare(recipe: Recipe, data_dir: Path, *, synthetic_pairs: int = 2000, mirr
         splits = corpora.CORPORA[recipe.name](data_dir / "downloads", mirror=mirror)
         counts = corpora.write_raw(splits, raw, recipe.source_lang, recipe.target_lang)
     model = train_bpe(recipe, data_dir)
-    encode(model, data_dir, recipe)
+    counts = encode(model, data_dir, recipe)
     command = preprocess_command(recipe, data_dir, workers=min(os.cpu_count() or 1, 8))
     done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL)  # its log goes on to stderr
     if done.returncode != 0:

@@ -65,7 +65,7 @@ def percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def build(*, recipe: str, model: dict, log: TrainLog, speed: Throughput | None, accelerator: str, chips: int,
+def build(*, recipe: str, benchmark: str, model: dict, log: TrainLog, speed: Throughput | None, accelerator: str, chips: int,
           hosts: int, global_batch_tokens: int, precision: str, eval_block: dict, time_to_target_s: float | None,
           train_time_s: float | None, command: str, commands: dict[str, str], error: str | None = None) -> dict:
     steps = log.train[-1].num_updates if log.train else (log.inner[-1].num_updates if log.inner else 0)
@@ -73,6 +73,9 @@ def build(*, recipe: str, model: dict, log: TrainLog, speed: Throughput | None, 
     return {
         "workload": "translation", "framework": "fairseq", "framework_version": versions()["fairseq"],
         "recipe": recipe,
+        # MLPerf's benchmark name only for the MLPerf recipe (recipes.Recipe.benchmark): a report sets a run
+        # beside MLPerf's published rows only when this is theirs.
+        "benchmark": benchmark,
         "model": {**model, "params": log.params},
         "accelerator": accelerator, "device_name": device_name(accelerator), "chips": chips, "hosts": hosts,
         "global_batch_size": global_batch_tokens, "global_batch_unit": "tokens",

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,8 +31,8 @@ import launch
 import prepare
 import results
 import tpu
-from fairseq_log import Summary, TrainInner, TrainLog, throughput
-from mlperf import MLPerfLog, constants
+from fairseq_log import Milestone, Summary, TrainInner, TrainLog, throughput
+from mlperf import MLPerfLog, constants, eval_accuracy, mllog_unit
 from recipes import RECIPES, Recipe, get_recipe
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -131,10 +132,17 @@ def fairseq_env(cpu_threads: int = 0) -> dict[str, str]:
 
 
 def train(command: list[str], env: dict[str, str], out: Path, mllog: MLPerfLog,
-          target: float) -> tuple[int, TrainLog, float | None]:
-    """Run fairseq-train, echoing and keeping its output; MLPerf events as its lines arrive."""
+          recipe: Recipe, target: float) -> tuple[int, TrainLog, float | None, float | None]:
+    """Run fairseq-train, echoing and keeping its output; MLPerf events as its lines arrive.
+
+    Initialisation ends, and the timed run starts, when fairseq says what it trains on: the model and
+    optimiser are built, the training data not yet read. Returns fairseq's exit status, its records,
+    and the times the run started and the target was reached (None when they never came).
+    """
     log = TrainLog()
+    run_start: float | None = None
     reached_at: float | None = None
+    epoch = 0
     with open(out / "train.log", "w") as keep, subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1,
     ) as proc:
@@ -143,16 +151,63 @@ def train(command: list[str], env: dict[str, str], out: Path, mllog: MLPerfLog,
             sys.stdout.write(line)
             keep.write(line)
             record = log.add(line)
-            if isinstance(record, TrainInner):
+            if isinstance(record, Milestone):
+                if record.kind == "training_on" and run_start is None:
+                    mllog.end(constants.INIT_STOP)
+                    mllog.start(constants.RUN_START)
+                    run_start = time.time()
+                elif record.kind == "epoch_begin" and record.epoch is not None:
+                    epoch = record.epoch
+                    mllog.start(constants.BLOCK_START, metadata={"first_epoch_num": epoch, "epoch_count": 1})
+                elif record.kind == "validation_begin":
+                    mllog.start(constants.EVAL_START, metadata={"epoch_num": epoch})
+                elif record.kind == "epoch_end":
+                    mllog.end(constants.BLOCK_STOP, metadata={"first_epoch_num": record.epoch})
+            elif isinstance(record, TrainInner):
                 mllog.tracked_stats(record.num_updates, loss=record.stats["loss"], wps=record.stats["wps"],
                                     epoch=record.epoch)
             elif isinstance(record, Summary) and record.kind == "valid" and "bleu" in record.stats:
                 bleu = float(record.stats["bleu"])
-                mllog.event(constants.EVAL_ACCURACY, bleu, {"epoch_num": record.epoch})
+                mllog.end(constants.EVAL_STOP, metadata={"epoch_num": record.epoch})
+                mllog.event(constants.EVAL_ACCURACY, eval_accuracy(recipe, bleu), {"epoch_num": record.epoch})
                 if reached_at is None and bleu >= target:
                     reached_at = time.time()
         returncode = proc.wait()
-    return returncode, log, reached_at
+    return returncode, log, run_start, reached_at
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What timed_training saw of fairseq-train."""
+
+    returncode: int
+    log: TrainLog
+    start: float
+    """When the timed run started (MLPerf's run_start), or when fairseq was launched if it never got there."""
+    reached_at: float | None
+
+
+def timed_training(command: list[str], env: dict[str, str], out: Path, mllog: MLPerfLog, recipe: Recipe,
+                   settings: launch.TrainSettings, *, global_batch: int, platform: str,
+                   pairs: dict[str, int]) -> Trained:
+    """fairseq-train inside an MLPerf log: the submission keys, init_start, the hyper-parameters, then
+    train()'s events, then run_stop.
+
+    Data preparation comes before and is neither timed nor initialisation (which MLPerf caps at 20
+    minutes): init starts as fairseq is launched and stops, with run_start, once it has built the model.
+    """
+    mllog.submission(recipe.benchmark, platform=platform)
+    mllog.start(constants.INIT_START)
+    mllog.hyperparameters(recipe, global_batch=global_batch, update_freq=settings.update_freq, seed=settings.seed,
+                          pairs=pairs)
+    launched = time.time()
+    returncode, log, run_start, reached_at = train(command, env, out, mllog, recipe, settings.target_bleu)
+    # Time to train ends with training (MLPerf: at the epoch that reached the target); a test after it is
+    # logged but not counted. No run_stop without a run_start: fairseq failed while initialising.
+    if run_start is not None:
+        succeeded = reached_at is not None and returncode == 0
+        mllog.end(constants.RUN_STOP, metadata={"status": constants.SUCCESS if succeeded else constants.ABORTED})
+    return Trained(returncode, log, run_start or launched, reached_at)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,6 +217,9 @@ def run(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir.resolve()
     checkpoints = (args.checkpoint_dir or out / "checkpoints").resolve()
     accelerator, devices = detect_accelerator(args.accelerator)
+    if accelerator not in recipe.accelerators:
+        raise ValueError(f"--recipe {recipe.name} runs on {' or '.join(recipe.accelerators)}, not {accelerator}: "
+                         f"run it on a host with one, or choose --recipe synthetic to try the workload on a CPU")
     precision = args.precision if args.precision != "auto" else {"gpu": "fp16", "tpu": "bf16", "cpu": "fp32"}[accelerator]
     topology = launch.topology_from_env(accelerator, devices, args.port)
     env = fairseq_env(args.cpu_threads if accelerator == "cpu" else 0)
@@ -174,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     global_batch = launch.global_batch_tokens(settings, topology)
     worker0 = topology.worker_index == 0
     commands = {"run": shlex.join([sys.executable, *sys.argv]), "train": shlex.join(train_cmd)}
-    summary = dict(recipe=recipe.name, model={"arch": recipe.arch}, accelerator=accelerator, chips=topology.world_size,
+    summary = dict(recipe=recipe.name, benchmark=recipe.benchmark, model={"arch": recipe.arch}, accelerator=accelerator, chips=topology.world_size,
                    hosts=topology.num_workers, global_batch_tokens=global_batch, precision=precision,
                    command=commands["run"], commands=commands)
     print(f"translation: recipe {recipe.name} | {accelerator} x{devices} per host, {topology.num_workers} host(s), "
@@ -184,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
 
     if accelerator == "tpu" and (reason := tpu.unsupported_reason()):
         if worker0:
-            results.write(out, results.build(**summary, log=TrainLog(), speed=None, eval_block=_eval_block(None, settings),
+            results.write(out, results.build(**summary, log=TrainLog(), speed=None, eval_block=_eval_block(None, settings, recipe),
                                              time_to_target_s=None, train_time_s=None, error=f"unsupported: {reason}"))
         raise ValueError(f"--accelerator tpu: {reason}")
 
@@ -192,27 +250,19 @@ def run(args: argparse.Namespace) -> int:
         record = prepare.prepare(recipe, data_dir, synthetic_pairs=args.synthetic_pairs, mirror=args.mirror,
                                  env=env)
         commands["preprocess"] = record["preprocess"]
-    prepare.check_data_bin(recipe, data_dir)
+    prepared = prepare.check_data_bin(recipe, data_dir)
 
     mllog = MLPerfLog(out, enabled=worker0)
-    mllog.submission(platform=f"{accelerator} x{topology.world_size}")
-    mllog.event(constants.GLOBAL_BATCH_SIZE, global_batch, {"unit": "tokens"})
-    mllog.event(constants.GRADIENT_ACCUMULATION_STEPS, settings.update_freq)
-    mllog.event(constants.MAX_SEQUENCE_LENGTH, None, {"note": "variable length, batched by tokens"})
-    mllog.start(constants.RUN_START)
-    start = time.time()
-    returncode, log, reached_at = train(train_cmd, env, out, mllog, settings.target_bleu)
-    train_time = time.time() - start
-    time_to_target = reached_at - start if reached_at else None
-    # Time to train ends with training (MLPerf: at the epoch that reached the target); the test below
-    # is logged after it and not counted.
-    succeeded = reached_at is not None and returncode == 0
-    mllog.end(constants.RUN_STOP, metadata={"status": constants.SUCCESS if succeeded else constants.ABORTED})
+    trained = timed_training(train_cmd, env, out, mllog, recipe, settings, global_batch=global_batch,
+                             platform=f"{accelerator} x{topology.world_size}", pairs=prepared.get("pairs", {}))
+    returncode, log, reached_at = trained.returncode, trained.log, trained.reached_at
+    train_time = time.time() - trained.start
+    time_to_target = reached_at - trained.start if reached_at else None
     if returncode != 0:
         mllog.close()
         if worker0:
             results.write(out, results.build(**summary, log=log, speed=throughput(log.inner),
-                                             eval_block=_eval_block(None, settings), time_to_target_s=None,
+                                             eval_block=_eval_block(None, settings, recipe), time_to_target_s=None,
                                              train_time_s=train_time, error=f"fairseq-train exited {returncode}"))
         print(f"error: fairseq-train exited {returncode}; its output is in {out / 'train.log'}", file=sys.stderr)
         return EXIT_FAILED
@@ -223,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
     generate_cmd = evaluate.generate_command(recipe, data_dir / "bin", checkpoint, cpu=accelerator != "gpu",
                                              fp16=precision == "fp16", num_workers=args.data_workers)
     commands["generate"] = shlex.join(generate_cmd)
-    mllog.start(constants.EVAL_START, metadata={"split": "test"})
+    last_epoch = log.train[-1].epoch if log.train else 0
+    mllog.start(constants.EVAL_START, metadata={"epoch_num": last_epoch, "split": "test"})
     generated = subprocess.run(generate_cmd, capture_output=True, text=True, env=env)
     (out / "generate.log").write_text(generated.stdout + generated.stderr)
     if generated.returncode != 0:
@@ -232,15 +283,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: fairseq-generate exited {generated.returncode}; see {out / 'generate.log'}", file=sys.stderr)
         return EXIT_FAILED
     references = (data_dir / "raw" / f"test.{recipe.target_lang}").read_text(encoding="utf-8").splitlines()
-    test = evaluate.score(generated.stdout.splitlines(), references)
-    last_epoch = log.train[-1].epoch if log.train else 0
-    mllog.end(constants.EVAL_STOP, metadata={"split": "test"})
-    mllog.event(constants.EVAL_ACCURACY, test.bleu, {"epoch_num": last_epoch, "split": "test"})
+    test = evaluate.score(generated.stdout.splitlines(), references, recipe.bleu_args)
+    mllog.end(constants.EVAL_STOP, metadata={"epoch_num": last_epoch, "split": "test"})
+    mllog.event(constants.EVAL_ACCURACY, eval_accuracy(recipe, test.bleu), {"epoch_num": last_epoch, "split": "test"})
     mllog.close()
 
     result = results.build(
         **{**summary, "model": results.model_shape(checkpoint)}, log=log, speed=throughput(log.inner),
-        eval_block=_eval_block(test, settings), time_to_target_s=time_to_target, train_time_s=train_time,
+        eval_block=_eval_block(test, settings, recipe), time_to_target_s=time_to_target, train_time_s=train_time,
     )
     path = results.write(out, result)
     speed = result["words_per_s"]
@@ -250,11 +300,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_block(test: evaluate.TestScore | None, settings: launch.TrainSettings) -> dict:
+def _eval_block(test: evaluate.TestScore | None, settings: launch.TrainSettings, recipe: Recipe) -> dict:
     return {
         "metric": "bleu", "value": test.bleu if test else None, "target": settings.target_bleu,
         "reached": test is not None and test.bleu >= settings.target_bleu,
         "split": "test", "signature": test.signature if test else None,
+        # value and target are BLEU points; mlperf.log's eval_accuracy is in this unit (MLPerf's is a fraction).
+        "mllog_unit": mllog_unit(recipe),
     }
 
 
