@@ -51,7 +51,8 @@ class PulumiCli:
         return [exe, *args, "--cwd", str(self.project_dir), "--non-interactive"]
 
     def _config(self) -> list[str]:
-        return ["--config-file", str(self.config_file)] if self.config_file is not None else []
+        # Absolute: pulumi resolves a relative path against --cwd, the project, not where ernie was started.
+        return ["--config-file", str(self.config_file.resolve())] if self.config_file is not None else []
 
     def up(self, stack: str) -> None:
         """`pulumi up --yes --skip-preview -s STACK`, output to the terminal."""
