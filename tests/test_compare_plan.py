@@ -189,11 +189,16 @@ def test_estimates_learn_mfu_and_overheads_from_earlier_runs(tmp_path: Path) -> 
     learned = estimate_cell(cell, plan, hw(), resolved,
                             History([run_summary(), run_summary(mfu=0.3, wall_s={"provisioning": 240.0})]))
     assert fresh.mfu.value == plan.mfu and "stated" in fresh.mfu.source
-    assert learned.mfu.value == pytest.approx(0.4) and "median of 2 earlier run(s) of bert-tf on v4-8" in learned.mfu.source
+    assert learned.mfu.value == pytest.approx(0.4)
+    assert "median of 2 earlier run(s) of bert-tf on v4-8" in learned.mfu.source
     assert learned.minutes["provisioning"].value == pytest.approx(3.0)  # median of 2 and 4 minutes
     assert learned.minutes["setup"].value == pytest.approx(1.0)  # only one run recorded setup
     # start-up = the training bucket less the time to train (60 s), added to the compute time at the learned MFU
     assert learned.minutes["training"].value == pytest.approx(fresh_compute(fresh, plan.mfu) * plan.mfu / 0.4 + 1.0)
+    bigger = estimate_cell(cell, plan, hw(), resolved, History([run_summary(accelerator="v4-32", mfu=0.45)]))
+    assert bigger.mfu.value == pytest.approx(0.45) and "v4 in other sizes" in bigger.mfu.source
+    elsewhere = estimate_cell(cell, plan, hw(), resolved, History([run_summary(accelerator="v5litepod-8")]))
+    assert elsewhere.mfu.value == plan.mfu
     other_cloud = estimate_cell(cell, plan, hw(cloud="aws"), resolved, History([run_summary()]))
     assert other_cloud.minutes["provisioning"].value == DEFAULT_MINUTES["aws"]["provisioning"]
 

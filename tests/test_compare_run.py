@@ -96,7 +96,8 @@ def setup(tmp_path: Path, ssh_hosts: SshHosts) -> dict:
     return {"env": env, "results": Path(env["FAKE_PULUMI_RESULTS"]), "plan": tmp_path / "compare.toml"}
 
 
-def write_plan(s: dict, steps: int = 10, gpu_fails: bool = False, rates: tuple[float, float, float] = (40, 80, 20)) -> Path:
+def write_plan(s: dict, steps: int = 10, gpu_fails: bool = False,
+               rates: tuple[float, float, float] = (40, 80, 20)) -> Path:
     s["plan"].write_text(PLAN.format(trainer=TRAINER, steps=steps, gpu_fails=str(gpu_fails).lower(),
                                      tpu_rate=rates[0], gpu_rate=rates[1], here_rate=rates[2]))
     return s["plan"]

@@ -8,8 +8,8 @@
 - Training minutes = samples (global_batch x max_steps; a run that reaches its target stops earlier) x FLOPs per
   sample / (peak FLOP/s per chip x chips x MFU), plus the start-up the index saw before training began.
   FLOPs per sample come from workloads/bert/flops.py for the BERT workloads, else from the plan; the peak from
-  the same module's table (or the plan, for a device it lacks); MFU from earlier runs of that accelerator, else
-  the plan's stated figure. Where FLOPs or the peak are unknown, earlier runs of the same workload and settings
+  the same module's table (or the plan, for a device it lacks); MFU from earlier runs of that accelerator (else
+  of its device in another size), else the plan's stated figure. Where FLOPs or the peak are unknown, earlier runs of the same workload and settings
   on that accelerator give the throughput; else the training time is unknown, and said so.
 - Worst case: every host living to its TTL (or to the expected time, if longer).
 """
@@ -134,10 +134,14 @@ class History:
         return Figure(default, f"stated default for {hw.cloud} (no earlier run in the index)")
 
     def mfu(self, hw: Hardware, workload: str, stated: float) -> Figure:
-        """MFU of earlier runs of this accelerator (of this workload if there are any), else the stated one."""
-        alike = [r for r in self.runs if r.accelerator == hw.accelerator and r.mfu]
+        """MFU of earlier runs of this accelerator (of this workload if there are any; else of the same device in
+        another size, a v4-32 for a v4-8), else the stated one."""
+        device = device_of(hw.accelerator)
+        family = [r for r in self.runs if r.mfu and r.accelerator and device_of(r.accelerator) == device]
+        alike = [r for r in family if r.accelerator == hw.accelerator]
         same = [r for r in alike if r.workload == workload]
-        for runs, what in ((same, f"{workload} on {hw.accelerator}"), (alike, hw.accelerator)):
+        for runs, what in ((same, f"{workload} on {hw.accelerator}"), (alike, hw.accelerator),
+                           (family, f"{device} in other sizes")):
             if runs:
                 return Figure(statistics.median(r.mfu for r in runs),  # type: ignore[misc]
                               f"median of {len(runs)} earlier run(s) of {what}")
@@ -251,14 +255,20 @@ def _flops_per_sample(cell: Cell, resolved: ResolvedWorkload) -> Figure:
 def _peak(cell: Cell, hw: Hardware) -> Figure:
     if cell.peak_tflops:
         return Figure(cell.peak_tflops * 1e12, "stated in the plan")
-    from infra.gpu_catalog import lookup_instance
-
-    instance = lookup_instance(hw.accelerator)
-    device = instance.gpu if instance is not None else hw.accelerator
+    device = device_of(hw.accelerator)
     peak = _bert("flops").peak_flops_for(device)
     if peak is None:
         return Figure(None, f"no peak FLOP/s known for {device} (state peak_tflops)")
     return Figure(peak, f"{device} peak")
+
+
+def device_of(accelerator: str) -> str:
+    """The device an inventory's accelerator is made of: an EC2 type's GPU model ("A100" for p4d.24xlarge), a TPU
+    slice's generation ("v4" for v4-32, "v5litepod" for v5litepod-8)."""
+    from infra.gpu_catalog import lookup_instance
+
+    instance = lookup_instance(accelerator)
+    return instance.gpu if instance is not None else accelerator.split("-", 1)[0]
 
 
 @cache

@@ -99,7 +99,8 @@ def answers(table: list[Row]) -> list[str]:
         return ["no cell completed: nothing to compare yet (`ernie compare PLAN --resume` runs the missing cells)"]
     fast = max(rated, key=lambda r: r.throughput)  # type: ignore[arg-type,return-value]
     priced = [r for r in rated if r.usd_per_million is not None]
-    line = f"no cell reached its target; highest throughput: {fast.cell} ({fast.throughput:.4g} {fast.throughput_unit}/s)"
+    line = (f"no cell reached its target; highest throughput: {fast.cell} "
+            f"({fast.throughput:.4g} {fast.throughput_unit}/s)")
     if priced:
         cheap = min(priced, key=lambda r: r.usd_per_million)  # type: ignore[arg-type,return-value]
         line += f"; cheapest per million {cheap.throughput_unit}: {cheap.cell} ({cheap.usd_per_million:.4g} USD)"
