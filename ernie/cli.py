@@ -33,11 +33,12 @@ def report(
     all_runs: bool = typer.Option(False, "--all", help="Report every run under --results and in its database."),
     out: Path = typer.Option(None, "--out", help="Where report.md and report.html go (default: RESULTS/report)."),
     results: Path = typer.Option(Path("results"), "--results", help="Where runs are collected; holds ernie.db."),
+    wide: bool = typer.Option(False, "--wide", help="Print every table of the report, not the 80-column summary."),
 ) -> None:
     """Write a Markdown and a self-contained HTML report: speed, cost, time-to-target, against MLPerf."""
     from ernie.report.console import report_command  # matplotlib loads only when a report is made
 
-    report_command(results, run_ids or [], all_runs, out)
+    report_command(results, run_ids or [], all_runs, out, wide)
 
 
 @app.command()
@@ -62,11 +63,12 @@ def sweep(
 def demo(
     results: Path = typer.Option(Path("results"), "--results", help="Where the suite's runs are collected."),
     out: Path = typer.Option(None, "--out", help="Where report.md and report.html go (default: RESULTS/report)."),
+    wide: bool = typer.Option(False, "--wide", help="Print every table of the report, not the 80-column summary."),
 ) -> None:
     """The local benchmark suite (BERT torch and TF, translation, serving) through the run pipeline, then the report."""
     from ernie.demo import run_demo
 
-    raise typer.Exit(run_demo(results, out, SafeConsole()))
+    raise typer.Exit(run_demo(results, out, SafeConsole(), wide=wide))
 
 
 # --- remote runs (ernie/run.py, ernie/bench.py): run, status, logs, collect, stop, bench ---

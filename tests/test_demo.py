@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ernie.demo import SUITE, DemoWorkload, run_demo
+from ernie.demo import DEMO_BLEU_TARGET, SUITE, DemoWorkload, run_demo
 from ernie.errors import ErnieError
 from ernie.workload import find_workload, resolve
 
@@ -67,11 +67,14 @@ def test_demo_reports_each_piece_and_goes_on_after_a_failure(tmp_path: Path) -> 
 
     assert code == 1  # not every piece completed
     assert served == [True]  # the suite went on past the failure and the missing workload
-    rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.startswith("│ ")}
-    assert "failed" in rows["demo-broken"]
-    assert "unavailable" in text and "no-such-workload: not available" in text
-    assert "complete" in rows["demo-ok"] and "complete" in rows["serving"]
-    assert "3 requests answered" in text
+    outcomes = text.split("ernie demo")[-1].split("Runs (")[0]
+    rows = {line.split()[0]: line.split()[1:] for line in outcomes.splitlines() if len(line.split()) >= 4}
+    assert rows["demo-broken"][0] == "failed" and rows["demo-broken"][3].startswith("demo-broken-")
+    assert rows[str(tmp_path / "no-such-workload")][0] == "unavailable"
+    assert "no-such-workload: not available" in text
+    assert rows["demo-ok"][0] == "complete" and rows["serving"][0] == "complete"
+    assert "serving: 3 requests answered" in outcomes  # the notes follow the table, one paragraph each
+    assert "demo-broken: worker 0 (local) failed with exit code 3" in outcomes
 
     md = (results / "report" / "report.md").read_text()
     run_rows = [line for line in md.splitlines() if "| demo-" in line and line.startswith("| 2")]
@@ -104,3 +107,14 @@ def test_the_suite_names_built_in_workloads_with_valid_parameters() -> None:
         assert resolved.progress_total == resolved.params["max_steps"]
     translation = resolve(find_workload("translation"), list(by_name["translation"].sets))
     assert translation.params["recipe"] == "synthetic"
+    assert float(translation.params["target_bleu"]) == DEMO_BLEU_TARGET  # a target the demo reaches
+
+
+def test_the_two_bert_frameworks_run_with_the_same_settings() -> None:
+    """Like for like: what moves throughput (precision, threads, batch, preset, data) is the same for both."""
+    by_name = {item.workload: item for item in SUITE}
+    params = [resolve(find_workload(n), list(by_name[n].sets)).params for n in ("bert-torch", "bert-tf")]
+    for key in ("preset", "text", "seq_len", "max_predictions", "global_batch", "max_steps", "eval_every"):
+        assert params[0][key] == params[1][key], key
+    assert params[0]["precision"] == params[1]["precision"] == "fp32"  # not `auto`: it differs by framework
+    assert params[0]["threads"] == params[1]["threads"] == 1

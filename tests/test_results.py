@@ -83,8 +83,56 @@ def test_translation_counts_words_and_has_no_mfu_without_a_peak() -> None:
     assert s.mfu is None  # the CPU's peak is unknown: never invented
     assert s.wall_s["provisioning"] == 0 and s.wall_s["teardown"] == 0  # local: nothing provisioned
     assert s.lifetime_s == pytest.approx(30.5)
-    assert s.cost_usd == 0.0 and s.usd_per_million == 0.0
+    # Local: not billed, and its result.json does not say how many CPUs its host had, so no equivalent either.
+    assert s.price_basis == "not priced" and s.price_per_hour_usd is None
+    assert s.cost_usd is None and s.usd_per_million is None
+    assert "does not say how many CPUs" in s.price_source
     assert s.eval_metric == "bleu" and s.eval_value == pytest.approx(11.56)
+
+
+def _local_with_cpus(runs: Path, cpus: int) -> Path:
+    """The local translation run, as if its result.json recorded a host with `cpus` CPUs."""
+    _edit_json(runs / TRANSLATION / "local" / "result.json",
+               lambda r: r.update(settings={"host_cpus": cpus, "processes": 1}))
+    return runs / TRANSLATION
+
+
+def test_a_local_run_is_priced_at_its_declared_equivalent_never_at_zero(runs: Path) -> None:
+    from infra.pricing import catalog
+
+    s = summarize(read_run(_local_with_cpus(runs, 2)))
+    hourly = catalog()[("aws", "c7i.large")].usd_per_hour  # 2 vCPUs, as the host had
+    assert s.price_basis == "equivalent" and s.price_per_hour_usd == pytest.approx(hourly)
+    assert s.price_source.startswith("equivalent, not a bill: aws c7i.large (2 vCPUs)")
+    assert s.cost_usd == pytest.approx(hourly * 30.5 / 3600)  # the local run's 30.5 s lifetime
+    assert s.usd_per_million == pytest.approx(hourly / (5200 * 3600) * 1e6)
+    s = summarize(read_run(_local_with_cpus(runs, 4)))
+    assert s.price_per_hour_usd == pytest.approx(catalog()[("aws", "c7i.xlarge")].usd_per_hour)
+
+
+def test_a_local_run_without_an_equivalent_is_not_priced(runs: Path) -> None:
+    s = summarize(read_run(_local_with_cpus(runs, 3)))
+    assert s.price_basis == "not priced" and s.cost_usd is None and s.usd_per_million is None
+    assert "no instance with 3 vCPUs" in s.price_source
+
+
+def test_a_cloud_run_is_priced_at_its_bill() -> None:
+    s = summarize(read_run(RUNS / BERT_TORCH))
+    assert s.price_basis == "bill" and s.price_per_hour_usd == 32.77
+
+
+def test_run_settings_are_read_and_hostile_values_dropped(runs: Path) -> None:
+    settings = {"processes": 2, "threads": {"intra_op": 1, "inter_op": 1}, "host_cpus": 8, "micro_batch": 16,
+                "compile": "xla", "data": {"name": "stdlib-s128-p20", "meta_sha256": "ab" * 32}}
+    _edit_json(runs / BERT_TF / "tpu-0" / "result.json", lambda r: r.update(settings=settings))
+    s = summarize(read_run(runs / BERT_TF))
+    assert (s.processes, s.threads, s.inter_op_threads, s.micro_batch, s.host_cpus) == (2, 1, 1, 16, 8)
+    assert (s.compile, s.data, s.data_digest) == ("xla", "stdlib-s128-p20", "ab" * 32)
+    hostile = {"processes": "2", "threads": [1], "micro_batch": True, "compile": {"x": 1}, "data": "d"}
+    _edit_json(runs / BERT_TF / "tpu-0" / "result.json", lambda r: r.update(settings=hostile))
+    s = summarize(read_run(runs / BERT_TF))
+    assert (s.processes, s.threads, s.micro_batch, s.compile, s.data) == (None, None, None, None, None)
+    assert s.status == "complete"  # settings are facts to show, not conditions of a result
 
 
 def test_incomplete_run_says_what_is_missing_and_keeps_the_rest() -> None:
@@ -254,7 +302,8 @@ def test_real_local_runs_read_as_complete_results(run_id: str, framework: str, u
     stops = [e.time_ms for e in run.events if e.key == "run_stop"]
     assert s.time_to_train_s == pytest.approx((stops[-1] - starts[0]) / 1000)
     assert 0 < s.time_to_train_s < s.wall_s["training"]  # MLPerf's span lies inside the run step
-    assert s.wall_s["provisioning"] < 1 and s.wall_s["teardown"] == 0 and s.cost_usd == 0  # nothing provisioned
+    assert s.wall_s["provisioning"] < 1 and s.wall_s["teardown"] == 0  # nothing provisioned
+    assert s.cost_usd is None and s.price_basis == "not priced"  # recorded before result.json named its CPUs
     assert s.mfu is None  # no peak is known for a CPU
     assert not s.target_reached and s.eval_value == pytest.approx(run.result["eval"]["value"])
 

@@ -11,9 +11,12 @@ from ernie.errors import ErnieError
 from ernie.report.plots import render_plots
 from ernie.report.render import to_html, to_markdown
 from ernie.report.tables import (
-    Table, comparison_table, problems_table, provenance_table, runs_table, wall_table,
+    Table, comparison_table, frameworks_table, problems_table, provenance_table, runs_table, settings_table,
+    wall_table,
 )
 from ernie.results import ResultsIndex, RunSummary, compare
+from ernie.results.frameworks import compare_frameworks, sentence
+from ernie.results.mlperf import closest
 
 TITLE = "ernie: which accelerator and framework trained fastest, and which was cheapest per result?"
 
@@ -27,9 +30,19 @@ class ReportFiles:
 
 
 def build_tables(runs: list[RunSummary]) -> list[Table]:
-    """Every table of the report, in page order."""
-    return [runs_table(runs), comparison_table(compare(runs)), wall_table(runs),
-            problems_table(runs), provenance_table(runs)]
+    """Every table of the report, in page order: the results, then the detail sections."""
+    comparisons = compare(runs)
+    return [
+        runs_table(runs), frameworks_table(compare_frameworks(runs)), settings_table(runs),
+        comparison_table(closest(comparisons), note=NEAREST_NOTE), wall_table(runs), problems_table(runs),
+        provenance_table(runs), comparison_table(comparisons, title="Detail: against every MLPerf row"),
+    ]
+
+
+NEAREST_NOTE = ("Each complete run beside the MLPerf row nearest its scale (the same accelerator family first, then "
+                "the nearest chip count); every row is in 'Detail: against every MLPerf row'. MLPerf rows and their "
+                "sources ship in ernie/data/mlperf_results.csv; a run that did not reach the MLPerf quality target "
+                "has no time-to-train in MLPerf's sense.")
 
 
 def answers(runs: list[RunSummary]) -> list[str]:
@@ -40,18 +53,25 @@ def answers(runs: list[RunSummary]) -> list[str]:
         same = [r for r in done if r.throughput_unit == unit and r.throughput is not None]
         fastest = max(same, key=lambda r: r.throughput)
         out.append(f"Fastest ({unit}/s): {_name(fastest)} at {fastest.throughput:,.1f} {unit}/s.")
-        priced = [r for r in same if r.usd_per_million is not None]
+        priced = [r for r in same if r.usd_per_million]
         if priced:
             cheapest = min(priced, key=lambda r: r.usd_per_million)
-            cost = (f"${cheapest.usd_per_million:,.2f}" if cheapest.usd_per_million
-                    else f"no charge (its price is $0/h: {cheapest.price_source or 'no source given'})")
-            out.append(f"Cheapest per million {unit}: {_name(cheapest)} at {cost}.")
+            out.append(f"Cheapest per million {unit}: {_name(cheapest)} at {_usd(cheapest.usd_per_million)}"
+                       f"{_basis(cheapest)}.")
+        elif same:
+            out.append(f"Cheapest per million {unit}: not priced ({same[0].price_source or 'no price given'}).")
+    out += [sentence(c) for c in compare_frameworks(runs)]
     reached = [r for r in done if r.usd_to_target is not None]
     if reached:
         best = min(reached, key=lambda r: r.usd_to_target)
-        out.append(f"Cheapest to its quality target: {_name(best)}, ${best.usd_to_target:,.2f} "
+        out.append(f"Cheapest to its quality target: {_name(best)}, {_usd(best.usd_to_target)}{_basis(best)} "
                    f"in {best.time_to_target_s / 60:.1f} min of training.")
-    else:
+    hits = [r for r in done if r.target_reached and r.time_to_target_s is not None]
+    if hits and not reached:
+        fastest = min(hits, key=lambda r: r.time_to_target_s)
+        out.append(f"Fastest to its quality target: {_name(fastest)}, {fastest.time_to_target_s / 60:.1f} min "
+                   f"to {fastest.eval_metric} {fastest.eval_target} (not priced).")
+    if not hits:
         out.append("No complete run reached its quality target.")
     not_done = len(runs) - len(done)
     if not_done:
@@ -62,7 +82,7 @@ def answers(runs: list[RunSummary]) -> list[str]:
 def write_report(runs: list[RunSummary], out_dir: Path, source: str) -> ReportFiles:
     """Write report.md (plots as PNG files in plots/) and report.html (self-contained) to `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = render_plots(runs)
+    plots, not_drawn = render_plots(runs)
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
     for p in plots:
@@ -72,13 +92,23 @@ def write_report(runs: list[RunSummary], out_dir: Path, source: str) -> ReportFi
     intro = [f"{len(runs)} run(s), {done} complete, from {source}; generated {now} by ernie {__version__} "
              "from the collected files alone (manifest.json, timeline.json, MLPerf logs, result.json)."]
     tables = build_tables(runs)
-    said = answers(runs)
+    said = answers(runs) + not_drawn
     md = out_dir / "report.md"
     md.write_text(to_markdown(TITLE, intro, said, tables, plots, {p.name: f"plots/{p.name}.png" for p in plots}),
                   encoding="utf-8")
     page = out_dir / "report.html"
     page.write_text(to_html(TITLE, intro, said, tables, plots), encoding="utf-8")
     return ReportFiles(md, page)
+
+
+def _usd(value: float) -> str:
+    """Dollars to the cent, or to four significant figures below a cent (a minute of a small instance)."""
+    return f"${value:,.2f}" if value >= 0.01 else f"${value:.4g}"
+
+
+def _basis(r: RunSummary) -> str:
+    return (f" (priced as an equivalent, not a bill: {r.price_source.removeprefix('equivalent, not a bill: ')})"
+            if r.price_basis == "equivalent" else "")
 
 
 def _name(r: RunSummary) -> str:

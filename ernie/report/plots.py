@@ -1,6 +1,7 @@
 """The report's plots (matplotlib, rendered to PNG bytes): throughput, cost per million, time and cost to
 target, and the wall-time split. Runs of one configuration are drawn as their median, so a thousand runs
-make the same few bars; only complete runs are drawn as results."""
+make the same few bars; only complete runs are drawn as results. A plot with nothing to show (every value
+missing or zero) is not drawn: the report says why instead."""
 
 from __future__ import annotations
 
@@ -27,15 +28,25 @@ class Plot:
     png: bytes
 
 
-def render_plots(runs: list[RunSummary]) -> list[Plot]:
-    """Every plot of the report, from the complete runs among `runs`."""
+class NotDrawn(Exception):
+    """A plot with nothing to show; the message says why."""
+
+
+def render_plots(runs: list[RunSummary]) -> tuple[list[Plot], list[str]]:
+    """The report's plots from the complete runs among `runs`, and for each plot not drawn, why."""
     done = [r for r in runs if r.succeeded]
-    return [
-        Plot("throughput", "Throughput per accelerator and framework", _throughput(done)),
-        Plot("cost", "Cost per million samples (or words)", _cost(done)),
-        Plot("target", "Time and cost to the quality target", _target(done)),
-        Plot("wall", "Where the wall time went", _wall(done)),
-    ]
+    plots, skipped = [], []
+    for name, title, draw in (
+        ("throughput", "Throughput per accelerator and framework", _throughput),
+        ("cost", "Cost per million samples (or words)", _cost),
+        ("target", "Time and cost to the quality target", _target),
+        ("wall", "Where the wall time went", _wall),
+    ):
+        try:
+            plots.append(Plot(name, title, draw(done)))
+        except NotDrawn as why:
+            skipped.append(f"{title}: not drawn, {why}.")
+    return plots, skipped
 
 
 def config_label(r: RunSummary) -> str:
@@ -60,13 +71,15 @@ def _throughput(runs: list[RunSummary]) -> bytes:
 
 def _cost(runs: list[RunSummary]) -> bytes:
     return _bars(_by_config(runs, lambda r: r.usd_per_million), "$ per million {unit}",
-                 "no complete run has both a price and a throughput")
+                 "no complete run is priced (a local run without an equivalent instance is not)")
 
 
 def _bars(data: dict[str, dict[str, float]], ylabel: str, empty: str) -> bytes:
-    """One horizontal bar panel per unit (samples, words): units are never mixed on one axis."""
+    """One horizontal bar panel per unit (samples, words): units are never mixed on one axis. Zero bars are
+    dropped (a zero is no measurement here), and a plot left with no bar is not drawn."""
+    data = {unit: kept for unit, groups in data.items() if (kept := {k: v for k, v in groups.items() if v})}
     if not data:
-        return _message(empty)
+        raise NotDrawn(empty)
     rows = sum(len(g) for g in data.values())
     fig = _figure(0.5 + 0.55 * rows + 0.9 * len(data), left=0.27, top_in=0.2, bottom_in=0.6)
     axes = fig.subplots(len(data), 1, squeeze=False, height_ratios=[len(g) + 1 for g in data.values()],
@@ -77,27 +90,34 @@ def _bars(data: dict[str, dict[str, float]], ylabel: str, empty: str) -> bytes:
         ax.bar_label(bars, labels=[f"{v:,.2f}" for v in values], padding=3, fontsize=8)
         ax.set_xlabel(ylabel.format(unit=unit))
         ax.invert_yaxis()
-        ax.set_xlim(0, max(values) * 1.18 or 1.0)  # room for the labels; an all-zero panel still has an axis
+        ax.set_xlim(0, max(values) * 1.18)  # room for the labels
         ax.tick_params(axis="y", labelsize=8)
     return _png(fig)
 
 
 def _target(runs: list[RunSummary]) -> bytes:
-    hits = [r for r in runs if r.target_reached and r.time_to_target_s is not None and r.usd_to_target is not None]
+    """Minutes to the target per configuration (median), each bar labelled with the median cost to it where the
+    runs are priced: a run that reached its target is shown even when it has no price."""
+    hits = [r for r in runs if r.target_reached and r.time_to_target_s]
     if not hits:
-        return _message("no complete run reached its quality target")
-    fig = _figure(4.5, left=0.1, top_in=0.2, bottom_in=0.6)
-    ax = fig.subplots()
-    points: dict[str, list[RunSummary]] = defaultdict(list)
+        raise NotDrawn("no complete run reached its quality target")
+    groups: dict[str, list[RunSummary]] = defaultdict(list)
     for r in hits:
-        points[config_label(r).replace("\n", ", ")].append(r)
-    for i, (label, rs) in enumerate(sorted(points.items())):
-        ax.scatter([r.time_to_target_s / 60 for r in rs], [r.usd_to_target for r in rs],
-                   label=label, color=_COLOURS[i % len(_COLOURS)], s=40)
-    ax.set_xlabel("time to target (minutes, MLPerf run_start to the first eval at target)")
-    ax.set_ylabel("$ to target (whole stack lifetime)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        groups[f"{config_label(r)} to {r.eval_metric} {r.eval_target}"].append(r)
+    labels = sorted(groups)
+    minutes = [statistics.median(r.time_to_target_s / 60 for r in groups[k]) for k in labels]
+    costs = []
+    for k in labels:
+        priced = [r.usd_to_target for r in groups[k] if r.usd_to_target is not None]
+        costs.append(f"${statistics.median(priced):,.4f}" if priced else "not priced")
+    fig = _figure(1.1 + 0.55 * len(labels), left=0.27, top_in=0.2, bottom_in=0.6)
+    ax = fig.subplots()
+    bars = ax.barh(labels, minutes, color=[_COLOURS[i % len(_COLOURS)] for i in range(len(labels))])
+    ax.bar_label(bars, labels=[f"{m:,.2f} min, {c}" for m, c in zip(minutes, costs)], padding=3, fontsize=8)
+    ax.set_xlabel("minutes from MLPerf run_start to the first eval at the target (label: $ to target)")
+    ax.set_xlim(0, max(minutes) * 1.4)
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=8)
     return _png(fig)
 
 
@@ -107,7 +127,7 @@ def _wall(runs: list[RunSummary]) -> bytes:
         if r.wall_s:
             groups[config_label(r)].append(r.wall_s)
     if not groups:
-        return _message("no complete run has a timeline")
+        raise NotDrawn("no complete run has a timeline")
     labels = sorted(groups)
     fig = _figure(1.5 + 0.55 * len(labels), left=0.27, top_in=0.5, bottom_in=0.6)
     ax = fig.subplots()
@@ -129,13 +149,6 @@ def _figure(height_in: float, left: float, top_in: float, bottom_in: float) -> F
     fig = Figure(figsize=(8, height_in), dpi=_DPI)
     fig.subplots_adjust(left=left, right=0.96, top=1 - top_in / height_in, bottom=bottom_in / height_in)
     return fig
-
-
-def _message(text: str) -> bytes:
-    """A small image that says why a plot is empty, so the page never shows a broken image."""
-    fig = Figure(figsize=(8, 1.2), dpi=_DPI)
-    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="#555555")
-    return _png(fig)
 
 
 def _png(fig: Figure) -> bytes:

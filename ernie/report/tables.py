@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import re
+
 from ernie.results import Comparison, RunSummary
 from ernie.results.figures import WALL_SPLIT
+from ernie.results.frameworks import FrameworkComparison
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,43 @@ def runs_table(runs: list[RunSummary]) -> Table:
     )
 
 
+def settings_table(runs: list[RunSummary]) -> Table:
+    """What each run ran with: the settings a framework comparison must hold equal."""
+    rows = [
+        (
+            r.run_id, r.framework or "?", r.precision or "-",
+            f"{_or_dash(r.threads)} / {_or_dash(r.inter_op_threads)}" if r.threads is not None else "-",
+            _or_dash(r.processes),
+            f"{_or_dash(r.micro_batch)} / {_or_dash(r.global_batch_size)}",
+            r.compile or "-",
+            f"{r.data} [{r.data_digest[:8]}]" if r.data and r.data_digest else (r.data or "-"),
+            _or_dash(r.host_cpus),
+        )
+        for r in runs
+    ]
+    return Table(
+        "Settings", ("run", "framework", "precision", "threads (intra / inter-op)", "processes",
+                     "batch (micro / global)", "compile", "data [meta.json digest]", "host CPUs"),
+        rows,
+        note="As each run's result.json records them (a run that predates them shows '-'). Equal data digests "
+             "are the same prepared data.",
+    )
+
+
+def frameworks_table(comparisons: list[FrameworkComparison]) -> Table:
+    """Each pair of frameworks on the same accelerator and model: the throughput ratio and what matched."""
+    rows = [
+        (c.first.run_id, c.second.run_id, c.label, f"{c.ratio:.2f}x", ", ".join(c.matched) or "-",
+         ", ".join(c.differs + [f"{u} (not recorded)" for u in c.unknown]) or "-")
+        for c in comparisons
+    ]
+    return Table(
+        "Frameworks compared", ("run", "against run", "ratio of", "throughput ratio", "same", "differs"), rows,
+        note="The latest complete run of each framework per benchmark, accelerator, chip count and model. A ratio "
+             "is like for like only where nothing differs.",
+    )
+
+
 def wall_table(runs: list[RunSummary]) -> Table:
     """Where each run's wall time went, from its timeline.json."""
     rows = [
@@ -49,17 +89,20 @@ def wall_table(runs: list[RunSummary]) -> Table:
     ]
     return Table("Wall time", ("run", "status", *WALL_SPLIT, "lifetime", "lost to preemption", "price"), rows,
                  note="lost to preemption: from the last checkpoint before a preemption until `ernie run --resume` "
-                      "had every worker training again (work redone and downtime); it is part of the lifetime.")
+                      "had every worker training again (work redone and downtime); it is part of the lifetime. "
+                      "A local run is not billed: its price is an equivalent cloud instance's (the same number of "
+                      "vCPUs, infra/prices.csv), or it is not priced.")
 
 
-def comparison_table(comparisons: list[Comparison], note: str = "") -> Table:
+def comparison_table(comparisons: list[Comparison], note: str = "",
+                     title: str = "Against MLPerf Training") -> Table:
     """Our runs beside published MLPerf time-to-train, each labelled with how the two differ."""
     rows = [
-        (c.run.run_id, _ours(c.run), f"MLPerf {c.row.round} {c.row.system}", f"{c.row.minutes:.2f} min", c.scale)
+        (c.run.run_id, ours(c.run), f"MLPerf {c.row.round} {c.row.system}", f"{c.row.minutes:.2f} min", c.scale)
         for c in comparisons
     ]
     return Table(
-        "Against MLPerf Training",
+        title,
         ("our run", "ours", "MLPerf system", "MLPerf time-to-train", "scale difference"),
         rows,
         note=note or "MLPerf rows and their sources ship in ernie/data/mlperf_results.csv. Only complete runs are "
@@ -86,7 +129,7 @@ def problems_table(runs: list[RunSummary]) -> Table:
     return Table("Not complete", ("run", "status", "what is missing or failed"), rows)
 
 
-def _ours(r: RunSummary) -> str:
+def ours(r: RunSummary) -> str:
     """Our result in an MLPerf row's terms: the time to the target, or how far from it the run stopped."""
     if r.target_reached and r.time_to_target_s is not None:
         return f"{_minutes(r.time_to_target_s)} to {r.eval_metric} {r.eval_target}"
@@ -121,7 +164,22 @@ def _usd(value: float | None) -> str:
 
 
 def _price(r: RunSummary) -> str:
-    return f"${r.price_per_hour_usd:,.2f}/h" if r.price_per_hour_usd is not None else "-"
+    if r.price_per_hour_usd is None:
+        return "not priced" if r.price_basis == "not priced" else "-"
+    return f"${r.price_per_hour_usd:,.2f}/h" + (" (equivalent)" if r.price_basis == "equivalent" else "")
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+_RUN_ID_STAMP = re.compile(r"\d{8}-\d{6}-")
+
+
+def short_id(run_id: str) -> str:
+    """A run id without its date and time ('20261204-173427-bert-torch-91b2' -> 'bert-torch-91b2'): the terminal's
+    name for a run; the report and `ernie report RUN_ID` use the whole id."""
+    return _RUN_ID_STAMP.sub("", run_id, count=1) if _RUN_ID_STAMP.match(run_id) else run_id
 
 
 def _quality(r: RunSummary) -> str:

@@ -10,7 +10,11 @@
   collection = collect, teardown = destroy; the stack's lifetime runs from the first step's start to the
   last step's end. Time lost to preemptions = the `preempted` steps `ernie run --resume` records (from the
   last checkpoint to the restart); it overlaps the split, which counts what each attempt did.
-- cost = the inventory's price per hour x that lifetime; dollars to target = that cost when the target was
+- price: the inventory's for a cloud run; a local run is priced at a declared equivalent instance or not at all
+  (pricing.py), and `price_basis` says which.
+- settings: what a framework comparison must hold equal (threads, processes, micro-batch, compile, data), from
+  result.json's `settings` block; precision and global batch from its top level.
+- cost = the price per hour x that lifetime; dollars to target = that cost when the target was
   reached (what was paid, provisioning and teardown included, to get the model); dollars per million samples
   = price per hour / samples per hour at the measured throughput (the steady-state rate).
 """
@@ -22,6 +26,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ernie.results.pricing import hourly_price
 from ernie.results.rundir import MllogEvent, RunFiles
 
 #: The report's wall-time buckets and the timeline steps each one sums.
@@ -63,6 +68,14 @@ class RunSummary:
     global_batch_size: int | None = None
     seq_len: int | None = None
     precision: str | None = None
+    processes: int | None = None
+    threads: int | None = None  # intra-op (OpenMP for PyTorch, TensorFlow's intra-op pool)
+    inter_op_threads: int | None = None
+    micro_batch: int | None = None
+    compile: str | None = None  # eager | torch.compile | xla
+    data: str | None = None  # the prepared data's directory name
+    data_digest: str | None = None  # sha256 of its meta.json: equal digests, the same data
+    host_cpus: int | None = None
     steps: int | None = None
     throughput: float | None = None
     throughput_unit: str | None = None  # "samples" or "words"
@@ -82,6 +95,7 @@ class RunSummary:
     lost_s: float | None = None  # lost to preemptions: from the last checkpoint to the restart, summed
     price_per_hour_usd: float | None = None
     price_source: str | None = None
+    price_basis: str | None = None  # bill | equivalent | not priced (pricing.py)
     cost_usd: float | None = None
     usd_per_million: float | None = None  # per million of `throughput_unit`
     usd_to_target: float | None = None
@@ -127,6 +141,7 @@ def summarize(run: RunFiles) -> RunSummary:
                 "step_time_ms_p50", "step_time_ms_p90", "command"):
         setattr(s, key, result.get(key))
 
+    _settings(s, result)
     _throughput(s, result)
     _evaluation(s, result, run.events)
     _wall(s, run.steps)
@@ -135,6 +150,16 @@ def summarize(run: RunFiles) -> RunSummary:
 
     s.status = _status(run, s)
     return s
+
+
+def _settings(s: RunSummary, result: dict[str, Any]) -> None:
+    """result.json's `settings` (a host wrote it: each value is taken only when it has the expected type)."""
+    settings = _mapping(result.get("settings"))
+    threads, data = _mapping(settings.get("threads")), _mapping(settings.get("data"))
+    s.processes, s.micro_batch, s.host_cpus = (_int(settings.get(k)) for k in ("processes", "micro_batch", "host_cpus"))
+    s.threads, s.inter_op_threads = _int(threads.get("intra_op")), _int(threads.get("inter_op"))
+    s.compile, s.data, s.data_digest = (_str(v) for v in (settings.get("compile"), data.get("name"),
+                                                          data.get("meta_sha256")))
 
 
 def _throughput(s: RunSummary, result: dict[str, Any]) -> None:
@@ -200,11 +225,11 @@ def _wall(s: RunSummary, steps: list[dict[str, Any]] | None) -> None:
 
 
 def _cost(s: RunSummary, inventory: dict[str, Any]) -> None:
-    price = inventory.get("price_per_hour_usd")
-    s.price_source = inventory.get("price_source")
-    if price is None:
+    price = hourly_price(inventory, s.host_cpus)
+    s.price_source, s.price_basis = price.source, price.basis
+    if price.usd is None:
         return
-    s.price_per_hour_usd = float(price)
+    s.price_per_hour_usd = price.usd
     if s.lifetime_s is not None:
         s.cost_usd = s.price_per_hour_usd * s.lifetime_s / 3600.0
         if s.target_reached:
@@ -240,6 +265,14 @@ def _status(run: RunFiles, s: RunSummary) -> str:
 def _mapping(value: Any) -> dict[str, Any]:
     """A JSON object's field that should be an object; anything else reads as empty."""
     return dict(value) if isinstance(value, dict) else {}
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _first(*values: Any) -> Any:
