@@ -8,6 +8,7 @@ connects, and an error names the field and the fix.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -35,6 +36,37 @@ class Host:
 
 
 @dataclass(frozen=True)
+class Bootstrap:
+    """What a host's first-boot script leaves behind: ernie sets nothing up before `done_file` exists."""
+
+    done_file: str
+    failed_file: str | None = None
+    """Written when the boot script fails: ernie stops waiting at once and shows `log_file`'s tail."""
+    log_file: str | None = None
+    timeout_s: float = 1800.0
+
+
+@dataclass(frozen=True)
+class RegistryLogin:
+    """How the login user signs in to the image's registry before pulling: `password_command | docker login`."""
+
+    registry: str
+    username: str
+    password_command: str
+    """Run on the host as the login user; prints the password (e.g. `aws ecr get-login-password --region R`)."""
+
+
+@dataclass(frozen=True)
+class ContainerOptions:
+    """What the stack says every container needs beyond the GPUs (EFA: its devices, unlimited memlock, NCCL's
+    libfabric settings)."""
+
+    devices: tuple[str, ...] = ()
+    ulimits: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Inventory:
     """A validated inventory. `ssh_private_key` is a secret: it is never written anywhere by ernie."""
 
@@ -51,6 +83,9 @@ class Inventory:
     price_source: str | None = None
     ttl_minutes: int | None = None
     serving_url: str | None = None
+    bootstrap: Bootstrap | None = None
+    registry_login: RegistryLogin | None = None
+    container: ContainerOptions = ContainerOptions()
     source: str = "inventory"  # where it came from, for error messages
 
     @property
@@ -144,8 +179,74 @@ def parse_inventory(data: Any, source: str) -> Inventory:
         ssh_user=user, ssh_private_key=key, ssh_key_path=key_path,
         bucket=_opt_str(data, "bucket", fail), price_per_hour_usd=float(price),
         price_source=_opt_str(data, "price_source", fail), ttl_minutes=ttl,
-        serving_url=_opt_str(data, "serving_url", fail), source=source,
+        serving_url=_opt_str(data, "serving_url", fail), bootstrap=_parse_bootstrap(data.get("bootstrap"), fail),
+        registry_login=_parse_registry_login(data.get("registry_login"), fail),
+        container=_parse_container(data.get("container"), fail), source=source,
     )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ULIMIT = re.compile(r"[a-z]+=-?\d+(:-?\d+)?")
+_ABS_PATH = re.compile(r"/[A-Za-z0-9._/-]*")
+_HOME_PATH = re.compile(r"(~/|/)[A-Za-z0-9._/-]*")  # ~/ is the login user's home
+
+
+def _object(raw: Any, key: str, fields: dict[str, type], fail) -> dict[str, Any] | None:
+    """An optional object whose fields have the given types (unknown fields refused)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise fail(key, f"expected an object with {', '.join(fields)}, got {type(raw).__name__}")
+    for name, value in raw.items():
+        if name not in fields:
+            raise fail(f"{key}.{name}", f"unknown field (known: {', '.join(fields)})")
+        if not isinstance(value, fields[name]) or isinstance(value, bool):
+            kind = getattr(fields[name], "__name__", "a number")
+            raise fail(f"{key}.{name}", f"expected {kind}, got {value!r}")
+    return raw
+
+
+def _parse_bootstrap(raw: Any, fail) -> Bootstrap | None:
+    data = _object(raw, "bootstrap", {"done_file": str, "failed_file": str, "log_file": str,
+                                      "timeout_s": (int, float)}, fail)
+    if data is None:
+        return None
+    for key in ("done_file", "failed_file", "log_file"):
+        if key in data and not _HOME_PATH.fullmatch(data[key]):
+            raise fail(f"bootstrap.{key}", f"{data[key]!r} is not a plain absolute path (or one under ~/)")
+    if "done_file" not in data:
+        raise fail("bootstrap.done_file", "missing: the file the host's boot script writes when it is done")
+    if data.get("timeout_s", 1) <= 0:
+        raise fail("bootstrap.timeout_s", f"expected seconds > 0, got {data['timeout_s']!r}")
+    return Bootstrap(**{**data, "timeout_s": float(data.get("timeout_s", Bootstrap.timeout_s))})
+
+
+def _parse_registry_login(raw: Any, fail) -> RegistryLogin | None:
+    data = _object(raw, "registry_login", {"registry": str, "username": str, "password_command": str}, fail)
+    if data is None:
+        return None
+    for key in ("registry", "username", "password_command"):
+        if not data.get(key):
+            raise fail(f"registry_login.{key}", "missing")
+    if not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", data["registry"]):
+        raise fail("registry_login.registry", f"{data['registry']!r} is not a registry host[:port]")
+    return RegistryLogin(**data)
+
+
+def _parse_container(raw: Any, fail) -> ContainerOptions:
+    data = _object(raw, "container", {"devices": list, "ulimits": list, "env": dict}, fail) or {}
+    devices, ulimits, env = data.get("devices", []), data.get("ulimits", []), data.get("env", {})
+    for device in devices:
+        if not isinstance(device, str) or not all(_ABS_PATH.fullmatch(p) for p in device.split(":", 1)):
+            raise fail("container.devices", f"{device!r} is not a plain absolute device path "
+                                            "(HOST[:CONTAINER], as `docker run --device` takes it)")
+    for ulimit in ulimits:
+        if not isinstance(ulimit, str) or not _ULIMIT.fullmatch(ulimit):
+            raise fail("container.ulimits", f"{ulimit!r} is not NAME=SOFT[:HARD] (e.g. memlock=-1:-1)")
+    for name, value in env.items():
+        if not _ENV_NAME.fullmatch(name) or not isinstance(value, str):
+            raise fail(f"container.env.{name}", "expected a variable name and a string value")
+    return ContainerOptions(tuple(devices), tuple(ulimits), tuple(sorted(env.items())))
 
 
 def _opt_str(data: dict, key: str, fail) -> str | None:

@@ -30,7 +30,7 @@ from ernie.remote.collect import Collected, collect_host, sha256_file
 from ernie.remote.connect import Connector, RemoteError, Session, Timeouts, fan_out
 from ernie.remote.layout import Layout
 from ernie.remote.push import Bundle, PushResult, push
-from ernie.remote.runners import SETUP_TIMEOUT_S, Probe, RunSpec, probe, setup, start, stop
+from ernie.remote.runners import SETUP_TIMEOUT_S, Probe, RunSpec, probe, setup, start, stop, wait_bootstrap
 from ernie.remote.stream import Follower, utf8_decoder
 from ernie.terminal import remote
 from ernie.workload import ResolvedWorkload
@@ -163,7 +163,8 @@ class RunRecord:
         return RunSpec(run_id=self.run_id, workload=self.workload, command=self.command, runner=inventory.runner,
                        num_workers=len(inventory.hosts), coordinator_address=inventory.coordinator.private_address,
                        image=inventory.image, requirements=self.requirements,
-                       requirements_sha256=self.requirements_sha256)
+                       requirements_sha256=self.requirements_sha256, registry_login=inventory.registry_login,
+                       container=inventory.container)
 
     def layout(self, host: str) -> Layout:
         return Layout(base=self.host_bases[host], workload=self.workload, run_id=self.run_id)
@@ -240,6 +241,8 @@ def execute(record: RunRecord, inventory: Inventory, opts: RunOptions, console: 
     spec = record.spec(inventory)
     layouts = {name: record.layout(name) for name in sessions}
     try:
+        if inventory.bootstrap is not None:
+            _wait_for_bootstrap(sessions, inventory, opts, console, timeline)
         bundle = _bundle(record)
         with timeline.step("push"):
             pushed = fan_out(lambda s: push(s, bundle, layouts[s.host.name].bundle), sessions.values(),
@@ -291,6 +294,18 @@ def _wait_for_ssh(connector: Connector, inventory: Inventory, opts: RunOptions, 
                 s.close()
             raise
     return sessions
+
+
+def _wait_for_bootstrap(sessions: dict[str, Session], inventory: Inventory, opts: RunOptions, console: Console,
+                        timeline: Timeline) -> None:
+    """Every host's boot script has finished (its done marker), or ErnieError with each failed host's log tail."""
+    bootstrap = inventory.bootstrap
+    console.print(f"waiting for the boot script on {len(sessions)} host(s) ({bootstrap.done_file}, at most "
+                  f"{bootstrap.timeout_s:.0f}s)")
+    with timeline.step("wait_bootstrap"):
+        waited = fan_out(lambda s: wait_bootstrap(s, bootstrap), sessions.values(),
+                         timeout=bootstrap.timeout_s + opts.timeouts.command * 2, name=_host_of)
+        _fail_on_errors("waiting for the boot script", waited)
 
 
 def _bundle(record: RunRecord) -> Bundle:

@@ -13,11 +13,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pulumi  # noqa: E402
 import pulumi_tls as tls  # noqa: E402
 
-from infra import config, layers, pricing  # noqa: E402
+from infra import config, layers, pricing, startup  # noqa: E402
 from infra.aws_gpu import GpuFleet, GpuFleetArgs  # noqa: E402
 from infra.aws_serving import LambdaService, LambdaServiceArgs  # noqa: E402
 from infra.gcp_tpu import TpuSlice, TpuSliceArgs  # noqa: E402
-from infra.gpu_catalog import AMI_SSH_USER, DLC_REPOSITORIES, dlc_account  # noqa: E402
+from infra.gpu_catalog import (  # noqa: E402
+    AMI_SSH_USER,
+    DLC_REPOSITORIES,
+    dlc_account,
+    dlc_registry,
+    efa_container_options,
+    uses_efa,
+)
 from infra.inventory import build_inventory  # noqa: E402
 from infra.naming import gcp_label, tpu_node_name  # noqa: E402
 
@@ -42,6 +49,7 @@ if cfg.tpu is not None:
         ssh_user=TPU_SSH_USER, ssh_public_key=ssh_public_key, ttl_minutes=cfg.ttl_minutes, labels=labels))
     priced, disk_gib = ("gcp", tpu.tpu.generation.name, tpu.tpu.chips), 0  # the catalog prices TPU chips only
     runner, ssh_user, image = "tpu-vm", TPU_SSH_USER, None
+    host_setup: dict = {}
 else:
     gpu = cfg.gpu
     machines = GpuFleet("gpu", GpuFleetArgs(
@@ -54,6 +62,14 @@ else:
     priced = ("aws", gpu.instance.name, gpu.instance_count)
     disk_gib = machines.root_volume_gib.apply(lambda gib: gib * gpu.instance_count)  # each root volume bills too
     runner, ssh_user, image = "docker", AMI_SSH_USER, gpu.image
+    host_setup = {
+        "bootstrap": {"done_file": startup.GPU_DONE_FILE, "failed_file": startup.GPU_FAILED_FILE,
+                      "log_file": startup.GPU_USER_DATA_LOG},
+        # The login user signs in itself before pulling (user data signed in root only; tokens last 12 hours).
+        "registry_login": {"registry": dlc_registry(gpu.region), "username": "AWS",
+                           "password_command": f"aws ecr get-login-password --region {gpu.region}"},
+        "container": efa_container_options(gpu.instance) if uses_efa(gpu.instance, gpu.instance_count) else None,
+    }
 
 # The Lambda serving stack (aws, ernie:serving) sets this to its HTTPS endpoint.
 serving_url: pulumi.Input[str] | None = None
@@ -87,4 +103,4 @@ pulumi.export("inventory", pulumi.Output.all(
     # The same figure the cost-ceiling guardrail adds up (policy/rules.py), from the same function.
     price=pricing.quote(*priced, disk_gib=out["disk_gib"]), ttl_minutes=cfg.ttl_minutes,
     ssh_private_key=out["ssh_private_key"], ssh_key_path=cfg.access.ssh_key_path, image=image,
-    serving_url=out["serving_url"], embed_url=out["embed_url"])))
+    serving_url=out["serving_url"], embed_url=out["embed_url"], **host_setup)))

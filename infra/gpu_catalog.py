@@ -22,6 +22,8 @@ class GpuInstanceType:
     """Whether the type takes an EFA interface (then a fleet of >1 uses a cluster placement group)."""
     spot: bool
     """Whether EC2 offers it as a Spot instance."""
+    efa_rdma: bool = False
+    """Whether its EFA does RDMA reads (GPUDirect RDMA: p4d, p5), which libfabric must be told to use."""
 
     @property
     def family(self) -> str:
@@ -36,9 +38,9 @@ INSTANCE_TYPES: tuple[GpuInstanceType, ...] = (
     GpuInstanceType("g6e.xlarge", "L40S", 1, efa=False, spot=True),
     GpuInstanceType("g6e.12xlarge", "L40S", 4, efa=True, spot=True),
     GpuInstanceType("g6e.48xlarge", "L40S", 8, efa=True, spot=True),
-    GpuInstanceType("p4d.24xlarge", "A100", 8, efa=True, spot=True),
+    GpuInstanceType("p4d.24xlarge", "A100", 8, efa=True, spot=True, efa_rdma=True),
     # P5 capacity is sold through Capacity Blocks and On-Demand; ernie does not request it as Spot.
-    GpuInstanceType("p5.48xlarge", "H100", 8, efa=True, spot=False),
+    GpuInstanceType("p5.48xlarge", "H100", 8, efa=True, spot=False, efa_rdma=True),
 )
 
 
@@ -55,6 +57,25 @@ RETIRED_FAMILIES: dict[str, str] = {
 def lookup_instance(name: str) -> GpuInstanceType | None:
     """The catalog entry for `name`, or None when it is not a GPU type ernie knows."""
     return next((t for t in INSTANCE_TYPES if t.name == name), None)
+
+
+# EFA inside a container: its uverbs device (the fleet gives each instance one EFA interface), memory that may be
+# locked without limit (libfabric registers NCCL's buffers), and libfabric told to use EFA; without them NCCL
+# falls back to TCP sockets (aws-ofi-nccl's and the DLC's EFA guides).
+EFA_DEVICES = ("/dev/infiniband/uverbs0",)
+
+
+def uses_efa(instance: GpuInstanceType, count: int) -> bool:
+    """A fleet of more than one EFA-capable instance talks over EFA (a cluster placement group, EFA interfaces)."""
+    return instance.efa and count > 1
+
+
+def efa_container_options(instance: GpuInstanceType) -> dict[str, object]:
+    """The inventory's `container` options for a fleet whose instances talk over EFA."""
+    env = {"FI_PROVIDER": "efa", "FI_EFA_FORK_SAFE": "1"}
+    if instance.efa_rdma:
+        env["FI_EFA_USE_DEVICE_RDMA"] = "1"
+    return {"devices": list(EFA_DEVICES), "ulimits": ["memlock=-1:-1"], "env": env}
 
 
 # The Deep Learning Base AMI: NVIDIA driver, CUDA, Docker and the NVIDIA container toolkit, no framework.

@@ -17,7 +17,9 @@ def build_inventory(*, cloud: str, stack: str, runner: Runner, ssh_user: str, ho
                     bucket: str, price: Quote, ttl_minutes: int,
                     ssh_private_key: str | None = None, ssh_key_path: str | None = None,
                     image: str | None = None, serving_url: str | None = None,
-                    embed_url: str | None = None) -> dict[str, Any]:
+                    embed_url: str | None = None, bootstrap: dict[str, Any] | None = None,
+                    registry_login: dict[str, str] | None = None,
+                    container: dict[str, Any] | None = None) -> dict[str, Any]:
     """The inventory document. Exactly one of `ssh_private_key` (made by the stack) and `ssh_key_path`."""
     if (ssh_private_key is None) == (ssh_key_path is None):
         raise ValueError("an inventory names exactly one of ssh_private_key and ssh_key_path")
@@ -27,6 +29,10 @@ def build_inventory(*, cloud: str, stack: str, runner: Runner, ssh_user: str, ho
     inventory["runner"] = runner
     if image is not None:
         inventory["image"] = image
+    # How ernie knows the host's boot script is done, signs the login user in, and runs containers.
+    for key, value in (("bootstrap", bootstrap), ("registry_login", registry_login), ("container", container)):
+        if value is not None:
+            inventory[key] = value
     inventory.update({"hosts": sorted(hosts, key=lambda h: h["worker"]), "bucket": bucket,
                       "price_per_hour_usd": price.usd_per_hour, "price_source": price.source,
                       "ttl_minutes": ttl_minutes})

@@ -10,6 +10,11 @@ from __future__ import annotations
 import shlex
 from textwrap import dedent
 
+GPU_DONE_FILE = "/var/lib/ernie/ready"
+"""Written when user data has finished: ernie sets nothing up on the host before it exists."""
+GPU_FAILED_FILE = "/var/lib/ernie/failed"
+"""Written when user data failed: ernie stops waiting and shows the log's tail."""
+GPU_USER_DATA_LOG = "/var/log/ernie-user-data.log"
 GPU_DEADLINE_FILE = "/var/lib/ernie/deadline"
 """Epoch second at which a GPU instance terminates, written at first boot."""
 # cloud-init runs what lies here at every boot (user data runs only at the first).
@@ -29,7 +34,10 @@ def render_gpu_user_data(*, region: str, registry: str, image: str, gpus: int, t
         # ernie: terminate this instance {ttl_minutes} minutes after first boot (ernie:ttlMinutes), check its GPUs
         # and pull the training image, so the first run starts without a download.
         set -euo pipefail
-        exec > >(tee -a /var/log/ernie-user-data.log) 2>&1
+        exec > >(tee -a {GPU_USER_DATA_LOG}) 2>&1
+        mkdir -p "$(dirname {GPU_FAILED_FILE})"
+        # Whatever fails below, ernie learns of it at once (it waits for {GPU_DONE_FILE} otherwise).
+        trap 'echo "ernie: user data failed at line ${{LINENO}}" >&2; date -u > {GPU_FAILED_FILE}' ERR
 
         readonly TTL_MINUTES={int(ttl_minutes)}
         readonly REGION={shlex.quote(region)}
@@ -69,6 +77,5 @@ def render_gpu_user_data(*, region: str, registry: str, image: str, gpus: int, t
         aws ecr get-login-password --region "${{REGION}}" \\
           | docker login --username AWS --password-stdin "${{REGISTRY}}"
         docker pull "${{IMAGE}}"
-        mkdir -p /var/lib/ernie
-        echo "${{IMAGE}}" > /var/lib/ernie/ready
+        echo "${{IMAGE}}" > {GPU_DONE_FILE}
         """)

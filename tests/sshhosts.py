@@ -18,6 +18,7 @@ files are always removed afterwards.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import secrets
@@ -131,13 +132,21 @@ class SshHosts:
 
     def add_to_path(self, host: SshHost, directory: Path) -> None:
         """Put `directory` first on PATH for every SSH session on this host (via ~/.ssh/environment)."""
+        self.set_environment(host, PATH=f"{directory}:/usr/local/bin:/usr/bin:/bin")
+
+    def set_environment(self, host: SshHost, **variables: str) -> None:
+        """Set variables for every SSH session on this host (~/.ssh/environment), keeping the others."""
         env = host.home / ".ssh" / "environment"
-        env.write_text(f"PATH={directory}:/usr/local/bin:/usr/bin:/bin\n")
+        current = dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line) \
+            if env.exists() else {}
+        current.update(variables)
+        env.write_text("".join(f"{k}={v}\n" for k, v in current.items()))
         os.chown(env, UID, UID)
 
 
-def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+def _sh(*argv: str, check: bool = True, timeout: float = 30,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise HostSetupError(f"`{' '.join(argv)}` failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
@@ -281,3 +290,257 @@ def ssh_hosts() -> Iterator[SshHosts]:
     """Three fresh namespace SSH hosts (w0, w1, w2) with an inventory file; removed afterwards."""
     with ssh_hosts_up(3) as hosts:
         yield hosts
+
+
+# --- A real container engine and a registry with authentication (issue 14) -------------------------------------
+#
+#     with ssh_hosts_up(2) as hosts, containers_up(hosts) as engines:
+#         engines.registry.address        # "10.213.X.1:5000", htpasswd auth, user/password below
+#         engines.push_image("ernie/dlc-like:1")   # a DLC-like image (entrypoint ending in eval "$@", Python, pip)
+#
+# Each host gets its own root podman service (Debian podman, runc, cgroupfs, `default_ulimits = []`: the default
+# limits cannot be raised on this machine) with its own image store, in the host's network namespace; the login
+# user reaches it through a socket owned by its group (as the docker group does on a GPU host) with Debian's
+# `docker` (podman-docker). The registry (Debian docker-registry) listens on the hosts' bridge, plain HTTP on a
+# private network, so podman is told it is insecure there.
+
+PODMAN = "/usr/bin/podman"
+DOCKER_CLI = "/usr/bin/docker"  # podman-docker: `docker` runs podman
+REGISTRY = "/usr/bin/docker-registry"
+HTPASSWD = "/usr/bin/htpasswd"
+REGISTRY_PORT = 5000
+REGISTRY_USER = "ernie-tests"
+RUNROOTS = Path("/run/ernie-podman")  # podman refuses a run root longer than 50 characters
+DLC_ENTRYPOINT = "/usr/local/bin/dockerd_entrypoint.sh"
+_ENTRYPOINT_SCRIPT = """#!/bin/bash
+# Like the PyTorch DLC's dockerd_entrypoint.sh: prepare the environment, then evaluate the arguments again
+# (they are joined with spaces and split anew).
+eval "$@"
+"""
+_CONTAINERS_CONF = """[containers]
+default_ulimits = []
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+"""
+
+
+@dataclass
+class Registry:
+    """A distribution registry with htpasswd authentication on the hosts' bridge."""
+
+    address: str
+    username: str
+    password: str
+    proc: subprocess.Popen
+
+
+@dataclass
+class Containers:
+    """The engines on the hosts and the registry they pull from."""
+
+    hosts: SshHosts
+    registry: Registry
+    base: Path
+    services: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def runroot(self, name: str) -> Path:
+        return RUNROOTS / f"{self.base.parent.name.split('-')[2]}-{name}"
+
+    def socket(self, host: SshHost) -> Path:
+        return host.root / "podman.sock"
+
+    def podman(self, host: SshHost, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """podman, as root, against `host`'s engine (e.g. to list what it holds)."""
+        return subprocess.run([PODMAN, "--remote", "--url", f"unix://{self.socket(host)}", *args],
+                              capture_output=True, text=True, timeout=timeout, env=_podman_env(self.base))
+
+    def push_image(self, name: str) -> str:
+        """Build the DLC-like image here and push it to the registry; its reference for `docker pull`."""
+        rootfs = self.base / "rootfs.tar"
+        if not rootfs.exists():
+            python_rootfs(rootfs)
+        store = ["--root", str(self.base / "builder" / "storage"), "--runroot", str(self.runroot("builder"))]
+        local = f"localhost/{name}"
+        _sh(PODMAN, *store, "import", "--change", f'ENTRYPOINT ["bash", "-m", "{DLC_ENTRYPOINT}"]',
+            "--change", "ENV PATH=/usr/local/bin:/usr/bin:/bin", str(rootfs), local, timeout=300,
+            env=_podman_env(self.base))
+        ref = f"{self.registry.address}/{name}"
+        _sh(PODMAN, *store, "push", "-q", "--creds", f"{self.registry.username}:{self.registry.password}", local,
+            f"docker://{ref}", timeout=300, env=_podman_env(self.base))
+        return ref
+
+    def password_file(self, host: SshHost) -> Path:
+        """The registry password in the login user's home on `host` (what `registry_login` reads)."""
+        path = host.home / ".registry-password"
+        path.write_text(self.registry.password + "\n")
+        path.chmod(0o600)
+        os.chown(path, UID, UID)
+        return path
+
+
+def _podman_env(base: Path) -> dict[str, str]:
+    return {**os.environ, "CONTAINERS_CONF": str(base / "containers.conf"),
+            "CONTAINERS_REGISTRIES_CONF": str(base / "registries.conf")}
+
+
+def _check_container_prerequisites() -> None:
+    for tool, package in ((PODMAN, "podman"), (DOCKER_CLI, "podman-docker"), ("/usr/sbin/runc", "runc"),
+                          (REGISTRY, "docker-registry"), (HTPASSWD, "apache2-utils"),
+                          ("/bin/bash-static", "bash-static"), ("/bin/busybox", "busybox-static"),
+                          ("/usr/bin/python3.11", "python3.11"), ("/usr/share/python-wheels", "python3-pip-whl")):
+        if not Path(tool).exists():
+            raise HostSetupError(f"{tool} is missing: `apt-get install {package}` (.ci/run installs it)")
+
+
+@contextlib.contextmanager
+def containers_up(hosts: SshHosts) -> Iterator[Containers]:
+    """A podman service on every host and an authenticated registry on their bridge; all gone afterwards."""
+    _check_container_prerequisites()
+    base = hosts.base / "containers"
+    base.mkdir(mode=0o755)
+    gateway = hosts[0].address.rsplit(".", 1)[0] + ".1"
+    address = f"{gateway}:{REGISTRY_PORT}"
+    (base / "containers.conf").write_text(_CONTAINERS_CONF)
+    (base / "registries.conf").write_text(
+        f'unqualified-search-registries = []\n[[registry]]\nlocation = "{address}"\ninsecure = true\n')
+    for name in ("containers.conf", "registries.conf"):
+        (base / name).chmod(0o644)
+    password = secrets.token_urlsafe(12)
+    htpasswd = _sh(HTPASSWD, "-Bbn", REGISTRY_USER, password).stdout
+    (base / "htpasswd").write_text(htpasswd)
+    (base / "registry.yml").write_text(json.dumps({  # YAML is a superset of JSON
+        "version": 0.1, "log": {"level": "error"},
+        "storage": {"filesystem": {"rootdirectory": str(base / "registry")}},
+        "http": {"addr": address, "secret": secrets.token_hex(16)},
+        "auth": {"htpasswd": {"realm": "ernie-tests", "path": str(base / "htpasswd")}}}))
+    log = (base / "registry.log").open("ab")
+    proc = subprocess.Popen([REGISTRY, "serve", str(base / "registry.yml")], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL)
+    log.close()
+    engines = Containers(hosts, Registry(address, REGISTRY_USER, password, proc), base)
+    try:
+        _wait_port(gateway, REGISTRY_PORT, proc, base / "registry.log")
+        for host in hosts.hosts:
+            _start_engine(engines, host)
+        yield engines
+    finally:
+        for host in hosts.hosts:
+            with contextlib.suppress(Exception):
+                engines.podman(host, "rm", "-af", "-t", "0", timeout=60)
+        for service in [*engines.services.values(), proc]:
+            service.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                service.wait(timeout=20)
+            if service.poll() is None:
+                service.kill()
+                service.wait(timeout=10)
+        for name, store in [*((h.name, h.root / "containers") for h in hosts.hosts), ("builder", base / "builder")]:
+            # Image layers are mounted under the store: podman unmounts them before the files go.
+            subprocess.run([PODMAN, "--root", str(store / "storage"), "--runroot", str(engines.runroot(name)),
+                            "system", "reset", "-f"], capture_output=True, timeout=120, env=_podman_env(base))
+            shutil.rmtree(engines.runroot(name), ignore_errors=True)
+
+
+def _start_engine(engines: Containers, host: SshHost) -> None:
+    """The host's root podman service in its network namespace (nsenter keeps this mount namespace, where the
+    cgroup hierarchies are; `ip netns exec` would remount /sys without them)."""
+    store = host.root / "containers"
+    sock = engines.socket(host)
+    log = (store.parent / "podman.log").open("ab")
+    engines.services[host.name] = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{host.netns}", PODMAN, "--root", str(store / "storage"),
+         "--runroot", str(engines.runroot(host.name)), "system", "service", "--time=0", f"unix://{sock}"],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=_podman_env(engines.base))
+    log.close()
+    deadline = time.monotonic() + 30
+    while not sock.exists():
+        if engines.services[host.name].poll() is not None or time.monotonic() > deadline:
+            raise HostSetupError(f"podman service on {host.name} did not start: "
+                                 f"{(store.parent / 'podman.log').read_text()[-2000:]}")
+        time.sleep(0.1)
+    # The login user's group may use the engine, as the docker group may use dockerd's socket.
+    os.chown(sock, 0, UID)
+    sock.chmod(0o660)
+    (host.home / "bin").mkdir(exist_ok=True)
+    os.chown(host.home / "bin", UID, UID)
+    docker = host.home / "bin" / "docker"
+    if not docker.is_symlink():
+        docker.symlink_to(DOCKER_CLI)  # ahead of any other `docker` on PATH
+    engines.hosts.set_environment(host, CONTAINER_HOST=f"unix://{sock}",
+                                  CONTAINERS_REGISTRIES_CONF=str(engines.base / "registries.conf"))
+
+
+def python_rootfs(path: Path) -> Path:
+    """A root filesystem tar with this machine's Python (its standard library and pip), bash and busybox, and an
+    entrypoint that evaluates its arguments as the PyTorch DLC's does: `podman import` makes an image of it."""
+    import tarfile
+    import zipfile
+
+    python = Path("/usr/bin/python3.11")
+    stdlib = Path("/usr/lib/python3.11")
+    libs = set(_shared_libraries(python))
+    for so in (stdlib / "lib-dynload").glob("*.so"):
+        libs.update(_shared_libraries(so))
+    skip = {"test", "__pycache__", "idlelib", "tkinter", "turtledemo", "EXTERNALLY-MANAGED"}
+    with tarfile.open(path, "w") as tar:
+        def add_dir(name: str, mode: int = 0o755) -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            tar.addfile(info)
+
+        def add_bytes(name: str, data: bytes, mode: int = 0o644) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+
+        def add_link(name: str, target: str) -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+
+        for d in ("bin", "etc", "lib", "lib64", "root", "usr", "usr/bin", "usr/lib", "usr/local", "usr/local/bin",
+                  "usr/local/lib", "usr/local/lib/python3.11", "usr/local/lib/python3.11/dist-packages", "var"):
+            add_dir(d)
+        add_dir("tmp", 0o1777)
+        tar.add(python, "usr/bin/python3.11")
+        add_link("usr/bin/python3", "python3.11")
+        add_link("usr/bin/python", "python3.11")
+        tar.add(stdlib, "usr/lib/python3.11", filter=lambda t: None if Path(t.name).name in skip else t)
+        for lib in sorted(libs):
+            tar.add(lib.resolve(), str(lib).lstrip("/"))
+        tar.add("/bin/bash-static", "bin/bash")
+        tar.add("/bin/busybox", "bin/busybox")
+        for applet in ("sh", "cat", "echo", "ls", "mkdir", "rm", "sleep", "env", "id", "printf", "grep", "tail",
+                       "test", "true", "false", "cp", "mv", "touch", "head", "wc", "sed"):
+            add_link(f"bin/{applet}", "busybox")
+        add_link("usr/bin/env", "/bin/busybox")
+        add_bytes("etc/passwd", b"root:x:0:0:root:/root:/bin/bash\n")
+        add_bytes("etc/group", b"root:x:0:\n")
+        add_bytes(DLC_ENTRYPOINT.lstrip("/"), _ENTRYPOINT_SCRIPT.encode(), 0o755)
+        # pip, from Debian's self-contained wheel, where this Python looks for site packages.
+        (wheel,) = Path("/usr/share/python-wheels").glob("pip-*.whl")
+        with zipfile.ZipFile(wheel) as whl:
+            for member in whl.infolist():
+                if not member.is_dir():
+                    add_bytes(f"usr/local/lib/python3.11/dist-packages/{member.filename}", whl.read(member))
+    return path
+
+
+def _shared_libraries(binary: Path) -> list[Path]:
+    out = _sh("ldd", str(binary), check=False).stdout
+    found = []
+    for line in out.splitlines():
+        parts = line.split()
+        for part in parts:
+            if part.startswith("/") and Path(part).exists():
+                found.append(Path(part))
+    return found
+
+
+@pytest.fixture
+def container_hosts() -> Iterator[tuple[SshHosts, Containers]]:
+    """Two namespace SSH hosts, each with a real container engine, and an authenticated registry."""
+    with ssh_hosts_up(2) as hosts, containers_up(hosts) as engines:
+        yield hosts, engines

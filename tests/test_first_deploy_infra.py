@@ -192,3 +192,33 @@ def test_the_teardown_job_retries_with_backoff(tmp_path) -> None:
     retry = job.inputs["retryConfig"]
     assert retry["retryCount"] == 5  # Cloud Scheduler's most
     assert retry["minBackoffDuration"] == "60s" and retry["maxBackoffDuration"] == "600s"
+
+
+# --- 2 and 10: what the aws stack tells ernie about its hosts --------------------------------------------------
+
+def test_the_aws_inventory_says_when_a_host_is_ready_and_how_its_user_signs_in(tmp_path) -> None:
+    from ernie.inventory import parse_inventory
+    from infra.startup import GPU_DONE_FILE, GPU_FAILED_FILE, GPU_USER_DATA_LOG
+
+    result = stack_plan(tmp_path, "aws", "aws", {"aws:region": "ap-northeast-3",
+                                                 "ernie:availabilityZone": "ap-northeast-3a"})
+    inventory = parse_inventory(result.inventory, source="test")
+    assert inventory.bootstrap.done_file == GPU_DONE_FILE and inventory.bootstrap.failed_file == GPU_FAILED_FILE
+    assert inventory.bootstrap.log_file == GPU_USER_DATA_LOG
+    assert inventory.registry_login.registry == "364406365360.dkr.ecr.ap-northeast-3.amazonaws.com"
+    assert inventory.registry_login.password_command == "aws ecr get-login-password --region ap-northeast-3"
+    assert inventory.container.devices == ()  # one g5.xlarge: no EFA
+    (instance,) = of_type(result, "aws:ec2/instance:Instance")
+    user_data = instance.inputs["userData"]
+    # The done marker comes last, and any failure on the way writes the failed marker.
+    assert user_data.rstrip().endswith(f"> {GPU_DONE_FILE}")
+    assert f"> {GPU_FAILED_FILE}' ERR" in user_data
+
+
+def test_an_efa_fleet_gives_its_containers_the_efa_devices_memlock_and_libfabric(tmp_path) -> None:
+    from ernie.inventory import parse_inventory
+
+    result = stack_plan(tmp_path, "aws", "aws", {"ernie:instanceType": "p4d.24xlarge", "ernie:instanceCount": 2})
+    container = parse_inventory(result.inventory, source="test").container
+    assert container.devices == ("/dev/infiniband/uverbs0",) and container.ulimits == ("memlock=-1:-1",)
+    assert dict(container.env) == {"FI_PROVIDER": "efa", "FI_EFA_FORK_SAFE": "1", "FI_EFA_USE_DEVICE_RDMA": "1"}

@@ -22,7 +22,8 @@ SHELLCHECK = REPO / ".venv" / "bin" / "shellcheck"
 INSTANCE = "aws:ec2/instance:Instance"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
-INVENTORY_KEYS = {"cloud", "stack", "ssh_user", "ssh_private_key", "runner", "image", "hosts", "bucket",
+INVENTORY_KEYS = {"cloud", "stack", "ssh_user", "ssh_private_key", "runner", "image", "bootstrap", "registry_login",
+                  "hosts", "bucket",
                   "price_per_hour_usd", "price_source", "ttl_minutes"}
 PYTORCH_IMAGE = ("763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:"
                  "2.9.0-gpu-py312-cu130-ubuntu22.04-ec2")

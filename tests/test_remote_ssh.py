@@ -231,32 +231,6 @@ def test_detached_workers_outlive_ernie_and_status_logs_stop_act_on_them(ssh_hos
     assert {h["state"] for h in manifest(results, run_id)["hosts"].values()} == {"failed"}
 
 
-def test_docker_runner_command_lines_run_through_a_stand_in_docker(ssh_hosts: SshHosts, tmp_path: Path,
-                                                                    ernie_cmd: list[str]) -> None:
-    image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.3.0-gpu-py311-cu121-ubuntu20.04-ec2"
-    stand_in = (Path(__file__).parent / "docker_stand_in.py").read_text().replace("@IMAGE@", image)
-    for host in ssh_hosts.hosts:
-        (host.home / "bin").mkdir()
-        (host.home / "bin" / "docker").write_text(stand_in)
-        (host.home / "bin" / "docker").chmod(0o755)
-    # The key given as PEM text (as a stack's secret output gives it), not as a file.
-    inv = ssh_hosts.write_inventory(tmp_path / "docker.json", runner="docker", image=image,
-                                    ssh_private_key=ssh_hosts.key_path.read_text(), ssh_key_path=None)
-    results = tmp_path / "results"
-    proc = ernie(ernie_cmd, "run", str(ECHO), "--inventory", str(inv), "--results", str(results), "--set", "steps=3")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    run_id = only_run(results)
-    record = RunRecord.load(results, run_id)
-    inventory = load_inventory_file(inv)
-    from ernie.remote.runners import docker_argv
-
-    for host in ssh_hosts.hosts:
-        calls = [json.loads(line) for line in (host.home / "docker-calls.jsonl").read_text().splitlines()]
-        assert calls[0] == ["pull", image]
-        assert ["docker", *calls[1]] == docker_argv(record.spec(inventory), record.layout(host.name), host.worker)
-        assert manifest(results, run_id)["hosts"][host.name]["state"] == "complete"
-
-
 def test_tpu_vm_requirements_go_into_a_venv_reused_while_unchanged(ssh_hosts: SshHosts, tmp_path: Path,
                                                                    ernie_cmd: list[str]) -> None:
     inventory = ssh_hosts.inventory()

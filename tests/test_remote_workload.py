@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from ernie.errors import ErnieError
 from ernie.remote.layout import Layout
-from ernie.remote.runners import RunSpec, docker_argv, render_run_script
+from ernie.inventory import ContainerOptions
+from ernie.remote.runners import RunSpec, derived_image, docker_argv, render_run_script
 from ernie.remote.stream import progress_step
 from ernie.workload import find_workload, load_workload, resolve
 
@@ -111,7 +113,37 @@ def test_docker_command_line() -> None:
     envs = [argv[i + 1] for i, a in enumerate(argv) if a == "-e"]
     assert envs == ["ERNIE_RUN_ID", "ERNIE_WORKER_INDEX", "ERNIE_NUM_WORKERS", "ERNIE_COORDINATOR_ADDRESS",
                     "ERNIE_OUTPUT_DIR"]
-    assert argv[-4:] == [SPEC.image, "bash", "-c", "python3 work.py --steps 3"]
+    # The command is a mounted file: `bash FILE` reads the same through an entrypoint's `eval "$@"`.
+    assert argv[-3:] == [SPEC.image, "bash", "/ernie-command.sh"]
+    assert f"/home/ernie/ernie/runs/{SPEC.run_id}/command.sh:/ernie-command.sh:ro" in argv
+    assert "--device" not in argv and "--ulimit" not in argv
+
+
+def test_efa_container_options_and_the_derived_image_reach_the_command_line() -> None:
+    spec = replace(SPEC, requirements="requirements.txt", requirements_sha256="ab" * 32,
+                   container=ContainerOptions(devices=("/dev/infiniband/uverbs0",), ulimits=("memlock=-1:-1",),
+                                              env=(("FI_EFA_FORK_SAFE", "1"), ("FI_PROVIDER", "efa"))))
+    argv = docker_argv(spec, LAYOUT, worker=0)
+    joined = shlex.join(argv)
+    assert "--device /dev/infiniband/uverbs0 --ulimit memlock=-1:-1" in joined
+    assert "-e FI_EFA_FORK_SAFE=1 -e FI_PROVIDER=efa" in joined
+    derived = derived_image(spec)
+    assert derived.startswith("ernie-derived:") and argv[-3] == derived
+    # Another image or other requirements: another derived image.
+    assert derived_image(replace(spec, requirements_sha256="cd" * 32)) != derived
+    assert derived_image(replace(spec, image=spec.image + "-b")) != derived
+    assert derived_image(replace(spec, requirements=None, requirements_sha256=None)) is None
+
+
+def test_run_script_writes_the_docker_command_file_verbatim(tmp_path: Path) -> None:
+    command = "python3 probe.py --marker 'two words; and $HOME' --x \\n"
+    spec = replace(SPEC, command=command)
+    layout = Layout(base=str(tmp_path), workload="echo-test", run_id=SPEC.run_id)
+    script = render_run_script(spec, layout, worker=0)
+    line = next(l for l in script.splitlines() if "command.sh" in l and l.startswith("printf"))
+    Path(layout.run_dir).mkdir(parents=True)
+    subprocess.run(["sh", "-c", line], check=True)
+    assert Path(layout.run_dir, "command.sh").read_text() == command + "\n"
 
 
 def test_run_script_is_valid_shell_that_records_the_exit_code(tmp_path: Path) -> None:
