@@ -9,6 +9,7 @@ and counted with them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -55,6 +56,36 @@ def summarize_steps(
     )
 
 
+def run_settings(*, processes: int, intra_op_threads: int, inter_op_threads: int, micro_batch: int,
+                 compile_mode: str, data_dir: str | os.PathLike) -> dict:
+    """How a run ran, beyond the recipe: what a framework comparison must hold equal (docs/workloads.md,
+    "settings"). `compile_mode`: "eager", "torch.compile" or "xla". The data is named by its directory and
+    identified by the digest of its meta.json (shards, counts, vocabulary digest, seed): equal digests are
+    the same prepared data."""
+    meta = Path(data_dir) / "meta.json"
+    info = json.loads(meta.read_text())
+    return {
+        "processes": processes,
+        "threads": {"intra_op": intra_op_threads, "inter_op": inter_op_threads},
+        "host_cpus": len(os.sched_getaffinity(0)),
+        "micro_batch": micro_batch,
+        "compile": compile_mode,
+        "data": {
+            "name": Path(data_dir).name,
+            "synthetic": bool(info.get("synthetic")),
+            "train_examples": ((info.get("splits") or {}).get("train") or {}).get("examples"),
+            "meta_sha256": hashlib.sha256(meta.read_bytes()).hexdigest(),
+        },
+    }
+
+
+def tf_threads() -> tuple[int, int]:
+    """TensorFlow's intra- and inter-op thread counts: its TF_NUM_*_THREADS variables, else its default (one
+    per schedulable core). tf.config.threading reports 0 for a count it was not given by the API."""
+    cores = len(os.sched_getaffinity(0))
+    return tuple(int(os.environ.get(f"TF_NUM_{k}_THREADS") or 0) or cores for k in ("INTRAOP", "INTEROP"))
+
+
 def mfu(samples_per_s: float, flops_per_sample: float, peak_flops_per_device: float | None, chips: int) -> float | None:
     """Model-FLOPs utilisation: achieved model FLOP/s over the chips' peak; None when the peak is unknown."""
     if peak_flops_per_device is None:
@@ -80,6 +111,7 @@ def write_result(
     precision: str,
     steps: int,
     throughput: Throughput,
+    settings: dict | None = None,
     peak_flops_per_device: float | None,
     eval_value: float | None,
     eval_target: float,
@@ -137,6 +169,7 @@ def write_result(
         },
         "time_to_target_s": time_to_target_s,
         "train_time_s": round(train_time_s, 3),
+        "settings": settings,  # run_settings(); None from a trainer that does not record them
         "versions": {"python": platform.python_version(), "image": None, "runtime": None, **versions},
         "command": command,
     }

@@ -273,6 +273,10 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
         preset=preset, params=params, accelerator=plan.accelerator, device_name=name, chips=chips, hosts=hosts,
         global_batch_size=args.global_batch, seq_len=args.seq_len, max_predictions=args.max_predictions,
         precision="bf16" if policy == "mixed_bfloat16" else "fp32", steps=step, throughput=throughput,
+        settings=results.run_settings(
+            processes=plan.cluster.num_workers, intra_op_threads=results.tf_threads()[0],
+            inter_op_threads=results.tf_threads()[1], micro_batch=args.global_batch // replicas,
+            compile_mode="xla", data_dir=args.data_dir),
         peak_flops_per_device=flops.peak_flops_for(name) if plan.accelerator != "cpu" else None,
         eval_value=accuracy, eval_target=args.target_accuracy, time_to_target_s=time_to_target,
         train_time_s=train_time,

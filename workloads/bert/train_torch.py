@@ -51,7 +51,7 @@ from master_weights import MasterWeights
 from mlperf import MLPerfLogger
 from presets import get_preset
 from recipe_args import add_recipe_arguments, bind_data, check_recipe, conformance
-from results import summarize_steps, write_result
+from results import run_settings, summarize_steps, write_result
 from torch_model import BertPretraining, bert_config, pretraining_loss, unique_parameter_count
 from torch_shards import ShardedExamples
 
@@ -527,6 +527,10 @@ def main(argv: list[str] | None = None) -> int:
             chips=launch.world, hosts=launch.hosts,
             global_batch_size=args.global_batch, seq_len=args.seq_len, max_predictions=args.max_predictions,
             precision=precision, steps=step, throughput=throughput,
+            settings=run_settings(
+                processes=launch.world, intra_op_threads=torch.get_num_threads(),
+                inter_op_threads=torch.get_num_interop_threads(), micro_batch=args.micro_batch,
+                compile_mode="torch.compile" if args.compile else "eager", data_dir=args.data_dir),
             peak_flops_per_device=peak_flops_for(name) if launch.device.type == "cuda" else None,
             eval_value=accuracy, eval_target=args.target_accuracy, time_to_target_s=time_to_target,
             train_time_s=train_time,
