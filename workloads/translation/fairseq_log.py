@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 _PREFIX = r"^\S+ \S+ \| \w+ \| "
 _INNER = re.compile(_PREFIX + r"train_inner \| epoch (\d+):\s+\d+ / \d+ (.*)$")
 _SUMMARY = re.compile(_PREFIX + r"(train|valid) \| epoch (\d+) \| (.*)$")
+_SPEED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in [\d.]+s \(([\d.]+) sentences/s")
 _PARAMS = re.compile(r"num\. (?:shared )?model params: ([\d,]+)")
 _GENERATED = re.compile(r"^([STHDP])-(\d+)\t(.*)$")
 # fairseq 0.12's own progress messages (fairseq_cli/train.py, fairseq/trainer.py), in the order they come:
@@ -198,3 +199,21 @@ def parse_generate(lines: Iterable[str]) -> list[Generated]:
         out.append(Generated(row.get("S", ""), row.get("T", ""), hyp, float(score)))
     return out
 
+
+@dataclass(frozen=True)
+class GenerateSpeed:
+    """fairseq-generate's closing `Translated N sentences (T tokens) in Xs (R sentences/s, ...)` line."""
+
+    sentences: int
+    tokens: int
+    seconds: float
+    """Generation time, model loading excluded: sentences / rate (the rate carries more digits than X)."""
+
+
+def parse_generate_speed(lines: Iterable[str]) -> GenerateSpeed | None:
+    for line in lines:
+        if m := _SPEED.search(line):
+            sentences, tokens = int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))
+            rate = float(m.group(3))
+            return GenerateSpeed(sentences, tokens, sentences / rate if rate else float("inf"))
+    return None

@@ -36,6 +36,7 @@ from mlperf import MLPerfLog, constants, eval_accuracy, mllog_unit
 from recipes import RECIPES, Recipe, get_recipe
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+M2M100 = "m2m100"  # the generation recipe (m2m100.py), not a training Recipe
 RECIPE_DEFAULT = "recipe"  # the value of --max-tokens/--max-epoch/--target-bleu meaning "the recipe's"
 
 
@@ -49,7 +50,8 @@ def _or_recipe(kind: Callable[[str], float]) -> Callable[[str], float | None]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default="synthetic", help=f"one of {', '.join(RECIPES)}")
+    parser.add_argument("--recipe", default="synthetic",
+                        help=f"one of {', '.join(RECIPES)}; or {M2M100}, generation only (python m2m100.py --help)")
     parser.add_argument("--data-dir", required=True,
                         help="prepared data (prepare.py), or where to make it; {recipe} and ~ are expanded")
     parser.add_argument("--prepare", action="store_true", help="prepare --data-dir first unless it is ready")
@@ -75,6 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="OMP threads per fairseq process on CPU hosts; 0: torch's default, one per core "
                              "(default/'recipe': the recipe's)")
     parser.add_argument("--port", type=int, default=launch.DEFAULT_PORT, help="rendezvous port on the coordinator")
+    # The workload's one command line carries M2M-100's flags too; a training recipe leaves them unused.
+    m2m = parser.add_argument_group(f"--recipe {M2M100} only (m2m100.py)")
+    for flag in ("--m2m-model", "--lang-pairs", "--dev-dir"):
+        m2m.add_argument(flag, help="unused by the training recipes")
     args = parser.parse_args(argv)
 
     try:
@@ -311,6 +317,12 @@ def _eval_block(test: evaluate.TestScore | None, settings: launch.TrainSettings,
 
 
 def main(argv: list[str] | None = None) -> int:
+    # M2M-100 generates rather than trains: its own flags and flow (m2m100.py), under the same command line.
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe")
+    if pre.parse_known_args(argv)[0].recipe == M2M100:
+        import m2m100
+        return m2m100.main(argv)
     args = parse_args(argv)
     try:
         return run(args)
