@@ -459,3 +459,38 @@ def test_non_mlperf_recipes_are_not_logged_as_an_mlperf_benchmark(tmp_path: Path
     # MLPerf's checker knows no such benchmark: it has no rules for it and fails the log.
     checked = _checker(log)
     assert checked.returncode != 0 and "translation-synthetic" in checked.stdout + checked.stderr
+
+
+# --- the checkpoint directory a multi-host run shares ---
+
+def test_checkpoint_dir_defaults_to_the_hosts_own_and_takes_the_run_id(tmp_path: Path) -> None:
+    assert run.checkpoint_dir("", tmp_path) == tmp_path / "checkpoints"
+    shared = run.checkpoint_dir(str(tmp_path / "shared" / "{run_id}"), tmp_path, {"ERNIE_RUN_ID": "20261204-r1"})
+    assert shared == tmp_path / "shared" / "20261204-r1"
+    with pytest.raises(ValueError, match=r"\{run_id\} needs ERNIE_RUN_ID"):
+        run.checkpoint_dir("/mnt/shared/{run_id}", tmp_path, {})
+
+
+def test_a_multi_host_resume_from_a_host_local_directory_is_refused(tmp_path: Path) -> None:
+    local = tmp_path / "checkpoints"
+    two_hosts, one_host = _topology("gpu", 2, 0, 8), _topology("gpu", 1, 0, 8)
+    run.check_resume(two_hosts, local, shared=False)  # nothing to resume: a fresh start needs nothing shared
+    local.mkdir()
+    (local / "checkpoint_last.pt").write_bytes(b"x")
+    run.check_resume(one_host, local, shared=False)  # one host resumes from its own directory
+    run.check_resume(two_hosts, local, shared=True)  # every host mounts --checkpoint-dir
+    with pytest.raises(ValueError, match="a run on 2 hosts resumes only from a checkpoint directory every host mounts"):
+        run.check_resume(two_hosts, local, shared=False)
+
+
+def test_a_multi_host_rerun_is_refused_before_anything_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "checkpoint_last.pt").write_bytes(b"x")
+    for key, value in (("ERNIE_NUM_WORKERS", "2"), ("ERNIE_WORKER_INDEX", "0"), ("ERNIE_COORDINATOR_ADDRESS", "10.0.0.2")):
+        monkeypatch.setenv(key, value)
+    code = run.main(["--recipe", "synthetic", "--data-dir", str(tmp_path / "data"), "--prepare", "--accelerator", "cpu",
+                     "--out", str(out)])
+    assert code == 2 and "set --checkpoint-dir (workload parameter checkpoint_dir)" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

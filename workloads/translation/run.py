@@ -59,7 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mirror", help="a directory or URL holding the real corpora's archives by file name")
     parser.add_argument("--out", type=Path, default=os.environ.get("ERNIE_OUTPUT_DIR"),
                         help="output directory (default: $ERNIE_OUTPUT_DIR)")
-    parser.add_argument("--checkpoint-dir", type=Path, help="where checkpoints go (default: OUT/checkpoints)")
+    parser.add_argument("--checkpoint-dir", default="",
+                        help="where checkpoints go and a rerun resumes from (default, or empty: OUT/checkpoints, on "
+                             "this host only); {run_id} is ERNIE_RUN_ID. A multi-host run resumes only from a "
+                             "directory every host mounts (README: Distributed training)")
     parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "tpu"), default="auto",
                         help="auto: gpu when CUDA is available, else tpu when torch_xla is installed, else cpu")
     parser.add_argument("--precision", choices=("auto", *launch.PRECISION_FLAGS), default="auto",
@@ -108,6 +111,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.max_tokens = args.max_tokens or args.recipe.max_tokens
     args.max_epoch = args.max_epoch or args.recipe.max_epoch
     return args
+
+
+def checkpoint_dir(template: str, out: Path, env: dict[str, str] | os._Environ = os.environ) -> Path:
+    """--checkpoint-dir with {run_id} filled in from ERNIE_RUN_ID (one directory per run on shared storage),
+    or OUT/checkpoints when it is empty."""
+    if not template:
+        return out / "checkpoints"
+    if "{run_id}" in template:
+        if not env.get("ERNIE_RUN_ID"):
+            raise ValueError(f"--checkpoint-dir {template}: {{run_id}} needs ERNIE_RUN_ID, which ernie sets on every "
+                             "worker; outside ernie, write the directory out")
+        template = template.replace("{run_id}", env["ERNIE_RUN_ID"])
+    return Path(template).expanduser().resolve()
+
+
+def check_resume(topology: launch.Topology, checkpoints: Path, *, shared: bool) -> None:
+    """Refuse a multi-host resume from a directory only this host sees.
+
+    fairseq 0.12 resumes when it finds CHECKPOINT_DIR/checkpoint_last.pt: rank 0 loads it and broadcasts it, and
+    every other rank joins that broadcast only if the file exists on its own host too (every rank loads it on
+    TPUs). OUT/checkpoints is each host's own, so there worker 0 would wait on workers that started afresh.
+    """
+    last = checkpoints / "checkpoint_last.pt"
+    if topology.num_workers > 1 and not shared and last.is_file():
+        raise ValueError(f"{last} exists, but a run on {topology.num_workers} hosts resumes only from a checkpoint "
+                         "directory every host mounts: set --checkpoint-dir (workload parameter checkpoint_dir) to "
+                         "shared storage, e.g. /mnt/shared/ernie/{run_id}, or delete it to start over")
 
 
 def detect_accelerator(choice: str) -> tuple[launch.Accelerator, int]:
@@ -221,13 +251,14 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     data_dir: Path = args.data_dir.resolve()
-    checkpoints = (args.checkpoint_dir or out / "checkpoints").resolve()
+    checkpoints = checkpoint_dir(args.checkpoint_dir, out)
     accelerator, devices = detect_accelerator(args.accelerator)
     if accelerator not in recipe.accelerators:
         raise ValueError(f"--recipe {recipe.name} runs on {' or '.join(recipe.accelerators)}, not {accelerator}: "
                          f"run it on a host with one, or choose --recipe synthetic to try the workload on a CPU")
     precision = args.precision if args.precision != "auto" else {"gpu": "fp16", "tpu": "bf16", "cpu": "fp32"}[accelerator]
     topology = launch.topology_from_env(accelerator, devices, args.port)
+    check_resume(topology, checkpoints, shared=bool(args.checkpoint_dir))
     env = fairseq_env(args.cpu_threads if accelerator == "cpu" else 0)
     settings = launch.TrainSettings(
         precision=precision, max_tokens=args.max_tokens, update_freq=args.update_freq, max_epoch=args.max_epoch,
