@@ -61,9 +61,15 @@ def run_settings(*, processes: int, intra_op_threads: int, inter_op_threads: int
     """How a run ran, beyond the recipe: what a framework comparison must hold equal (docs/workloads.md,
     "settings"). `compile_mode`: "eager", "torch.compile" or "xla". The data is named by its directory and
     identified by the digest of its meta.json (shards, counts, vocabulary digest, seed): equal digests are
-    the same prepared data."""
+    the same prepared data. Shards without a meta.json (the reference's hdf5 / TFRecord, formats.py) are
+    identified by the digest of their names and sizes, and their example count is left unknown."""
     meta = Path(data_dir) / "meta.json"
-    info = json.loads(meta.read_text())
+    if meta.is_file():
+        info, digest = json.loads(meta.read_text()), hashlib.sha256(meta.read_bytes()).hexdigest()
+    else:
+        files = sorted(p for p in Path(data_dir).glob("*") if p.is_file()) if Path(data_dir).is_dir() else [Path(data_dir)]
+        listing = "".join(f"{p.name}:{p.stat().st_size}\n" for p in files if p.is_file())
+        info, digest = {}, hashlib.sha256(listing.encode()).hexdigest()
     return {
         "processes": processes,
         "threads": {"intra_op": intra_op_threads, "inter_op": inter_op_threads},
@@ -74,7 +80,7 @@ def run_settings(*, processes: int, intra_op_threads: int, inter_op_threads: int
             "name": Path(data_dir).name,
             "synthetic": bool(info.get("synthetic")),
             "train_examples": ((info.get("splits") or {}).get("train") or {}).get("examples"),
-            "meta_sha256": hashlib.sha256(meta.read_bytes()).hexdigest(),
+            "meta_sha256": digest,
         },
     }
 
