@@ -193,7 +193,8 @@ def _check(path):
     import sys
 
     return subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
-                           "--ruleset", recipe.RULESET, str(path)], capture_output=True, text=True, timeout=120)
+                           "--ruleset", recipe.RULESET, str(path)], capture_output=True, text=True, timeout=120,
+                          cwd=path.parent)  # the checker writes compliance_checker.log where it runs
 
 
 def test_a_conformant_run_log_passes_the_closed_bert_checker(tmp_path):
