@@ -30,7 +30,8 @@ from infra.gpu_catalog import (
 )
 from infra.layers import ARCHES, SERVING_PYTHONS
 from infra.reach import world_ranges
-from infra.tpu_catalog import TpuType, accelerator_types, lookup_tpu, runtime_examples, runtime_problem
+from infra.tpu_catalog import (TPU_FRAMEWORKS, TpuType, accelerator_types, framework_problem, lookup_tpu,
+                               runtime_examples, runtime_problem)
 
 NAMESPACE = "ernie"
 Cloud = Literal["gcp", "aws"]
@@ -40,7 +41,7 @@ MAX_TTL_MINUTES = 24 * 60
 
 COMMON_KEYS = frozenset({"cloud", "ttlMinutes", "maxUsdPerHour", "spot", "sshAllowedCidrs",
                          "allowSshFromAnywhere", "sshPublicKey", "sshKeyPath"})
-GCP_KEYS = frozenset({"tpuType", "runtimeVersion"})
+GCP_KEYS = frozenset({"tpuType", "runtimeVersion", "framework"})
 AWS_KEYS = frozenset({"instanceType", "instanceCount", "availabilityZone", "framework", "dlcTag", "serving"})
 SERVING_KEYS = frozenset({"servingPython", "servingArchitecture", "servingMemoryMb", "servingTimeoutSeconds",
                           "servingLogRetentionDays", "servingThrottleRate", "servingThrottleBurst",
@@ -84,6 +85,8 @@ class TpuConfig:
     region: str
     tpu: TpuType
     runtime_version: str
+    framework: str | None = None
+    """ernie:framework (jax, pytorch, tensorflow): what the workloads run, checked against the runtime image."""
 
 
 @dataclass(frozen=True)
@@ -270,10 +273,17 @@ def _tpu(values: _Values) -> TpuConfig:
     problem = runtime_problem(tpu, runtime)
     if problem:
         raise values.error("runtimeVersion", runtime, problem, accepts=False)
+    framework = values.text("framework", f"the framework the slice runs: {', '.join(TPU_FRAMEWORKS)}")
+    if framework is not None:
+        if framework not in TPU_FRAMEWORKS:
+            raise values.error("framework", framework, f"a framework TPU VMs run: {', '.join(TPU_FRAMEWORKS)}")
+        problem = framework_problem(tpu, runtime, framework)
+        if problem:
+            raise values.error("framework", framework, problem, accepts=False)
     if values.flag("spot", default=False) and not tpu.generation.spot:
         raise values.error("spot", True, f"false for TPU {tpu.generation.name}: Spot VMs are offered only for "
                                           "v4 and later")
-    return TpuConfig(project, zone, zone.rsplit("-", 1)[0], tpu, runtime)
+    return TpuConfig(project, zone, zone.rsplit("-", 1)[0], tpu, runtime, framework)
 
 
 def _gpu(values: _Values) -> GpuConfig:

@@ -148,6 +148,26 @@ def runtime_problem(tpu: TpuType, runtime: str) -> str | None:
     return None
 
 
+# The frameworks a TPU VM runs, and the runtime images each needs (cloud.google.com/tpu/docs/runtimes):
+# TensorFlow runs on its own tpu-vm-tf-* images (the TensorFlow build and, on a pod slice, the TPU server
+# that worker 0's client drives); JAX and PyTorch/XLA install on the generation's base image and bring
+# their own libtpu. A tpu-vm-tf-* image's runtime holds the chips, so JAX or PyTorch cannot use them there.
+TPU_FRAMEWORKS: tuple[str, ...] = ("jax", "pytorch", "tensorflow")
+
+
+def framework_problem(tpu: TpuType, runtime: str, framework: str) -> str | None:
+    """Why `framework` cannot run on `runtime`, or None when they go together. The message says what would."""
+    tensorflow_image = _TF_RUNTIME.match(runtime) is not None
+    if framework == "tensorflow" and not tensorflow_image:
+        pod = "-pod" if tpu.multi_host else ""
+        return (f"TensorFlow runs on its own TPU runtime, not {runtime}; use tpu-vm-tf-{TF_VERSIONS[-1]}{pod}-pjrt "
+                "(or set ernie:framework to jax or pytorch)")
+    if framework != "tensorflow" and tensorflow_image:
+        return (f"{runtime} is a TensorFlow runtime, whose TPU server holds the chips; {framework} installs on the "
+                f"base image {tpu.generation.base_image} (or set ernie:framework to tensorflow)")
+    return None
+
+
 def runtime_examples(tpu: TpuType) -> str:
     """The runtimes that fit `tpu`, as a user would type them."""
     pod = "-pod" if tpu.multi_host else ""

@@ -87,12 +87,32 @@ BAD_CONFIGS = {
                                               ["ernie:spot", "TPU v3", "v4 and later"]),
     "spot on an instance type without Spot": ("aws", {"ernie:instanceType": "p5.48xlarge", "ernie:spot": True},
                                               ["ernie:spot", "p5.48xlarge", "not offered as Spot", "p4d.24xlarge"]),
+    # ernie:framework on a TPU stack: checked against the runtime image (infra/tpu_catalog.framework_problem).
+    "JAX on TensorFlow's TPU runtime": ("gcp", {"ernie:framework": "jax"},
+                                        ["ernie:framework", "'jax'", "tpu-vm-tf-2.20.0-pod-pjrt is a TensorFlow runtime",
+                                         "jax installs on the base image tpu-ubuntu2204-base"]),
+    "TensorFlow on a base image": ("gcp", {"ernie:framework": "tensorflow",
+                                           "ernie:runtimeVersion": "tpu-ubuntu2204-base"},
+                                   ["ernie:framework", "'tensorflow'",
+                                    "TensorFlow runs on its own TPU runtime, not tpu-ubuntu2204-base",
+                                    "use tpu-vm-tf-2.20.0-pod-pjrt"]),
+    "framework TPU VMs do not run": ("gcp", {"ernie:framework": "mxnet"},
+                                     ["ernie:framework", "'mxnet'", "jax, pytorch, tensorflow"]),
     "framework without a DLC image": ("aws", {"ernie:framework": "jax"},
                                       ["ernie:framework", "'jax'", "pytorch, tensorflow"]),
     "not a bool": ("aws", {"ernie:serving": "yes"}, ["ernie:serving", "'yes'", "true or false"]),
     "unknown cloud": ("gcp", {"ernie:cloud": "azure"}, ["ernie:cloud", "'azure'", "gcp, aws"]),
     "region without DLC registry": ("aws", {"aws:region": "mars-north-1"}, ["aws:region", "us-east-1"]),
 }
+
+
+@pytest.mark.parametrize(("framework", "runtime"), [("jax", "tpu-ubuntu2204-base"),
+                                                  ("tensorflow", "tpu-vm-tf-2.20.0-pod-pjrt")])
+def test_a_framework_that_fits_the_runtime_passes(ernie_cmd, tmp_path, framework, runtime) -> None:
+    path = stack_file(tmp_path, "gcp", {"ernie:framework": framework, "ernie:runtimeVersion": runtime})
+    result = ernie_check(ernie_cmd, "--config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "workers: 4" in result.stdout and "guardrail findings: none" in result.stdout
 
 
 @pytest.mark.parametrize("case", BAD_CONFIGS)

@@ -15,7 +15,7 @@ from infra import config
 from infra.config import ConfigError, parse
 from infra.gpu_catalog import DLC_TAGS, INSTANCE_TYPES, dlc_image
 from infra.pricing import PRICES_CSV, catalog, quote
-from infra.tpu_catalog import GENERATIONS, lookup_tpu, runtime_problem
+from infra.tpu_catalog import GENERATIONS, framework_problem, lookup_tpu, runtime_problem
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,6 +69,22 @@ def test_unknown_tpu_types_do_not_resolve(name) -> None:
 def test_runtime_must_fit_the_tpu(tpu_type, runtime, problem) -> None:
     found = runtime_problem(lookup_tpu(tpu_type), runtime)
     assert (found is None) if problem is None else (problem in found)
+
+
+@pytest.mark.parametrize(("tpu_type", "runtime", "framework", "problem"), [
+    ("v4-32", "tpu-ubuntu2204-base", "jax", None),
+    ("v5litepod-8", "v2-alpha-tpuv5-lite", "pytorch", None),
+    ("v4-32", "tpu-vm-tf-2.20.0-pod-pjrt", "tensorflow", None),
+    # JAX and PyTorch/XLA bring their own libtpu: a TensorFlow image's TPU server would hold the chips.
+    ("v4-32", "tpu-vm-tf-2.20.0-pod-pjrt", "jax", "jax installs on the base image tpu-ubuntu2204-base"),
+    ("v6e-8", "tpu-vm-tf-2.20.0-pjrt", "pytorch", "pytorch installs on the base image v2-alpha-tpuv6e"),
+    # TensorFlow needs its own image, -pod on a multi-host slice.
+    ("v4-32", "tpu-ubuntu2204-base", "tensorflow", "use tpu-vm-tf-2.20.0-pod-pjrt"),
+    ("v4-8", "tpu-ubuntu2204-base", "tensorflow", "use tpu-vm-tf-2.20.0-pjrt "),
+])
+def test_framework_must_fit_the_runtime(tpu_type, runtime, framework, problem) -> None:
+    found = framework_problem(lookup_tpu(tpu_type), runtime, framework)
+    assert found is None if problem is None else (found is not None and problem in found), found
 
 
 def test_every_zone_in_the_catalog_is_a_zone_name() -> None:
