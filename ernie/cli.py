@@ -94,11 +94,14 @@ def run(
     timeout: float = _TIMEOUT,
     resume: str = typer.Option(None, "--resume", metavar="RUN_ID",
                                help="Restart a recorded run's workers (after a preemption) from their checkpoints."),
+    push: str = typer.Option("auto", "--push", metavar="auto|direct|relay",
+                             help="How the bundle reaches the hosts: direct from here to each, or once to one "
+                                  "worker that relays it to the others; auto chooses (and says why)."),
 ) -> None:
     """Run a workload on every host: push, set up, start detached, stream progress, collect."""
     from ernie.run import options, run_command
 
-    opts = options(results, wait_ssh, lost_after, timeout)
+    opts = options(results, wait_ssh, lost_after, timeout, push)
     if resume is not None:
         from ernie.resume import resume_command
 

@@ -29,7 +29,8 @@ from ernie.names import HOST_NAME, RUN_ID, UnsafeName, path_under
 from ernie.remote.collect import Collected, collect_host, sha256_file
 from ernie.remote.connect import Connector, RemoteError, Session, Timeouts, fan_out
 from ernie.remote.layout import Layout
-from ernie.remote.push import Bundle, PushResult, push
+from ernie.remote.push import Bundle, PushResult
+from ernie.remote.relay import check_mode, push_all
 from ernie.remote.runners import SETUP_TIMEOUT_S, Probe, RunSpec, probe, setup, start, stop, wait_bootstrap
 from ernie.remote.stream import Follower, utf8_decoder
 from ernie.terminal import remote
@@ -94,6 +95,7 @@ class RunOptions:
     run_timeout_s: float = 24 * 3600.0  # past this the workers are stopped and what exists is collected
     lost_after_s: float = 300.0  # a host unreachable this long mid-run is given up on
     collect_timeout_s: float = 1800.0
+    push: str = "auto"  # --push: auto (direct for one host or a fast link, else relay), direct or relay
 
 
 @dataclass
@@ -245,10 +247,12 @@ def execute(record: RunRecord, inventory: Inventory, opts: RunOptions, console: 
             _wait_for_bootstrap(sessions, inventory, opts, console, timeline)
         bundle = _bundle(record)
         with timeline.step("push"):
-            pushed = fan_out(lambda s: push(s, bundle, layouts[s.host.name].bundle), sessions.values(),
-                             timeout=opts.timeouts.command * 2, name=_host_of)
-            _fail_on_errors("pushing the bundle", pushed)
-        _report_push(console, {n: o.value for n, o in pushed.items()}, bundle)
+            pushed = push_all(list(sessions.values()), bundle, {n: lay.bundle for n, lay in layouts.items()},
+                              inventory, opts.push, opts.timeouts, console.print)
+            for note in pushed.notes:
+                console.print(f"[yellow]push: {note}[/]", highlight=False)
+            _fail_on_errors("pushing the bundle", pushed.outcomes)
+        _report_push(console, {n: o.value for n, o in pushed.outcomes.items()}, bundle)
         with timeline.step("setup"):
             done = fan_out(lambda s: setup(s, layouts[s.host.name], spec), sessions.values(),
                            timeout=SETUP_TIMEOUT_S + opts.timeouts.command, name=_host_of)
@@ -318,9 +322,10 @@ def _bundle(record: RunRecord) -> Bundle:
 
 def _report_push(console: Console, pushed: dict[str, PushResult], bundle: Bundle) -> None:
     for name, r in sorted(pushed.items()):
+        via = f" ({r.relayed_bytes:,} bytes relayed from {r.via})" if r.via else ""
         console.print(f"{name}: pushed {r.files_sent} of {len(bundle.files)} file(s), {r.bytes_sent:,} bytes "
-                      f"sent for a {bundle.total_bytes:,}-byte bundle" + (f", {r.files_deleted} removed"
-                                                                           if r.files_deleted else ""))
+                      f"sent for a {bundle.total_bytes:,}-byte bundle{via}" + (f", {r.files_deleted} removed"
+                                                                                 if r.files_deleted else ""))
 
 
 def stop_workers(record: RunRecord, inventory: Inventory, sessions: dict[str, Session], console: Console) -> None:
@@ -524,14 +529,15 @@ def logs_run(record: RunRecord, inventory: Inventory, opts: RunOptions, worker: 
 
 
 def options(results: Path, wait_ssh_s: float = 600.0, lost_after_s: float = 300.0,
-            timeout_minutes: float = 24 * 60.0) -> RunOptions:
+            timeout_minutes: float = 24 * 60.0, push: str = "auto") -> RunOptions:
     """RunOptions from the command line's values, validated."""
+    check_mode(push)
     for flag, value in (("--wait-ssh-seconds", wait_ssh_s), ("--lost-after-seconds", lost_after_s),
                         ("--timeout-minutes", timeout_minutes)):
         if value <= 0:
             raise ErnieError(f"{flag}: {value} must be > 0")
     return RunOptions(results_root=results, timeouts=Timeouts(wait_ssh=wait_ssh_s), lost_after_s=lost_after_s,
-                      run_timeout_s=timeout_minutes * 60)
+                      run_timeout_s=timeout_minutes * 60, push=push)
 
 
 def run_command(workload: str, sets: list[str], stack: str | None, inventory_file: Path | None, local: bool,

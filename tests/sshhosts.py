@@ -10,6 +10,13 @@ so the same user name has a different home on every host: a file is on a host on
         hosts.link_down(hosts[0]) # cut worker 0 off the network; link_up() brings it back
         hosts.kill(hosts[1])      # the host "dies": its sshd and every process in it are killed
 
+    with ssh_hosts_up(8, uplink_mbit=50) as hosts:
+        hosts.uplink_bytes()      # bytes this machine has sent to the hosts so far, through the shaped link
+
+The shaped link is a token-bucket filter (tc tbf) on the bridge device: it holds what this machine (the
+user's side) sends to the hosts, while host-to-host traffic is forwarded between the bridge's ports without
+passing it, as a cloud's internal network does not pass through the user's uplink.
+
 Making hosts needs root (CAP_NET_ADMIN), iproute2 and openssh-server: where any is missing this raises
 (a test that needs hosts fails loudly; it never skips). The namespaces, links, /etc/netns entries and
 files are always removed afterwards.
@@ -71,6 +78,7 @@ class SshHosts:
     key_path: Path  # the client's ed25519 private key
     inventory_path: Path
     base: Path
+    bridge: str = ""  # the root-namespace bridge: this machine's side of every host's link
     user: str = USER
     _sshd: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -120,15 +128,30 @@ class SshHosts:
         if proc is not None:
             proc.wait(timeout=10)
 
-    def start_sshd(self, host: SshHost) -> None:
-        """(Re)start the host's sshd and wait until it answers on port 22."""
+    def start_sshd(self, host: SshHost, wait: bool = True) -> None:
+        """(Re)start the host's sshd and (unless `wait` is False) wait until it answers on port 22."""
         log = (host.root / "sshd.log").open("ab")
         self._sshd[host.name] = subprocess.Popen(
             ["ip", "netns", "exec", host.netns, SSHD, "-D", "-e", "-f", str(host.root / "sshd_config")],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
         )
         log.close()
+        if wait:
+            self.wait_sshd(host)
+
+    def wait_sshd(self, host: SshHost) -> None:
+        """Wait until the host's sshd answers on port 22."""
         _wait_port(host.address, 22, self._sshd[host.name], host.root / "sshd.log")
+
+    def shape_uplink(self, mbit: float) -> None:
+        """Limit what this machine sends to the hosts to `mbit` Mbit/s (tc tbf on the bridge); host-to-host
+        traffic is not limited. netem does not work here; tbf does."""
+        _sh("tc", "qdisc", "replace", "dev", self.bridge, "root", "tbf", "rate", f"{mbit}mbit",
+            "burst", "64kb", "latency", "100ms")
+
+    def uplink_bytes(self) -> int:
+        """Bytes this machine has sent towards the hosts (the bridge device's transmit counter)."""
+        return int(Path(f"/sys/class/net/{self.bridge}/statistics/tx_bytes").read_text())
 
     def add_to_path(self, host: SshHost, directory: Path) -> None:
         """Put `directory` first on PATH for every SSH session on this host (via ~/.ssh/environment)."""
@@ -227,15 +250,20 @@ def _sshd_config(root: Path, address: str) -> str:
 
 
 @contextlib.contextmanager
-def ssh_hosts_up(count: int = 3) -> Iterator[SshHosts]:
-    """Make `count` namespace SSH hosts; remove every trace of them on exit."""
+def ssh_hosts_up(count: int = 3, uplink_mbit: float | None = None, in_memory: bool = False) -> Iterator[SshHosts]:
+    """Make `count` namespace SSH hosts; remove every trace of them on exit.
+
+    `uplink_mbit`: shape this machine's link to them (see `SshHosts.shape_uplink`). `in_memory`: their files on
+    a tmpfs (/dev/shm), as each cloud worker writes to a disk of its own, where eight hosts on this machine's
+    one virtual disk would queue behind each other (and behind whatever else the machine writes)."""
     _check_prerequisites()
     tag = secrets.token_hex(2)
-    base = Path(tempfile.mkdtemp(prefix=f"ernie-sshhosts-{tag}-"))
+    base = Path(tempfile.mkdtemp(prefix=f"ernie-sshhosts-{tag}-", dir="/dev/shm" if in_memory else None))
     base.chmod(0o755)
     bridge = f"ebr{tag}"
     netnses: list[str] = []
-    hosts = SshHosts(hosts=[], key_path=base / "id_ed25519", inventory_path=base / "inventory.json", base=base)
+    hosts = SshHosts(hosts=[], key_path=base / "id_ed25519", inventory_path=base / "inventory.json", base=base,
+                     bridge=bridge)
     try:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ernie-tests", "-f", str(hosts.key_path))
@@ -269,7 +297,11 @@ def ssh_hosts_up(count: int = 3) -> Iterator[SshHosts]:
             host = SshHost(name=f"w{i}", worker=i, netns=netns, address=address, link=link, home=home, root=root)
             hosts.hosts.append(host)
             hosts.add_to_path(host, home / "bin")
-            hosts.start_sshd(host)
+            hosts.start_sshd(host, wait=False)
+        for host in hosts.hosts:  # every sshd starts at once: the fixture's start-up stays short at 8 hosts
+            hosts.wait_sshd(host)
+        if uplink_mbit is not None:
+            hosts.shape_uplink(uplink_mbit)
         hosts.write_inventory(hosts.inventory_path)
         yield hosts
     finally:

@@ -110,8 +110,19 @@ class PushResult:
     host: str
     files_sent: int
     content_bytes: int  # the archives: file content, compressed where it compresses
-    bytes_sent: int  # everything sent: archives, file lists and the command lines themselves
+    bytes_sent: int  # everything this machine sent: archives, file lists and the command lines themselves
     files_deleted: int
+    via: str | None = None  # the worker the content came from (relay push); None: from this machine
+    relayed_bytes: int = 0  # content that travelled worker to worker, never through this machine's link
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What a host lacks of a bundle, once its stale files are gone and its list of pushed files is written."""
+
+    changed: frozenset[str]  # to send: new, or their digest there differs
+    deleted: int
+    bytes_sent: int  # the listing, the stale list and the new list, with their command lines
 
 
 PUSHED_LIST = ".ernie-bundle"  # on the host, in the bundle directory: what ernie pushed last, NUL-separated
@@ -130,15 +141,16 @@ def remote_digests(s: Session, dest: str) -> tuple[str, dict[str, str]]:
     return command, digests
 
 
-def push(s: Session, bundle: Bundle, dest: str) -> PushResult:
-    """Bring `dest` on the host to the bundle's content, sending only what differs."""
+def prepare(s: Session, bundle: Bundle, dest: str) -> Delta:
+    """The sha256 delta rule, one host: list what is there, delete what left the bundle, record the new list.
+
+    Stale files go first and the new list is written before any content, so an interrupted push (or relay
+    hop) leaves nothing ernie would forget to delete, and the next one resends whatever did not arrive.
+    """
     q = shlex.quote(dest)
     command, have = remote_digests(s, dest)
     sent = len(command)
-    changed = frozenset(name for name, f in bundle.files.items() if have.get(name) != f.sha256)
     stale = sorted(set(have) - set(bundle.files))
-    # Stale files go first and the new list is written before the content, so an interrupted push
-    # leaves nothing ernie would forget to delete, and resends whatever did not arrive.
     for payload, command in (
         ("\0".join(stale).encode() + b"\0" if stale else b"", f"cd {q} && xargs -0 -r rm -f --"),
         ("\0".join(sorted(bundle.files)).encode() if set(have) != set(bundle.files) else b"",
@@ -147,12 +159,21 @@ def push(s: Session, bundle: Bundle, dest: str) -> PushResult:
         if payload:
             s.pipe_in(command, payload)
             sent += len(command) + len(payload)
-    content = 0
-    if changed:
-        for flags, payload in bundle.archives(changed):
+    changed = frozenset(name for name, f in bundle.files.items() if have.get(name) != f.sha256)
+    return Delta(changed=changed, deleted=len(stale), bytes_sent=sent)
+
+
+def push(s: Session, bundle: Bundle, dest: str, delta: Delta | None = None) -> PushResult:
+    """Bring `dest` on the host to the bundle's content, sending only what differs, from this machine
+    (`delta`: what `prepare` found there, when it was called already)."""
+    q = shlex.quote(dest)
+    delta = delta or prepare(s, bundle, dest)
+    sent, content = delta.bytes_sent, 0
+    if delta.changed:
+        for flags, payload in bundle.archives(delta.changed):
             command = f"tar {flags} - -C {q}"
             s.pipe_in(command, payload)
             content += len(payload)
             sent += len(command) + len(payload)
-    return PushResult(host=s.host.name, files_sent=len(changed), content_bytes=content, bytes_sent=sent,
-                      files_deleted=len(stale))
+    return PushResult(host=s.host.name, files_sent=len(delta.changed), content_bytes=content, bytes_sent=sent,
+                      files_deleted=delta.deleted)
