@@ -4,17 +4,27 @@ Same model (vocab 30522, hidden 256, 4 layers, 4 heads, intermediate 1024: the `
 sequences (seq 128, real text prepared by the workload's prep step), same global batch (32).
 
 - Baseline: `transformers.Trainer` + `BertForPreTraining` + `DataCollatorForLanguageModeling`, Trainer's
-  defaults on a CPU (fp32), fed the same token sequences (unmasked: the collator masks 15% itself).
+  defaults on a CPU (fp32, eager), fed the same token sequences (unmasked: the collator masks 15% itself).
 - ernie: `workloads/bert/train_torch.py`'s own training step (`build_training` + `train_step`, configured
-  by its command-line flags): the MLM head only at the masked positions, bf16 where the CPU has it (bf16
-  weights and activations, fp32 master weights), fused AdamW, batches gathered from in-memory tensors.
+  by its command-line flags, `--compile` by default): the MLM head only at the masked positions, bf16
+  where the CPU has it natively (bf16 weights and activations, fp32 master weights; `--precision fp32`
+  forces fp32), fused AdamW, cheap dropout masks (cpu_dropout.py), batches gathered from in-memory tensors.
 
 Both run in one process, interleaved: after each Trainer step a callback runs ernie's steps, so load from
 other jobs on a shared machine falls on both alike. A Trainer step is timed from the end of the ernie
 steps before it to its own end (its data loading and collation included); ernie's steps are timed as
-train_torch.py times them. Warm-up steps are left out of both. Last line: speedup_vs_hf_trainer=<ratio>.
+train_torch.py times them. Warm-up steps (ernie's compilation among them) are left out of both.
 
-    python benchmarks/bert_torch_cpu.py [--hf-steps 14] [--ernie-per-hf 2] [--ernie-flags "--compile"]
+`--isa avx2` holds torch, oneDNN and MKL to AVX2 for both sides (benchmarks/machine.py), standing in for a
+CPU without AVX-512 or native bf16: ernie's `auto` precision then resolves to fp32, as it would there.
+
+The last two lines: the machine (CPU, features, precision), then
+`speedup_vs_hf_trainer=<ratio> flop_ratio=<Trainer's model FLOPs per sample / ernie's> efficiency=<the rest>`:
+flop_ratio is the part of the lead the gathered MLM head earns by computing less (flops.py), efficiency
+= speedup / flop_ratio is what ernie gets out of each FLOP against the Trainer.
+
+    python benchmarks/bert_torch_cpu.py [--precision auto|bf16|fp32] [--isa native|avx2] [--hf-steps 14]
+        [--ernie-per-hf 2] [--ernie-flags "--compile"]
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import machine
 
 BERT_DIR = Path(__file__).resolve().parents[1] / "workloads" / "bert"
 SEQ_LEN, MAX_PREDICTIONS, GLOBAL_BATCH, PRESET = 128, 20, 32, "mini"
@@ -104,43 +116,55 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hf-steps", type=int, default=14, help=f"Trainer steps (the first {HF_WARMUP} are warm-up)")
     parser.add_argument("--ernie-per-hf", type=int, default=2, help="ernie steps run after each Trainer step")
-    parser.add_argument("--ernie-flags", default="", help="extra train_torch.py flags, e.g. '--compile'")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="ernie's (train_torch.py --precision); auto: bf16 where the CPU has it natively")
+    parser.add_argument("--isa", default="native", choices=("native", "avx2"),
+                        help="avx2: hold both sides to AVX2, standing in for a CPU without AVX-512 and native bf16")
+    parser.add_argument("--ernie-flags", default="--compile", help="more train_torch.py flags ('' for eager)")
     args = parser.parse_args()
     if args.hf_steps < HF_WARMUP + 3:
         parser.error(f"--hf-steps must be at least {HF_WARMUP + 3}: {HF_WARMUP} warm-up steps, then a timed region")
     if args.ernie_per_hf < 1:
         parser.error("--ernie-per-hf must be at least 1")
 
+    machine.cap_isa(None if args.isa == "native" else args.isa)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(BERT_DIR))
     import torch
     from transformers import TrainerCallback
 
     import train_torch
+    from flops import flops_per_sequence, full_head_flops_per_sequence
+    from presets import get_preset
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data_dir = prepare_data(root)
         ernie_steps = args.hf_steps * args.ernie_per_hf
-        training, stream, precision = ernie_trainer(data_dir, root / "ernie", ernie_steps, shlex.split(args.ernie_flags))
-        hf_times: list[float] = []
+        ernie_flags = ["--precision", args.precision, *shlex.split(args.ernie_flags)]
+        training, stream, precision = ernie_trainer(data_dir, root / "ernie", ernie_steps, ernie_flags)
+        hf_times: list[float] = []  # wall seconds per step
         ernie_times: list[float] = []
+        hf_cpu: list[float] = []  # CPU seconds per step, all threads
+        ernie_cpu: list[float] = []
 
         class Interleave(TrainerCallback):
             """At each Trainer step's end: time it, then run and time ernie's next steps."""
 
             def __init__(self) -> None:
-                self.resumed_at: float | None = None
+                self.resumed_at: tuple[float, float] | None = None
 
             def on_step_end(self, args_, state, control, **kwargs):
-                now = time.perf_counter()
+                now = time.perf_counter(), time.process_time()
                 if self.resumed_at is not None:
-                    hf_times.append(now - self.resumed_at)
+                    hf_times.append(now[0] - self.resumed_at[0])
+                    hf_cpu.append(now[1] - self.resumed_at[1])
                 for _ in range(args.ernie_per_hf):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     train_torch.train_step(training, stream, len(ernie_times))
                     ernie_times.append(time.perf_counter() - t0)
-                self.resumed_at = time.perf_counter()
+                    ernie_cpu.append(time.process_time() - c0)
+                self.resumed_at = time.perf_counter(), time.process_time()
 
         hf_trainer(data_dir, root / "hf", args.hf_steps, Interleave()).train()
 
@@ -148,13 +172,23 @@ def main() -> None:
     hf_timed, ernie_timed = hf_times[HF_WARMUP - 1 :], ernie_times[ERNIE_WARMUP:]
     hf_rate = GLOBAL_BATCH * len(hf_timed) / sum(hf_timed)
     ernie_rate = GLOBAL_BATCH * len(ernie_timed) / sum(ernie_timed)
+    preset = get_preset(PRESET)
+    flop_ratio = full_head_flops_per_sequence(preset, SEQ_LEN) / flops_per_sequence(preset, SEQ_LEN, MAX_PREDICTIONS)
+    speedup = ernie_rate / hf_rate
     print(f"hf_trainer: {hf_rate:.2f} samples/s over {len(hf_timed)} steps "
           f"(median {statistics.median(hf_timed) * 1e3:.0f} ms/step, fp32: Trainer's CPU default)")
     print(f"ernie: {ernie_rate:.2f} samples/s over {len(ernie_timed)} steps "
-          f"(median {statistics.median(ernie_timed) * 1e3:.0f} ms/step, {precision}, flags {args.ernie_flags or '-'})")
+          f"(median {statistics.median(ernie_timed) * 1e3:.0f} ms/step, {precision}, flags {shlex.join(ernie_flags)}; "
+          f"its {ERNIE_WARMUP} warm-up steps took {sum(ernie_times[:ERNIE_WARMUP]):.0f} s)")
+    # With one thread a step's CPU time is its work, whatever else holds the cores; with more, it also
+    # counts OpenMP threads spinning at barriers.
+    cpu_ratio = statistics.median(hf_cpu[HF_WARMUP - 1 :]) / statistics.median(ernie_cpu[ERNIE_WARMUP:])
+    print(f"cpu time: Trainer {statistics.median(hf_cpu[HF_WARMUP - 1 :]) * 1e3:.0f} ms/step, ernie "
+          f"{statistics.median(ernie_cpu[ERNIE_WARMUP:]) * 1e3:.0f} ms/step (medians), ratio {cpu_ratio:.2f}")
     print(f"model {PRESET} (hidden 256, 4 layers, 4 heads, vocab 30522), seq {SEQ_LEN}, global batch {GLOBAL_BATCH}, "
-          f"{os.cpu_count()} CPUs, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"speedup_vs_hf_trainer={ernie_rate / hf_rate:.2f}")
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(machine.describe(f"ernie {precision}, baseline fp32"))
+    print(f"speedup_vs_hf_trainer={speedup:.2f} flop_ratio={flop_ratio:.2f} efficiency={speedup / flop_ratio:.2f}")
 
 
 if __name__ == "__main__":

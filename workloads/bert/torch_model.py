@@ -88,6 +88,25 @@ def pretraining_loss(
     return mlm + nsp
 
 
+class PretrainingStep(nn.Module):
+    """The model and its loss as one module: what DistributedDataParallel wraps and torch.compile traces.
+
+    With the loss inside, a compiled step fuses the vocabulary log-softmax, the loss and their backward
+    into the model's graph: on a CPU those were three separate passes over [B*P, vocab] (log-softmax, its
+    backward, and zero-filling the loss's gradient) outside it."""
+
+    def __init__(self, model: BertPretraining, upcast: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.upcast = upcast
+
+    def forward(self, batch: dict[str, torch.Tensor], mlm_denominator: torch.Tensor | float,
+                nsp_denominator: torch.Tensor | float) -> torch.Tensor:
+        mlm_logits, nsp_logits = self.model(
+            batch["input_ids"], batch["segment_ids"], batch["input_mask"], batch["masked_lm_positions"])
+        return pretraining_loss(mlm_logits, nsp_logits, batch, mlm_denominator, nsp_denominator, self.upcast)
+
+
 def unique_parameter_count(model: nn.Module) -> int:
     """Trainable parameters, each tensor once (the tied decoder is the embedding tensor)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -41,6 +41,7 @@ import torch.distributed as dist
 from mlperf_logging.mllog import constants as mlc
 from torch.nn.parallel import DistributedDataParallel
 
+import cpu_dropout
 import checkpoint_tf1
 import data
 import formats
@@ -52,7 +53,7 @@ from mlperf import MLPerfLogger
 from presets import get_preset
 from recipe_args import add_recipe_arguments, bind_data, check_recipe, conformance
 from results import run_settings, summarize_steps, write_result
-from torch_model import BertPretraining, bert_config, pretraining_loss, unique_parameter_count
+from torch_model import BertPretraining, PretrainingStep, bert_config, unique_parameter_count
 from torch_shards import ShardedExamples
 
 WORKLOAD = "bert-torch"
@@ -218,8 +219,9 @@ def lr_lambda(warmup_steps: int, total_steps: int, start_warmup_step: int = 0, p
 @dataclass
 class Training:
     """Everything a training step touches. `model` is the plain module (its state_dict is the checkpoint),
-    `ddp` the DistributedDataParallel wrapper (the model itself in a world of one), `step_model` what the
-    forward pass calls (`ddp`, compiled with --compile), `master` the fp32 weights of a bf16 CPU model."""
+    `ddp` the model with its loss (PretrainingStep), wrapped in DistributedDataParallel in a world of more
+    than one, `step_model` what the step calls (`ddp`, compiled with --compile), `master` the fp32 weights
+    of a bf16 CPU model."""
 
     model: BertPretraining
     ddp: torch.nn.Module
@@ -248,11 +250,14 @@ class Training:
 def build_training(args: argparse.Namespace, launch: Launch, precision: str) -> Training:
     torch.manual_seed(args.seed)  # the same initial weights on every process
     model = BertPretraining(bert_config(get_preset(args.preset), args.dropout)).to(launch.device)
+    if launch.device.type == "cpu":
+        cpu_dropout.install(model)  # dropout masks at a sixth of the cost of torch's (cpu_dropout.py)
     master = MasterWeights(model) if precision == "bf16" and launch.device.type == "cpu" else None
     optimizer = build_optimizer(master.params if master else list(model.parameters()), args, launch.device)
-    ddp = model
+    # A bf16 CPU model takes its vocabulary softmax in bf16 (torch_model.pretraining_loss says why).
+    ddp: torch.nn.Module = PretrainingStep(model, upcast=master is None)
     if launch.world > 1:
-        ddp = DistributedDataParallel(model, device_ids=[launch.local_rank] if launch.device.type == "cuda" else None)
+        ddp = DistributedDataParallel(ddp, device_ids=[launch.local_rank] if launch.device.type == "cuda" else None)
     return Training(
         model=model,
         ddp=ddp,
@@ -280,12 +285,8 @@ def train_step(t: Training, stream: ExampleStream, step: int) -> torch.Tensor:
         batch = stream.gather(indices[chunk * args.micro_batch : (chunk + 1) * args.micro_batch], launch.device)
         last = micro == args.accumulation - 1
         with contextlib.nullcontext() if last or launch.world == 1 else t.ddp.no_sync():
-            with t.autocast():
-                mlm_logits, nsp_logits = t.step_model(
-                    batch["input_ids"], batch["segment_ids"], batch["input_mask"], batch["masked_lm_positions"]
-                )
-            loss = pretraining_loss(mlm_logits, nsp_logits, batch, mlm_denominator, args.global_batch,
-                                    upcast=t.master is None)
+            with t.autocast():  # the loss takes its softmax in fp32 under autocast too (logits.float())
+                loss = t.step_model(batch, mlm_denominator, args.global_batch)
             # DDP averages gradients over processes; the loss is already this share of the global mean.
             t.scaler.scale(loss * launch.world).backward()
         step_loss += loss.detach()
