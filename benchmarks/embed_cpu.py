@@ -14,7 +14,8 @@ in interleaved rounds so that the load of this shared machine falls on both alik
 (wall clock, as a caller waits; each process's CPU time is printed beside it).
 
 layers_mb is the function's total unzipped size, code and layers (MiB, as Lambda counts its 250 MB).
-Last line: onnx_speedup=<pytorch p50 / onnx p50> layers_mb=<size>
+Last line: onnx_speedup=<pytorch p50 / onnx p50> layers_mb=<size>; the line before it: the machine
+(benchmarks/machine.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import machine  # noqa: E402  (benchmarks/, the script's directory)
 from infra import layers  # noqa: E402
 
 MODULES = ("argparse", "calendar", "csv", "datetime", "decimal", "json", "logging", "pathlib", "pickle",
@@ -183,6 +185,7 @@ def main() -> None:
     for layer in built.layers:
         print(f"  layer {layer.name:14s} {layer.archive.unzipped_bytes / 2**20:6.1f} MiB unzipped")
     print(f"  total with code      {built.unzipped_bytes / 2**20:6.1f} MiB unzipped (target <= 150, Lambda 250)")
+    print(machine.describe("ernie int8 ONNX (onnxruntime), baseline fp32 PyTorch"))
     print(f"onnx_speedup={p50['torch'] / p50['onnx']:.2f} layers_mb={built.unzipped_bytes / 2**20:.1f}")
 
 

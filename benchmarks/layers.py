@@ -12,7 +12,8 @@ shared, and waiting for a core is not what a layer costs; wall time is printed b
 several processes, the sides interleaved. A third side, the slimmed layers with their bytecode removed, shows what the bytecode
 choice is worth.
 
-Last line: size_ratio=<slim/plain unzipped> cold_import_ms=<slim median> cold_import_ratio=<slim/plain>
+Last line: size_ratio=<slim/plain unzipped> cold_import_ms=<slim median> cold_import_ratio=<slim/plain>;
+the line before it: the machine (benchmarks/machine.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import machine  # noqa: E402  (benchmarks/, the script's directory)
 from infra import layers  # noqa: E402
 
 COLD_START = """
@@ -121,6 +123,7 @@ def main() -> None:
                   f"{statistics.median(wall for _, wall in values):.0f} ms wall "
                   f"(CPU runs: {', '.join(f'{cpu:.0f}' for cpu, _ in values)})")
 
+    print(machine.describe("none (sizes, and the CPU time of imports and a first prediction)"))
     print(f"size_ratio={slim_bytes / plain_bytes:.3f} cold_import_ms={medians['slim']:.0f} "
           f"cold_import_ratio={medians['slim'] / medians['plain']:.3f}")
 

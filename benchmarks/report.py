@@ -10,7 +10,7 @@ price and timeline. The baseline, measured in the same run, reads the same files
 
     .venv/bin/python benchmarks/report.py [--runs 1000]
 
-Last line: report_s=<seconds> ratio_vs_raw_read=<ratio>
+Last line: report_s=<seconds> ratio_vs_raw_read=<ratio>; the line before it: the machine (benchmarks/machine.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import machine
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDED = REPO / "tests" / "data" / "runs"
@@ -109,6 +111,7 @@ def main() -> None:
         assert md.count("\n| 2026") >= 2 * args.runs, "the report lacks runs"
     print(f"runs={args.runs} json_documents={loaded} raw_read_s={raw_s:.3f}")
     print(f"report_cold_s={cold_s:.3f} (empty database: every run read) ratio {cold_s / raw_s:.2f}")
+    print(machine.describe("none (reading files, building the report)"))
     print(f"report_s={warm_s:.3f} ratio_vs_raw_read={warm_s / raw_s:.2f}")
 
 

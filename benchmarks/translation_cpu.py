@@ -15,7 +15,7 @@ region). They differ only in what the workload chooses on CPU hosts:
 * data loading in the training process (`--num-workers 0`) instead of fairseq's default of one
   loader process, which competes with training for the same few cores.
 
-Last line: wps_ratio_vs_defaults=<median chosen / median defaults>.
+Last line: wps_ratio_vs_defaults=<median chosen / median defaults>; the line before it: the machine (benchmarks/machine.py).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import machine
 
 WORKLOAD = Path(__file__).resolve().parents[1] / "workloads" / "translation"
 ARMS = {
@@ -69,6 +71,7 @@ def main() -> None:
     medians = {arm: statistics.median(values) for arm, values in speeds.items()}
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
     print(f"median words/s: defaults {medians['defaults']:.1f}, chosen {medians['chosen']:.1f}")
+    print(machine.describe("fp32, both arms"))
     print(f"wps_ratio_vs_defaults={medians['chosen'] / medians['defaults']:.2f}")
 
 
