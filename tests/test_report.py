@@ -226,3 +226,20 @@ def test_local_runs_are_priced_as_an_equivalent_and_never_plotted_at_zero(
     row = next(line for line in md.splitlines() if line.startswith(f"| {LOCAL_TF} | bert-tf"))
     assert f"${per_million:,.2f}" in row
     assert (local_results / "report" / "plots" / "cost.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_no_plot_is_drawn_whose_every_value_is_zero(local_results: Path) -> None:
+    """A timeline of zeros (a run whose phases were not timed) draws no wall-time plot, as a cost of $0 draws no
+    cost plot: the report says why instead of drawing empty bars."""
+    from dataclasses import replace
+
+    from ernie.report.plots import render_plots
+    from ernie.results import read_run, summarize
+
+    runs = [summarize(read_run(local_results / run)) for run in (LOCAL_TORCH, LOCAL_TF)]
+    assert [p.name for p in render_plots(runs)[0]] == ["throughput", "wall"]
+    zeros = [replace(r, wall_s={k: 0.0 for k in r.wall_s}, usd_per_million=0.0) for r in runs]
+    plots, not_drawn = render_plots(zeros)
+    assert [p.name for p in plots] == ["throughput"]
+    assert "Where the wall time went: not drawn, no complete run has a timed phase in its timeline." in not_drawn
+    assert any(line.startswith("Cost per million samples (or words): not drawn") for line in not_drawn)

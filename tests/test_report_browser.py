@@ -21,6 +21,7 @@ import matplotlib.image
 import pytest
 
 from ernie.report import report_runs
+from tests.test_report import LOCAL_RUNS
 from tests.test_results import RUNS
 
 CHROMIUM = "/usr/bin/chromium"
@@ -129,6 +130,11 @@ class Chromium:
         res = self.send("Runtime.evaluate", {"expression": IMAGES_JS, "awaitPromise": True, "returnByValue": True})
         return json.loads(res["result"]["value"])
 
+    def text(self) -> str:
+        """The page as a reader sees it (its rendered text)."""
+        res = self.send("Runtime.evaluate", {"expression": "document.body.innerText", "returnByValue": True})
+        return res["result"]["value"]
+
     def screenshot(self, path: Path) -> None:
         res = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
         path.write_bytes(base64.b64decode(res["data"]))
@@ -181,6 +187,25 @@ def test_report_opens_in_chromium_without_errors_and_with_every_image(
     keep = os.environ.get("ERNIE_SCREENSHOT_DIR")  # where a developer wants to look at it
     if keep:
         shutil.copy(shot, Path(keep) / "report.png")
+
+
+def test_a_report_of_local_runs_draws_no_empty_plot_and_says_why(chromium: Chromium, tmp_path: Path) -> None:
+    """`ernie demo`'s own runs (issue 22): not billed and, recorded before result.json named their host's CPUs,
+    not priced; none reached its target. The page shows the two plots that have values, each image whole, says
+    why the cost and target plots are not drawn, and nowhere shows a $0 figure."""
+    results = tmp_path / "results"
+    shutil.copytree(LOCAL_RUNS, results)
+    files, _ = report_runs(results, [], True, None)
+    chromium.open(files.html.as_uri())
+    images = chromium.images()
+    assert [i["alt"] for i in images] == ["Throughput per accelerator and framework", "Where the wall time went"]
+    assert all(i["decoded"] and i["width"] > 0 for i in images), images
+    assert chromium.errors() == []
+    text = chromium.text()
+    assert "Cost per million samples (or words): not drawn, no complete run is priced" in text
+    assert "Time and cost to the quality target: not drawn, no complete run reached its quality target." in text
+    assert "Frameworks compared" in text and "Settings" in text
+    assert "$0" not in text
 
 
 def test_the_browser_check_catches_a_broken_image_and_a_console_error(

@@ -124,10 +124,10 @@ def _target(runs: list[RunSummary]) -> bytes:
 def _wall(runs: list[RunSummary]) -> bytes:
     groups: dict[str, list[dict[str, float]]] = defaultdict(list)
     for r in runs:
-        if r.wall_s:
+        if any(r.wall_s.get(b) for b in WALL_SPLIT):  # a timeline of zeros draws no bar
             groups[config_label(r)].append(r.wall_s)
     if not groups:
-        raise NotDrawn("no complete run has a timeline")
+        raise NotDrawn("no complete run has a timed phase in its timeline")
     labels = sorted(groups)
     fig = _figure(1.5 + 0.55 * len(labels), left=0.27, top_in=0.5, bottom_in=0.6)
     ax = fig.subplots()
