@@ -12,6 +12,8 @@ import io
 import json
 import random
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from ernie.errors import ErnieError
 from ernie.inventory import load_inventory_file
 from ernie.remote.connect import Connector, Session, Timeouts, fan_out
 from ernie.remote.push import PUSHED_LIST, Bundle
+from ernie.remote import relay
 from ernie.remote.relay import MARKER, PushReport, choose, push_all
 from ernie.run import RunOptions, options, run_workload
 from ernie.workload import find_workload, resolve
@@ -39,13 +42,13 @@ def eight() -> Iterator[SshHosts]:
         yield hosts
 
 
-def make_bundle(root: Path) -> Path:
-    """About 3 MB: text that compresses, random bytes that do not, and a nested directory."""
+def make_bundle(root: Path, mib: int = 3) -> Path:
+    """About `mib` MiB: text that compresses, random bytes that do not, and a nested directory."""
     rng = random.Random(21)
     (root / "pkg" / "sub").mkdir(parents=True)
     for i in range(40):
         (root / "pkg" / f"mod{i}.py").write_text(f"# module {i}\n" + "x = 1\n" * (200 + i))
-    (root / "pkg" / "sub" / "weights.bin").write_bytes(rng.randbytes(3 << 20))
+    (root / "pkg" / "sub" / "weights.bin").write_bytes(rng.randbytes(mib << 20))
     (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
     (root / "run.sh").chmod(0o755)
     return root
@@ -130,7 +133,8 @@ def test_the_relay_key_exists_only_for_the_push_and_can_only_untar(eight: SshHos
         s, t = int(source[1:]), int(target[1:])
         entries = [line for line in (eight[t].home / ".ssh" / "authorized_keys").read_text().splitlines()
                    if MARKER in line]
-        assert len(entries) == 1 and entries[0].startswith('command="tar -xf - -C ') and ",restrict," in entries[0]
+        assert len(entries) == 1 and ",restrict," in entries[0]
+        assert entries[0].startswith('command="case $SSH_ORIGINAL_COMMAND in z) exec tar -xf - -C ')
         assert 'from="' in entries[0] and 'expiry-time="' in entries[0]
         (key,) = (eight[s].home / "ernie" / "relay").glob("*/key")
         assert key.stat().st_mode & 0o777 == 0o600
@@ -151,22 +155,34 @@ def test_the_relay_key_exists_only_for_the_push_and_can_only_untar(eight: SshHos
         assert tree(on_host(eight, i)) == tree(src)
 
 
+@pytest.mark.parametrize("way", ["stream", "hops"])
 def test_a_relay_source_killed_mid_push_is_replaced_and_a_worker_without_the_bundle_is_named(
-        eight: SshHosts, tmp_path: Path) -> None:
-    src = make_bundle(tmp_path / "bundle")
+        eight: SshHosts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str) -> None:
+    """stream: the seed dies while it passes the stream on (the next worker becomes the seed); hops: with no
+    stream, the seed dies as its hops run (another worker that has the bundle serves them)."""
+    if way == "hops":
+        monkeypatch.setattr(relay, "STREAM_FANOUT", 0)
+    src = make_bundle(tmp_path / "bundle", mib=8)  # 1.3 s through the link: the seed dies 0.3 s into it
     opened = sessions(eight, tmp_path)
     eight.kill(eight[7])  # w7 is gone before the push: it cannot get the bundle
     hops: list[tuple[str, str]] = []
 
     def kill_the_seed(source: str, target: str) -> None:
         hops.append((source, target))
-        if len(hops) == 2:  # the seed's first hop is under way: the seed dies
+        if way == "stream" and len(hops) == 1:  # the upload and its stream are under way: the seed dies
+            threading.Thread(target=lambda: (time.sleep(0.3), eight.kill(eight[0])), daemon=True).start()
+        if way == "hops" and len(hops) == 2:  # the seed's first hop is under way: the seed dies
             eight.kill(eight[0])
 
     report, _, _ = do_push(eight, opened, src, "relay", on_hop=kill_the_seed)
     assert not report.outcomes["w7"].ok and "w7" in str(report.outcomes["w7"].error)
-    assert any(note.startswith("w0 stopped answering as a relay source") for note in report.notes), report.notes
-    assert report.outcomes[hops[1][1]].value.via != "w0", "the hop the seed died in came from another source"
+    if way == "stream":
+        assert not report.outcomes["w0"].ok, "the seed died before the upload ended"
+        assert any(note.startswith("w0 failed as the seed") for note in report.notes), report.notes
+        assert report.outcomes["w1"].value.via is None, "w1 became the seed, pushed from here"
+    else:
+        assert any(note.startswith("w0 stopped answering as a relay source") for note in report.notes), report.notes
+        assert report.outcomes[hops[1][1]].value.via != "w0", "the hop the seed died in came from another source"
     for i in range(1, 7):
         outcome = report.outcomes[f"w{i}"]
         assert outcome.ok, outcome.error
@@ -211,12 +227,13 @@ def test_the_choice_is_automatic_and_says_why(eight: SshHosts, tmp_path: Path) -
     opened = sessions(eight, tmp_path)
     _, _, said = do_push(eight, opened[:1], src, "auto")
     assert said == ["push: direct (one host)"]
-    report, _, said = do_push(eight, opened, src, "auto")  # w0 has it: the link's rate is not known
-    assert said[0].startswith("push: relay (8 hosts and the link's rate is not known")
-    report, _, said = do_push(eight, opened, src, "auto", dest="fresh")  # a whole bundle over 50 Mbit/s
-    assert said[0].startswith("push: relay (8 hosts and the link to the first carried "), said
-    assert all(o.ok for o in report.outcomes.values())
-    assert choose("auto", 8, 400e6).mode == "direct"  # a link as fast as the workers' own: no hop
-    assert choose("direct", 8, 1e6).mode == "direct" and choose("relay", 8, 400e6).mode == "relay"
+    report, uplink, said = do_push(eight, opened, src, "auto")  # seven hosts lack the whole bundle; 50 Mbit/s
+    assert said[0].startswith("push: relay (8 hosts and the link carried "), said
+    assert all(o.ok for o in report.outcomes.values()) and uplink < 0.5 * 8 * Bundle.from_directory(src).total_bytes
+    _, _, said = do_push(eight, opened, src, "auto")  # nothing to send anywhere
+    assert said[0].startswith("push: direct (8 hosts, but at most 0 bytes for each: too little to relay)"), said
+    assert choose("auto", 8, 400e6, 20 << 20).mode == "direct"  # a link as fast as the workers' own: no hop
+    assert choose("auto", 8, 6e6, 20 << 20).mode == "relay"
+    assert choose("direct", 8, 1e6, 20 << 20).mode == "direct" and choose("relay", 8, 400e6, 0).mode == "relay"
     with pytest.raises(ErnieError, match="--push: 'sideways' is not one of auto, direct, relay"):
         options(tmp_path, push="sideways")

@@ -2,24 +2,27 @@
 
 A direct push sends every host its own copy from this machine, so a slice of N workers costs N bundles
 through the user's uplink. A relay push sends one worker (the seed) its copy exactly as a direct push
-does; every other worker then gets what it lacks from a worker that already has the bundle, over SSH
-between the workers (the cloud's own network), with a key made for this push alone.
+does, and the seed passes each archive on to the other workers while it arrives, over SSH between the
+workers (the cloud's own network) with a key made for this push alone; so the copies travel at the same
+time as the upload instead of after it. A worker that lacks something else than the seed lacks (a
+different delta) gets a hop afterwards from any worker that has the bundle.
 
-The sha256 delta rule holds at every hop: through its own connection ernie lists the target's digests,
-deletes what left the bundle and writes the target's list of pushed files (a few hundred bytes), and
-only the files whose digest differs travel from the source. So a re-push of an unchanged bundle moves
-nothing and a changed file crosses the user's link once.
+The sha256 delta rule holds at every hop: through its own connection ernie lists every worker's digests,
+deletes what left the bundle and writes its list of pushed files (a few hundred bytes), and only the
+files whose digest differs travel. So a re-push of an unchanged bundle moves nothing and a changed file
+crosses the user's link once.
 
-The per-push key is an ed25519 pair made in memory here. Its private half goes to every worker (mode 600,
-under ~/ernie/relay/TAG), its public half into every worker's authorized_keys, allowed only from the
-workers' private addresses, only to run `tar -x` into the bundle directory (a forced command), and only
-for a few hours (expiry-time), so it can do nothing else and stops working even where the clean-up cannot
-reach. Both are removed from every worker that answers when the push ends, whatever happened.
+The per-push key is an ed25519 pair made in memory here. Its private half goes to every worker that lacks
+something (mode 600, under ~/ernie/relay/TAG), its public half into their authorized_keys, allowed only
+from the workers' private addresses, only to run `tar -x` into the bundle directory (a forced command)
+and only for a few hours (expiry-time), so it can do nothing else and stops working even where the
+clean-up cannot reach. Both are removed from every worker that answers when the push ends, whatever
+happened.
 
-Every worker that has the bundle serves up to FANOUT hops at once, so the copies double each round. A hop
-that fails is retried from another source; a source that no longer answers is dropped, and when none is
-left the next worker is pushed directly from here (a new seed). A worker that cannot get the bundle is
-named with the reason, as a direct push names it.
+Failures: a seed that fails is named and the next worker becomes the seed (pushed from here); a worker
+whose stream failed is listed again and gets a hop; a hop that fails is retried from another source,
+and a source that no longer answers is dropped. A worker that cannot get the bundle is named with the
+reason, as a direct push names it.
 """
 
 from __future__ import annotations
@@ -45,9 +48,11 @@ from ernie.remote.push import Bundle, Delta, PushResult, prepare, push
 
 MODES = ("auto", "direct", "relay")
 FAST_LINK_BYTES_S = 40e6
-"""At or above this rate (measured on the seed's push, 320 Mbit/s) the user's link is the cloud's own network
-or close to it: a hop between workers would save little, so the others are pushed directly too."""
-MEASURABLE_BYTES = 1 << 20  # a seed push that sent less than this says nothing about the link's rate
+"""At or above this rate (320 Mbit/s, measured by a probe) the user's link is the cloud's own network or close
+to it: the seed passing the bundle on would save little, and its own link would carry every copy."""
+MEASURABLE_BYTES = 1 << 20  # with less than this to send to any host, direct costs the link next to nothing
+PROBE_BYTES = 512 << 10  # the auto choice's link probe: 1/40 of a typical 20 MB bundle
+STREAM_FANOUT = 16  # workers the seed passes the stream on to as it arrives; the others get hops afterwards
 FANOUT = 4  # hops one source serves at once: a worker's NIC and CPU share them
 MAX_ATTEMPTS = 3  # hops a target may fail from sources that still answer before it is named
 KEY_LIFETIME = timedelta(hours=6)  # the relay key's expiry-time, in case the clean-up cannot reach a worker
@@ -86,20 +91,32 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def choose(requested: str, hosts: int, seed_rate: float | None) -> Choice:
-    """Direct for one host or a fast link, relay for several hosts; `requested` (--push) overrides."""
+def choose(requested: str, hosts: int, link_rate: float | None, to_send: int) -> Choice:
+    """Direct for one host, little to send or a fast link; relay for several hosts; `requested` (--push) overrides."""
     if requested == "direct":
         return Choice("direct", "--push direct")
     if hosts == 1:
         return Choice("direct", "one host")
     if requested == "relay":
         return Choice("relay", "--push relay")
-    if seed_rate is not None and seed_rate >= FAST_LINK_BYTES_S:
-        return Choice("direct", f"{hosts} hosts, but the link to the first carried {seed_rate / 1e6:.0f} MB/s, "
-                                f"fast enough (>= {FAST_LINK_BYTES_S / 1e6:.0f} MB/s) that relaying saves little")
-    rate = f"the link to the first carried {seed_rate / 1e6:.1f} MB/s" if seed_rate is not None else \
-        "the link's rate is not known (little to send)"
+    if to_send < MEASURABLE_BYTES:
+        return Choice("direct", f"{hosts} hosts, but at most {to_send:,} bytes for each: too little to relay")
+    if link_rate is not None and link_rate >= FAST_LINK_BYTES_S:
+        return Choice("direct", f"{hosts} hosts, but the link carried {link_rate / 1e6:.0f} MB/s, fast enough "
+                                f"(>= {FAST_LINK_BYTES_S / 1e6:.0f} MB/s) that relaying saves little")
+    rate = f"the link carried {link_rate / 1e6:.1f} MB/s" if link_rate is not None else "the link's rate is unknown"
     return Choice("relay", f"{hosts} hosts and {rate}: the bundle crosses it once and the workers pass it on")
+
+
+def probe_link(s: Session) -> float | None:
+    """Bytes/s of a PROBE_BYTES transfer to the host (None if it failed): an underestimate on a long path,
+    which only errs towards relaying."""
+    start = time.monotonic()
+    try:
+        s.pipe_in("cat > /dev/null", secrets.token_bytes(PROBE_BYTES))
+    except RemoteError:
+        return None
+    return PROBE_BYTES / max(time.monotonic() - start, 1e-6)
 
 
 def push_all(sessions: Sequence[Session], bundle: Bundle, dests: dict[str, str], inventory: Inventory,
@@ -108,71 +125,44 @@ def push_all(sessions: Sequence[Session], bundle: Bundle, dests: dict[str, str],
     """Bring every host's `dests[name]` to the bundle's content, direct or by relay (see `choose`).
 
     `announce` gets the choice and its reason as one line; `on_hop(source, target)` is called as each relay
-    hop starts (tests use it to break a source mid-push).
+    stream or hop starts (tests use it to break a source mid-push).
     """
     check_mode(mode)
     timeouts = timeouts or (sessions[0].timeouts if sessions else Timeouts())
     order = sorted(sessions, key=lambda s: s.host.worker)
     by_name = {s.host.name: s for s in order}
-
-    def direct(targets: Sequence[Session]) -> dict[str, Outcome[PushResult]]:
-        return fan_out(lambda s: push(s, bundle, dests[s.host.name]), targets, timeout=timeouts.command * 2,
-                       name=lambda s: s.host.name)
-
     if mode == "direct" or len(order) <= 1 or not all(s.is_ssh for s in order):
-        choice = choose("direct" if mode == "direct" else "auto", 1 if len(order) <= 1 else len(order), None) \
-            if all(s.is_ssh for s in order) else Choice("direct", "this machine is the host")
+        choice = Choice("direct", "this machine is the host") if not all(s.is_ssh for s in order) else \
+            choose(mode, len(order), None, 0)
         announce(f"push: {choice.mode} ({choice.reason})")
-        return PushReport(direct(order), choice)
+        return PushReport(fan_out(lambda s: push(s, bundle, dests[s.host.name]), order, timeout=timeouts.command * 2,
+                                  name=lambda s: s.host.name), choice)
 
-    # The seed: the first worker that takes a direct push, timed to learn the link's rate. Meanwhile the
-    # others list what they have (the delta rule's first step, needed whichever way they are served).
-    listed: dict[str, Outcome[Delta]] = {}
-    lister = threading.Thread(target=lambda: listed.update(fan_out(
-        lambda s: prepare(s, bundle, dests[s.host.name]), order[1:], timeout=timeouts.command,
-        name=lambda s: s.host.name)), daemon=True)
-    lister.start()
-    outcomes: dict[str, Outcome[PushResult]] = {}
-    seed, rate = None, None
-    for s in order:
-        if s is not order[0]:
-            lister.join()
-            if not listed[s.host.name].ok:
-                outcomes[s.host.name] = Outcome(error=listed[s.host.name].error)
-                continue
-        start = time.monotonic()
-        delta = listed.pop(s.host.name).value if s.host.name in listed else None
-        (outcome,) = fan_out(lambda s: push(s, bundle, dests[s.host.name], delta), [s],
-                             timeout=timeouts.command * 2, name=lambda s: s.host.name).values()
-        outcomes[s.host.name] = outcome
-        if outcome.ok:
-            seed = s.host.name
-            if outcome.value.content_bytes >= MEASURABLE_BYTES:
-                rate = outcome.value.content_bytes / max(time.monotonic() - start, 1e-6)
-            break
-    lister.join()
-    for name, o in listed.items():
-        if not o.ok:
-            outcomes.setdefault(name, Outcome(error=o.error))
-    deltas = {name: o.value for name, o in listed.items() if o.ok and name not in outcomes}
-    choice = choose(mode, len(order), rate)
+    # Every host lists what it has (the delta rule's first step), whichever way it is then served.
+    listed = fan_out(lambda s: prepare(s, bundle, dests[s.host.name]), order, timeout=timeouts.command,
+                     name=lambda s: s.host.name)
+    outcomes: dict[str, Outcome[PushResult]] = {n: Outcome(error=o.error) for n, o in listed.items() if not o.ok}
+    deltas = {n: o.value for n, o in listed.items() if o.ok}
+    to_send = max((sum(bundle.files[f].size for f in d.changed) for d in deltas.values()), default=0)
+    rate = None
+    if mode == "auto" and to_send >= MEASURABLE_BYTES:
+        rate = probe_link(next(by_name[n] for n in deltas))
+    choice = choose(mode, len(order), rate, to_send)
     announce(f"push: {choice.mode} ({choice.reason})")
-    if seed is None or not deltas:
-        return PushReport(outcomes, choice)
     if choice.mode == "direct":
-        return PushReport({**outcomes, **fan_out(lambda s: push(s, bundle, dests[s.host.name], deltas[s.host.name]),
-                                                 [by_name[n] for n in deltas], timeout=timeouts.command * 2,
-                                                 name=lambda s: s.host.name)}, choice)
+        outcomes.update(fan_out(lambda s: push(s, bundle, dests[s.host.name], deltas[s.host.name]),
+                                [by_name[n] for n in deltas], timeout=timeouts.command * 2, name=lambda s: s.host.name))
+        return PushReport(outcomes, choice)
     relay = _Relay(by_name, bundle, dests, inventory, timeouts, on_hop)
     try:
-        outcomes.update(relay.run(seed, deltas))
+        outcomes.update(relay.run(deltas))
     finally:
         relay.clean_up()
     return PushReport(outcomes, choice, relay.notes)
 
 
 class _Relay:
-    """One relay push: the per-push key, the hops and their scheduling, and the clean-up."""
+    """One relay push: the per-push key, the seed's stream, the hops and their scheduling, and the clean-up."""
 
     def __init__(self, sessions: dict[str, Session], bundle: Bundle, dests: dict[str, str], inventory: Inventory,
                  timeouts: Timeouts, on_hop: Callable[[str, str], None] | None) -> None:
@@ -186,7 +176,7 @@ class _Relay:
         self.public = key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
         self.notes: list[str] = []
         self.installed: set[str] = set()
-        self.deltas: dict[str, Delta] = {}  # each target's first delta, listed before any key is made
+        self.deltas: dict[str, Delta] = {}  # what each host lacks, as last listed; dropped once it is stale
         self.host_keys: dict[str, paramiko.PKey] = {}
 
     def _dir(self, name: str) -> str:
@@ -207,7 +197,10 @@ class _Relay:
                 raise RemoteError(f"{name}: its {what} {value!r} has characters the relay key's options cannot "
                                   "hold; use --push direct")
         known = "".join(f"{self.addresses[n]} {key.get_name()} {key.get_base64()}\n" for n, key in self.host_keys.items())
-        entry = (f'command="tar -xf - -C {self.dests[name]}",restrict,from="{",".join(self.addresses.values())}",'
+        # The forced command: `z` from the source means a gzip'd archive, anything else a plain one.
+        untar = f"tar -xf - -C {self.dests[name]}"
+        forced = f"case $SSH_ORIGINAL_COMMAND in z) exec {untar} -z;; *) exec {untar};; esac"
+        entry = (f'command="{forced}",restrict,from="{",".join(self.addresses.values())}",'
                  f'expiry-time="{self.expires:%Y%m%d%H%M}Z" {self.public} {MARKER}{self.tag}')
         where = shlex.quote(self._dir(name))
         self.installed.add(name)  # from now on there may be something to remove
@@ -228,7 +221,7 @@ class _Relay:
             self.on_hop(source, target)
         names = b"\0".join(n.encode() for n in sorted(delta.changed)) + b"\0"
         script = (f"set -o pipefail; tar -cf - -C {shlex.quote(self.dests[source])} --null --verbatim-files-from "
-                  f"-T - | {self._ssh(source, target)} tar -xf -")  # the key's forced command decides the -C
+                  f"-T - | {self._ssh(source, target)} x")  # the key's forced command decides what x means
         command = f"bash -c {shlex.quote(script)}"
         try:
             self.sessions[source].pipe_in(command, names)
@@ -244,33 +237,102 @@ class _Relay:
         except RemoteError:
             return False
 
-    def run(self, seed: str, deltas: dict[str, Delta]) -> dict[str, Outcome[PushResult]]:
-        """Every target's outcome (`deltas`: what each lacks, by `prepare`): hops from whichever workers have
-        the bundle, new seeds when none is left."""
+    def _stream_push(self, seed: str, delta: Delta, targets: list[str]) -> tuple[PushResult, dict[str, str]]:
+        """Push the seed's delta from here while the seed passes each archive on to `targets` (whose delta is the
+        same) as it arrives, so the hops overlap the upload. The seed's result, and why each target that did not
+        get the bundle this way failed.
+
+        The seed keeps a copy of each archive as it arrives (under the relay directory) and each hop reads
+        that copy as it grows (`tail -f --pid`, which ends once the seed's upload has ended and it has read
+        to the end): a slow hop never holds back the upload, nor the other hops.
+        """
+        s, q = self.sessions[seed], shlex.quote(self.dests[seed])
+        polls = int(self.timeouts.command / 0.05)
+        failed: dict[str, str] = {}
+        hops: list[threading.Thread] = []
+        sent, content = delta.bytes_sent, 0
+
+        def hop(target: str, script: str, limit: float) -> None:
+            try:
+                s.pipe_in(f"bash -c {shlex.quote(script)}", b"", timeout=limit)
+            except RemoteError as exc:
+                failed[target] = f"the stream from {seed} failed: {exc}"
+
+        for t in targets:
+            if self.on_hop is not None:
+                self.on_hop(seed, t)
+        for i, (flags, payload) in enumerate(self.bundle.archives(delta.changed)):
+            d = f"{shlex.quote(self._dir(seed))}/stream{i}"
+            limit = self.timeouts.command + len(payload) / 1e6  # the upload's length at 1 MB/s, at least
+            for t in targets:
+                script = (f"set -o pipefail; n=0; while [ ! -s {d}/pid ] && [ $n -lt {polls} ]; do sleep 0.05; "
+                          f"n=$((n+1)); done; tail -s 0.1 -c +1 -f --pid=\"$(cat {d}/pid)\" {d}/archive | "
+                          f"{self._ssh(seed, t)} {'z' if 'z' in flags else 'x'}")
+                hops.append(threading.Thread(target=hop, args=(t, script, limit), daemon=True))
+                hops[-1].start()
+            command = (f"set -o pipefail; mkdir -p {d} && : > {d}/archive && echo $$ > {d}/pid.tmp && "
+                       f"mv {d}/pid.tmp {d}/pid && tee {d}/archive | tar {flags} - -C {q}")
+            s.pipe_in(f"bash -c {shlex.quote(command)}", payload)
+            content += len(payload)
+            sent += len(command) + len(payload)
+        for thread in hops:
+            thread.join()  # each hop's own timeout bounds it
+        return PushResult(host=seed, files_sent=len(delta.changed), content_bytes=content, bytes_sent=sent,
+                          files_deleted=delta.deleted), failed
+
+    def run(self, deltas: dict[str, Delta]) -> dict[str, Outcome[PushResult]]:
+        """Every host's outcome (`deltas`: what each lacks, by `prepare`): the seed's stream, then hops from
+        whichever workers have the bundle, a new seed when none is left."""
         results: dict[str, Outcome[PushResult]] = {}
-        targets = sorted(deltas, key=lambda n: self.sessions[n].host.worker)
-        for name, delta in deltas.items():
-            if not delta.changed:  # nothing to send: no hop, no key
+        order = sorted(deltas, key=lambda n: self.sessions[n].host.worker)
+        for name in order:
+            if not deltas[name].changed:  # nothing to send: no hop, no key
                 results[name] = Outcome(value=PushResult(host=name, files_sent=0, content_bytes=0,
-                                                         bytes_sent=delta.bytes_sent, files_deleted=delta.deleted))
+                                                         bytes_sent=deltas[name].bytes_sent,
+                                                         files_deleted=deltas[name].deleted))
             else:
-                self.deltas[name] = delta
+                self.deltas[name] = deltas[name]
         if not self.deltas:
             return results
         # Each worker's host key as this run's connections recorded it: the hops verify whom they reach.
-        for name in [seed, *self.deltas]:
+        for name in self.deltas:
             transport = self.sessions[name].c.transport
             if transport is not None and transport.is_active():
                 self.host_keys[name] = transport.get_remote_server_key()
-        installed = fan_out(lambda s: self._install(s), [self.sessions[n] for n in [seed, *self.deltas]],
+        installed = fan_out(lambda s: self._install(s), [self.sessions[n] for n in self.deltas],
                             timeout=self.timeouts.command, name=lambda s: s.host.name)
         for name, o in installed.items():
-            if not o.ok and name != seed:
+            if not o.ok:
                 results[name] = Outcome(error=RemoteError(f"{name}: preparing the relay failed: {o.error}"))
-        sources: dict[str, int] = {seed: 0} if installed[seed].ok else {}  # source -> hops it serves now
-        if not sources:
-            self.notes.append(f"{seed} could not serve as relay source ({installed[seed].error})")
-        pending = deque(t for t in targets if t not in results)
+        targets = [n for n in order if n not in results]
+        sources: dict[str, int] = {}  # source -> hops it serves now
+        # The seed: the first worker that takes the push from here; those that lack what it lacks get the
+        # stream as it passes. A seed that fails is named, and the next worker is tried.
+        while targets and not sources:
+            seed, streamed = targets.pop(0), []
+            try:
+                delta = self.deltas.pop(seed, None) or prepare(self.sessions[seed], self.bundle, self.dests[seed])
+                streamed = [t for t in targets if t in self.deltas and self.deltas[t].changed == delta.changed]
+                streamed = streamed[:STREAM_FANOUT]
+                result, failed = self._stream_push(seed, delta, streamed)
+            except Exception as exc:  # noqa: BLE001 - named, and the next worker becomes the seed
+                results[seed] = Outcome(error=exc)
+                for t in streamed:
+                    self.deltas.pop(t, None)  # what a broken stream left there is listed again
+                self.notes.append(f"{seed} failed as the seed ({exc}); the next worker is pushed directly")
+                continue
+            results[seed], sources[seed] = Outcome(value=result), 0
+            for t in streamed:
+                if t in failed:
+                    self.deltas.pop(t, None)
+                    continue
+                d = self.deltas.pop(t)
+                results[t] = Outcome(value=PushResult(
+                    host=t, files_sent=len(d.changed), content_bytes=0, bytes_sent=d.bytes_sent,
+                    files_deleted=d.deleted, via=seed, relayed_bytes=sum(self.bundle.files[n].size for n in d.changed)))
+                sources[t] = 0
+                targets.remove(t)
+        pending = deque(targets)
         if not pending:
             return results
         failures: dict[str, int] = {t: 0 for t in targets}
