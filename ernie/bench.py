@@ -1,4 +1,4 @@
-"""`ernie bench -s STACK WORKLOAD`: pulumi up -> ernie run -> collect -> pulumi destroy.
+"""`ernie bench -s STACK WORKLOAD`: pulumi refresh + up -> ernie run -> collect -> pulumi destroy.
 
 Destroy runs on success, on failure and on Ctrl-C, SIGTERM or SIGHUP (a closed terminal), always after
 collection has finished or timed out (a second signal skips the rest of the collection, never the
@@ -55,7 +55,11 @@ def bench_command(workload: str, sets: list[str], stack: str, keep: bool, opts: 
     with _handled(interrupt):
         try:
             with timeline.step("provision"):
-                pulumi.up(stack)
+                # A refresh first: hosts a TTL teardown or a preemption took are made again, not taken as there.
+                replaced = pulumi.bring_up(stack)
+            if replaced:
+                console.print(remote(f"replaced {len(replaced)} resource(s) that could not come back: "
+                                     f"{', '.join(replaced)}", "yellow"))
             inventory = parse_inventory(pulumi.inventory(stack), source=f"stack {stack}")
             code = run_workload(resolved, inventory, {"kind": "stack", "value": stack}, opts, console,
                                 run_id=run_id, timeline=timeline)

@@ -1,5 +1,5 @@
-"""The one seam that drives the Pulumi CLI: `up`, `stack output inventory`, `destroy` (and, for the cells of
-`ernie compare`, `stack ls` and `stack init`).
+"""The one seam that drives the Pulumi CLI: `refresh`, `up`, `stack output inventory`, `destroy` (and, for the
+cells of `ernie compare`, `stack ls` and `stack init`; to find what a refresh left unrecoverable, `stack export`).
 
 Nothing else in ernie runs `pulumi`. The executable is `$ERNIE_PULUMI` if set, else `pulumi` on PATH,
 so a test (or a user with a wrapper) can stand in for it. Commands run from the project directory
@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,10 @@ from typing import Any
 from ernie.errors import ErnieError
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+# Resource states a refresh records that no `up` repairs by itself: the resource must be replaced.
+UNRECOVERABLE_STATES: dict[str, tuple[str, ...]] = {
+    "gcp:tpu/v2Vm:V2Vm": ("PREEMPTED", "TERMINATED"),
+}
 INSTALL_HINT = (
     "the Pulumi CLI is not installed (or not on PATH): install it with "
     "`curl -fsSL https://get.pulumi.com | sh` (see https://www.pulumi.com/docs/install/), "
@@ -54,9 +59,41 @@ class PulumiCli:
         # Absolute: pulumi resolves a relative path against --cwd, the project, not where ernie was started.
         return ["--config-file", str(self.config_file.resolve())] if self.config_file is not None else []
 
-    def up(self, stack: str) -> None:
-        """`pulumi up --yes --skip-preview -s STACK`, output to the terminal."""
-        self._run(self._argv("up", "--yes", "--skip-preview", "-s", stack, *self._config()), f"pulumi up -s {stack}")
+    def up(self, stack: str, replace: Sequence[str] = ()) -> None:
+        """`pulumi up --yes --skip-preview -s STACK` (`--replace URN` for each of `replace`), output to the
+        terminal."""
+        replacing = [arg for urn in replace for arg in ("--replace", urn)]
+        self._run(self._argv("up", "--yes", "--skip-preview", "-s", stack, *replacing, *self._config()),
+                  f"pulumi up -s {stack}")
+
+    def refresh(self, stack: str) -> None:
+        """`pulumi refresh --yes --skip-preview -s STACK`: the state learns what the cloud deleted behind its back
+        (a TTL teardown, a reclaimed Spot instance), so the next `up` makes it again."""
+        self._run(self._argv("refresh", "--yes", "--skip-preview", "-s", stack, *self._config()),
+                  f"pulumi refresh -s {stack}")
+
+    def unrecoverable(self, stack: str) -> list[str]:
+        """URNs of the stack's resources that exist but cannot come back by themselves (`pulumi stack export`
+        after a refresh): a preempted Spot TPU node stays PREEMPTED until deleted, and `up` sees no difference."""
+        proc = subprocess.run(self._argv("stack", "export", "-s", stack), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise ErnieError(f"`pulumi stack export -s {stack}` failed ({proc.returncode}): "
+                             f"{proc.stderr.strip()[-500:] or 'no message'}")
+        try:
+            resources = json.loads(proc.stdout or "{}").get("deployment", {}).get("resources") or []
+            return [r["urn"] for r in resources
+                    if (r.get("outputs") or {}).get("state") in UNRECOVERABLE_STATES.get(r.get("type"), ())]
+        except (json.JSONDecodeError, AttributeError, TypeError, KeyError) as exc:
+            raise ErnieError(f"`pulumi stack export -s {stack}` is not a deployment ({exc})") from exc
+
+    def bring_up(self, stack: str) -> list[str]:
+        """Refresh, then `up`, replacing what cannot come back by itself: the hosts are all there afterwards
+        (after a TTL delete, a reclaimed Spot instance or a preempted TPU node). Returns the URNs replaced."""
+        self.refresh(stack)
+        replace = self.unrecoverable(stack)
+        self.up(stack, replace=replace)
+        return replace
 
     def destroy(self, stack: str) -> None:
         """`pulumi destroy --yes -s STACK`, output to the terminal."""

@@ -22,10 +22,20 @@ from rich.console import Console
 
 from ernie.errors import ErnieError
 from ernie.inventory import Inventory
+from ernie.pulumi_cli import PulumiCli
 from ernie.remote.connect import Session, fan_out
 from ernie.remote.layout import Layout
 from ernie.remote.runners import Probe, probe
-from ernie.run import TIMELINE, RunOptions, RunRecord, Timeline, connect_all, execute, load_run, stop_workers
+from ernie.run import (
+    TIMELINE,
+    RunOptions,
+    RunRecord,
+    Timeline,
+    connect_all,
+    execute,
+    recorded_inventory,
+    stop_workers,
+)
 
 CHECKPOINTS = "checkpoints"
 """Where a workload keeps what `--resume` continues from, under $ERNIE_OUTPUT_DIR (docs/workloads.md)."""
@@ -132,7 +142,8 @@ def resume_run(record: RunRecord, inventory: Inventory, opts: RunOptions, consol
 
 
 def resume_command(run_id: str, workload: str | None, sets: list[str], stack: str | None,
-                   inventory_file: Path | None, local: bool, opts: RunOptions, console: Console) -> int:
+                   inventory_file: Path | None, local: bool, opts: RunOptions, console: Console,
+                   pulumi: PulumiCli | None = None) -> int:
     """`ernie run --resume RUN_ID`: the run's own workload and parameters; the hosts it was started on, or those
     given (a recreated stack's new addresses)."""
     if workload is not None:
@@ -140,5 +151,12 @@ def resume_command(run_id: str, workload: str | None, sets: list[str], stack: st
     if sets:
         raise ErnieError(f"--set {sets[0]}: a resumed run keeps the parameters its checkpoints were made with "
                          f"({opts.results_root / run_id / 'run.json'}); start a new run to change them")
-    record, inventory = load_run(run_id, stack, inventory_file, local, opts.results_root)
-    return resume_run(record, inventory, opts, console)
+    record = RunRecord.load(opts.results_root, run_id)
+    source = record.inventory_source
+    if stack or (not inventory_file and not local and source["kind"] == "stack"):
+        # The hosts a preemption or the TTL took are not in the stack's stale state: refresh, then up (a
+        # preempted TPU node replaced) before the inventory is read again.
+        stack = stack or source["value"]
+        console.print(f"bringing stack {stack}'s hosts back: pulumi refresh, then up")
+        (pulumi or PulumiCli()).bring_up(stack)
+    return resume_run(record, recorded_inventory(record, stack, inventory_file, local), opts, console)

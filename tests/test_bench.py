@@ -1,6 +1,7 @@
 """`ernie bench`: pulumi up -> run -> collect -> pulumi destroy, with a stand-in Pulumi CLI and real SSH hosts.
 
-The stand-in answers `stack output inventory` with the namespace hosts' inventory and logs every call;
+The stand-in answers `stack output inventory` with the namespace hosts' inventory, `stack export` with
+$FAKE_PULUMI_EXPORT's deployment (none: an empty one), and logs every call;
 when `destroy` is called it records what results/ held at that moment, which proves destroy came after
 collection had finished. With $FAKE_PULUMI_UP_SECONDS its `up` takes that long and, like pulumi, takes
 a SIGINT as "cancel gracefully": it needs a while to finish what is in flight, then logs `up-cancelled`
@@ -43,6 +44,9 @@ for sig in (signal.SIGINT, signal.SIGTERM):
 log(call)
 if args[:3] == ["stack", "output", "inventory"]:
     print(Path(os.environ["FAKE_PULUMI_INVENTORY"]).read_text())
+if args[:2] == ["stack", "export"]:
+    exported = os.environ.get("FAKE_PULUMI_EXPORT")
+    print(Path(exported).read_text() if exported else '{{"version": 3, "deployment": {{"resources": []}}}}')
 if args[0] == "up" and "FAKE_PULUMI_UP_SECONDS" in os.environ:
     end = time.time() + float(os.environ["FAKE_PULUMI_UP_SECONDS"])
     while not got and time.time() < end:
@@ -99,9 +103,12 @@ def test_success_destroys_after_collection(ernie_cmd: list[str], fake_pulumi: di
     proc = bench(ernie_cmd, fake_pulumi, "--set", "steps=2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     log = calls(fake_pulumi)
-    assert [c["args"][0] for c in log] == ["up", "stack", "destroy"]
-    assert log[0]["args"][:4] == ["up", "--yes", "--skip-preview", "-s"] and "sshhosts" in log[0]["args"]
-    assert log[2]["manifest_states"] == [{"w0": "complete", "w1": "complete", "w2": "complete"}]
+    # A refresh first (the state learns what a TTL or a preemption took), then up.
+    assert [c["args"][:2] for c in log] == [["refresh", "--yes"], ["stack", "export"], ["up", "--yes"],
+                                            ["stack", "output"], ["destroy", "--yes"]]
+    assert log[2]["args"][:4] == ["up", "--yes", "--skip-preview", "-s"] and "sshhosts" in log[2]["args"]
+    assert "--replace" not in log[2]["args"]
+    assert log[4]["manifest_states"] == [{"w0": "complete", "w1": "complete", "w2": "complete"}]
     assert timeline(fake_pulumi) == ["provision", "wait_ssh", "push", "setup", "run", "collect", "destroy"]
 
 
@@ -132,7 +139,7 @@ def test_a_signal_mid_run_stops_collects_then_destroys(ernie_cmd: list[str], fak
         proc.kill()
     assert proc.returncode == 128 + sig, out
     log = calls(fake_pulumi)
-    assert [c["args"][0] for c in log] == ["up", "stack", "destroy"]
+    assert [c["args"][0] for c in log] == ["refresh", "stack", "up", "stack", "destroy"]
     # Stopped (exit 143 recorded by each worker's wrapper) and collected before the destroy.
     assert log[-1]["manifest_states"] == [{"w0": "failed", "w1": "failed", "w2": "failed"}]
     (manifest,) = results.glob("*/manifest.json")
@@ -150,9 +157,9 @@ def test_a_signal_during_up_lets_pulumi_cancel_cleanly_before_destroy(ernie_cmd:
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not calls(env):
+        while time.monotonic() < deadline and not [c for c in calls(env) if c["args"][0] == "up"]:
             time.sleep(0.1)
-        assert calls(env), "pulumi up never started"
+        assert [c for c in calls(env) if c["args"][0] == "up"], "pulumi up never started"
         if to_group:
             os.killpg(proc.pid, sig)  # as the terminal's Ctrl-C does: to every process of the foreground group
         else:
@@ -164,18 +171,56 @@ def test_a_signal_during_up_lets_pulumi_cancel_cleanly_before_destroy(ernie_cmd:
     assert proc.returncode == 128 + sig, out
     log = calls(env)
     # pulumi got one SIGINT (a graceful cancel; a second would force it), was let finish, then destroy ran.
-    assert [c["args"][0] for c in log] == ["up", "up-cancelled", "destroy"], out
-    assert log[1]["signals"] == ["SIGINT"] and log[2]["time"] >= log[1]["time"]
+    assert [c["args"][0] for c in log] == ["refresh", "stack", "up", "up-cancelled", "destroy"], out
+    assert log[3]["signals"] == ["SIGINT"] and log[4]["time"] >= log[3]["time"]
     assert "Traceback" not in out
     steps = json.loads(next(Path(env["FAKE_PULUMI_RESULTS"]).glob("*/timeline.json")).read_text())["steps"]
     assert [(st["name"], st["ok"]) for st in steps] == [("provision", False), ("destroy", True)]
 
 
+def test_a_preempted_tpu_node_is_replaced_and_a_healthy_one_kept(ernie_cmd: list[str], tmp_path: Path) -> None:
+    """After a refresh the state says which nodes a preemption left dead: `up` replaces those, and only those."""
+    node = "urn:pulumi:sshhosts::ernie::ernie:gcp:TpuSlice$gcp:tpu/v2Vm:V2Vm::tpu-tpu"
+    deployment = {"version": 3, "deployment": {"resources": [
+        {"urn": node, "type": "gcp:tpu/v2Vm:V2Vm", "outputs": {"state": "PREEMPTED"}},
+        {"urn": node + "-other", "type": "gcp:tpu/v2Vm:V2Vm", "outputs": {"state": "READY"}},
+        {"urn": "urn:pulumi:sshhosts::ernie::gcp:storage/bucket:Bucket::b", "type": "gcp:storage/bucket:Bucket",
+         "outputs": {"state": "PREEMPTED"}}]}}
+    (tmp_path / "export.json").write_text(json.dumps(deployment))
+    env = pulumi_env(tmp_path, local_stack(tmp_path), FAKE_PULUMI_EXPORT=str(tmp_path / "export.json"))
+    proc = bench(ernie_cmd, env, "--set", "steps=1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (up,) = [c["args"] for c in calls(env) if c["args"][0] == "up"]
+    assert [up[i + 1] for i, a in enumerate(up) if a == "--replace"] == [node]
+    assert "replaced 1 resource(s)" in proc.stdout
+
+
 def test_keep_skips_destroy_and_says_how(ernie_cmd: list[str], fake_pulumi: dict[str, str]) -> None:
     proc = bench(ernie_cmd, fake_pulumi, "--set", "steps=2", "--keep")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert [c["args"][0] for c in calls(fake_pulumi)] == ["up", "stack"]
+    assert [c["args"][0] for c in calls(fake_pulumi)] == ["refresh", "stack", "up", "stack"]
     assert "pulumi destroy -s sshhosts" in proc.stdout
+
+
+def test_resume_on_a_stack_refreshes_and_brings_the_hosts_back_first(ernie_cmd: list[str], tmp_path: Path) -> None:
+    """`ernie run --resume` of a run made on a stack: refresh and up (a preempted node replaced) before the
+    inventory is read again and the workers are looked at."""
+    node = "urn:pulumi:sshhosts::ernie::ernie:gcp:TpuSlice$gcp:tpu/v2Vm:V2Vm::tpu-tpu"
+    env = pulumi_env(tmp_path, local_stack(tmp_path))
+    proc = bench(ernie_cmd, env, "--set", "steps=1", "--keep")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run_id,) = [p.name for p in Path(env["FAKE_PULUMI_RESULTS"]).iterdir() if p.is_dir()]
+    before = len(calls(env))
+    (tmp_path / "export.json").write_text(json.dumps({"deployment": {"resources": [
+        {"urn": node, "type": "gcp:tpu/v2Vm:V2Vm", "outputs": {"state": "PREEMPTED"}}]}}))
+    resumed = subprocess.run([*ernie_cmd, "run", "--resume", run_id, "--results", env["FAKE_PULUMI_RESULTS"]],
+                             capture_output=True, text=True, timeout=120,
+                             env={**env, "FAKE_PULUMI_EXPORT": str(tmp_path / "export.json")})
+    later = [c["args"] for c in calls(env)[before:]]
+    assert [a[:2] for a in later] == [["refresh", "--yes"], ["stack", "export"], ["up", "--yes"], ["stack", "output"]]
+    assert later[2][later[2].index("--replace") + 1] == node
+    # The run had finished: with its hosts back, there is nothing to resume.
+    assert resumed.returncode != 0 and "nothing to resume" in resumed.stdout + resumed.stderr
 
 
 def test_bad_workload_fails_before_provisioning(ernie_cmd: list[str], fake_pulumi: dict[str, str]) -> None:
@@ -209,7 +254,7 @@ def test_a_failed_destroy_does_not_hide_the_error_before_it(ernie_cmd: list[str]
     assert "stack sshhosts: the inventory output is not JSON" in proc.stderr  # the first error, still the verdict
     assert "stack sshhosts may still be up: run `pulumi destroy -s sshhosts`" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert [c["args"][0] for c in calls(env)] == ["up", "stack", "destroy"]
+    assert [c["args"][0] for c in calls(env)] == ["refresh", "stack", "up", "stack", "destroy"]
 
 
 def test_ctrl_c_outside_a_command_is_one_line_and_130(monkeypatch: pytest.MonkeyPatch,

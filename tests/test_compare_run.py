@@ -134,8 +134,8 @@ def test_three_cells_on_two_clouds_run_to_one_report(ernie_cmd: list[str], setup
     proc = subprocess.run([*ernie_cmd, "compare", "compare.toml", "--results", results.name, "--parallel", "3"],
                           capture_output=True, text=True, env=setup["env"], timeout=300, cwd=results.parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert by_stack(setup["env"]) == {"t-tpu": ["init", "up", "stack", "destroy"],
-                                      "t-gpu": ["init", "up", "stack", "destroy"]}
+    assert by_stack(setup["env"]) == {"t-tpu": ["init", "refresh", "stack", "up", "stack", "destroy"],
+                                      "t-gpu": ["init", "refresh", "stack", "up", "stack", "destroy"]}
     up = next(c["args"] for c in calls(setup["env"]) if c["args"][0] == "up" and "t-tpu" in c["args"])
     config = Path(up[up.index("--config-file") + 1])
     assert config.parent == setup["results"] / "compare" / "t" and "ernie:tpuType: v4-8" in config.read_text()
@@ -197,8 +197,8 @@ def test_a_failing_cell_leaves_the_others_complete_and_resume_runs_only_it(ernie
     write_plan(setup, gpu_fails=True)
     proc = compare(ernie_cmd, setup)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert by_stack(setup["env"]) == {"t-tpu": ["init", "up", "stack", "destroy"],
-                                      "t-gpu": ["init", "up", "stack", "destroy"]}
+    assert by_stack(setup["env"]) == {"t-tpu": ["init", "refresh", "stack", "up", "stack", "destroy"],
+                                      "t-gpu": ["init", "refresh", "stack", "up", "stack", "destroy"]}
     cells = {c["cell"]: c for c in report(setup)["cells"]}
     assert {c: cells[c]["status"] for c in cells} == {"tpu": "complete", "gpu": "failed", "here": "complete"}
     assert "cell gpu: failed" in proc.stdout.replace("\n", " ")
@@ -210,7 +210,7 @@ def test_a_failing_cell_leaves_the_others_complete_and_resume_runs_only_it(ernie
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     later = calls(setup["env"])[logged:]
     assert [c["args"][0] for c in later if c["args"][0] != "stack" or c["args"][1] == "output"] == \
-        ["up", "stack", "destroy"]
+        ["refresh", "up", "stack", "destroy"]
     assert all("t-gpu" in c["args"] for c in later if c["args"][0] in ("up", "destroy"))
     again = {c["cell"]: c for c in report(setup)["cells"]}
     assert {c: again[c]["status"] for c in again} == {"tpu": "complete", "gpu": "complete", "here": "complete"}
@@ -240,8 +240,8 @@ def test_a_signal_mid_run_collects_and_destroys_every_live_stack(ernie_cmd: list
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + sig, out
-    assert by_stack(setup["env"]) == {"t-tpu": ["init", "up", "stack", "destroy"],
-                                      "t-gpu": ["init", "up", "stack", "destroy"]}, out
+    assert by_stack(setup["env"]) == {"t-tpu": ["init", "refresh", "stack", "up", "stack", "destroy"],
+                                      "t-gpu": ["init", "refresh", "stack", "up", "stack", "destroy"]}, out
     state = json.loads((results / "compare" / "t" / "state.json").read_text())["cells"]
     for name, cell in state.items():
         steps = steps_of(results, cell["run_id"])
@@ -264,6 +264,15 @@ def cell_pid(spec: Path) -> int | None:
     return None
 
 
+def cell_streaming(spec: Path, results: Path) -> bool:
+    """Whether the cell of `spec` has its own run streaming (its worker 0's stream copy exists)."""
+    try:
+        run_id = json.loads(spec.read_text())["run_id"]
+    except (OSError, ValueError, KeyError):
+        return False  # not written yet, or half written
+    return (results / run_id / "worker0.stream.log").exists()
+
+
 def test_a_cell_process_killed_mid_run_still_has_its_stack_destroyed(ernie_cmd: list[str], setup: dict) -> None:
     write_plan(setup, steps=400, rates=(4, 800, 800))  # the tpu cell runs long; the others end on their own
     results = setup["results"]
@@ -273,7 +282,8 @@ def test_a_cell_process_killed_mid_run_still_has_its_stack_destroyed(ernie_cmd: 
     try:
         spec = results / "compare" / "t" / "tpu.cell.json"
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (spec.is_file() and list(results.glob("*/worker0.stream.log"))):
+        # The tpu cell's own run under way (not another cell's): its stack is up and its inventory read.
+        while time.monotonic() < deadline and not cell_streaming(spec, results):
             time.sleep(0.3)
         pid = cell_pid(spec)
         assert pid is not None, "the tpu cell never started"
@@ -284,7 +294,7 @@ def test_a_cell_process_killed_mid_run_still_has_its_stack_destroyed(ernie_cmd: 
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 1, out
     assert "cell tpu: its process ended without destroying stack t-tpu; destroying it now" in out.replace("\n", " ")
-    assert by_stack(setup["env"])["t-tpu"] == ["init", "up", "stack", "destroy"]
+    assert by_stack(setup["env"])["t-tpu"] == ["init", "refresh", "stack", "up", "stack", "destroy"]
     destroy = next(c["args"] for c in calls(setup["env"]) if c["args"][0] == "destroy" and "t-tpu" in c["args"])
     assert destroy[destroy.index("--config-file") + 1].endswith("compare/t/Pulumi.t-tpu.yaml")
     cells = {c["cell"]: c for c in report(setup)["cells"]}
