@@ -132,6 +132,14 @@ def load_split(data_dir: str | os.PathLike, split: str) -> dict[str, np.ndarray]
     return arrays
 
 
+def pad_to_batches(arrays: dict[str, np.ndarray], global_batch: int) -> dict[str, np.ndarray]:
+    """A split padded with zero-weight rows to whole global batches (static shapes, exact accuracy): the
+    padding rows predict nothing (`masked_lm_weights` 0), so they count in no eval figure."""
+    examples = len(arrays["input_ids"])
+    missing = -examples % global_batch
+    return {name: np.concatenate([a, np.zeros((missing, *a.shape[1:]), a.dtype)]) for name, a in arrays.items()}
+
+
 def _load_shard(path: Path, dims: dict[str, int]) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"shard {path} is missing: run prep_data.py again")

@@ -1,4 +1,7 @@
-"""BERT with its pretraining heads on Keras 3 and keras-hub, and the pretraining loss and accuracy.
+"""BERT with its pretraining heads on Keras 3 and keras-hub, the pretraining loss and accuracy, the dtype policy.
+
+Backend-neutral (keras.ops only): the TensorFlow trainer (tf_pretrain.py) and the JAX one
+(jax_pretrain.py) build, train and score the same model from here.
 
 The model is the one the PyTorch workload trains, tensor for tensor: keras-hub's `BertBackbone`
 (embeddings, encoder, tanh pooler), keras-hub's `MaskedLMHead` applied only at the masked positions
@@ -14,11 +17,15 @@ normalises it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import keras_hub
-import tensorflow as tf
+from keras import ops
 
 from presets import Preset
+
+Tensor = Any  # a tf.Tensor or a jax.Array, whichever backend Keras runs on
 
 INITIALIZER_STDDEV = 0.02  # BERT's truncated-normal initializer range
 LAYER_NORM_EPSILON = 1e-12  # BERT's, as keras-hub's backbone and transformers' BertConfig use
@@ -63,23 +70,24 @@ def build_pretrainer(preset: Preset, seq_len: int, max_predictions: int) -> kera
 
 
 def pretraining_loss(
-    outputs: dict[str, tf.Tensor], batch: dict[str, tf.Tensor], mlm_denominator: tf.Tensor, nsp_denominator: tf.Tensor
-) -> dict[str, tf.Tensor]:
+    outputs: dict[str, Tensor], batch: dict[str, Tensor], mlm_denominator: Tensor, nsp_denominator: Tensor
+) -> dict[str, Tensor]:
     """This replica's share of the global batch's mean losses, as train_torch.py's `pretraining_loss`.
 
     The masked-LM cross-entropies are summed over this replica's real predictions and divided by the
     count of real predictions in the whole global batch (`mlm_denominator`), the next-sentence ones
     summed and divided by the global batch size (`nsp_denominator`): summed over replicas, the loss and
-    its gradient are exactly the global batch's mean, however the batch is split.
+    its gradient are exactly the global batch's mean, however the batch is split. (On JAX the step sees
+    the whole global batch as one sharded array, so the denominators are its own counts.)
     """
-    per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=batch["masked_lm_ids"], logits=tf.cast(outputs["mlm_logits"], tf.float32)
+    per_token = ops.sparse_categorical_crossentropy(
+        batch["masked_lm_ids"], ops.cast(outputs["mlm_logits"], "float32"), from_logits=True
     )
-    mlm_loss = tf.reduce_sum(per_token * batch["masked_lm_weights"]) / mlm_denominator
+    mlm_loss = ops.sum(per_token * batch["masked_lm_weights"]) / mlm_denominator
     nsp_loss = (
-        tf.reduce_sum(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=batch["next_sentence_labels"], logits=tf.cast(outputs["nsp_logits"], tf.float32)
+        ops.sum(
+            ops.sparse_categorical_crossentropy(
+                batch["next_sentence_labels"], ops.cast(outputs["nsp_logits"], "float32"), from_logits=True
             )
         )
         / nsp_denominator
@@ -87,9 +95,22 @@ def pretraining_loss(
     return {"loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss}
 
 
-def masked_lm_counts(outputs: dict[str, tf.Tensor], batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+def masked_lm_counts(outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """(correct, real) masked-LM predictions of a batch: masked-LM accuracy is their ratio over the eval set."""
     weights = batch["masked_lm_weights"]
-    predicted = tf.argmax(outputs["mlm_logits"], axis=-1, output_type=tf.int32)
-    correct = tf.reduce_sum(tf.cast(tf.equal(predicted, batch["masked_lm_ids"]), tf.float32) * weights)
-    return correct, tf.reduce_sum(weights)
+    predicted = ops.cast(ops.argmax(outputs["mlm_logits"], axis=-1), "int32")
+    correct = ops.sum(ops.cast(ops.equal(predicted, ops.cast(batch["masked_lm_ids"], "int32")), "float32") * weights)
+    return correct, ops.sum(weights)
+
+
+def precision_policy(accelerator: str, gpu_compute_capability: tuple[int, int] | None = None) -> str:
+    """The Keras dtype policy per device: bf16 where the hardware has it in its matrix units, else fp32.
+
+    TPUs and Ampere-or-newer GPUs compute in bfloat16 with float32 variables (`mixed_bfloat16`, which
+    needs no loss scaling). CPUs train in float32, as the PyTorch workload does there.
+    """
+    if accelerator == "tpu":
+        return "mixed_bfloat16"
+    if accelerator == "gpu" and gpu_compute_capability is not None and tuple(gpu_compute_capability) >= (8, 0):
+        return "mixed_bfloat16"
+    return "float32"

@@ -1,5 +1,8 @@
 """The BERT pretraining optimizers (AdamW, LAMB) and learning-rate schedule on Keras 3, as train_torch.py.
 
+Backend-neutral (keras.ops only): tf_pretrain.py applies them on TensorFlow, jax_pretrain.py through
+`stateless_apply` inside its jitted step on JAX.
+
 - Schedule: MLPerf's reference schedule (recipe.reference_lr): polynomial decay to 0 at the last step,
   after a linear warm-up that starts at start_warmup_step; the first update (k = 0) has rate 0 without one
   shifted: train_torch.py's `lr_lambda` under torch's LambdaLR, step for step.
@@ -14,7 +17,8 @@
 
 The gradient these optimizers receive is already summed over replicas and clipped on its global norm
 (tf_pretrain.py does both, as DDP and clip_grad_norm_ do), so Keras's own all-reduce of each step's
-gradients is turned off (`_PreReduced`).
+gradients is turned off (`_PreReduced`; a tf.distribute hook that the JAX backend never calls: there the
+step's gradient is the global batch's, reduced by XLA across the devices).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import math
 from typing import Literal
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 OptimizerName = Literal["adamw", "lamb"]

@@ -162,3 +162,8 @@ def conformance(args: argparse.Namespace, eval_samples: int) -> recipe.Conforman
         eval_interval_samples=args.eval_every_samples or args.eval_every * args.global_batch,
         global_batch=args.global_batch,
     ))
+
+
+def recipe_fingerprint(args: argparse.Namespace) -> dict:
+    """What must not change between a run and its resumption: a checkpoint of other settings is refused."""
+    return {k: getattr(args, k) for k in ("preset", "global_batch", "seq_len", "seed", "optimizer", "max_steps")}

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from data import pad_to_batches
+
 FEATURES = ("input_ids", "segment_ids", "input_mask", "masked_lm_positions")
 LABELS = ("masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
 
@@ -61,13 +63,6 @@ def train_dataset(
         return {name: tf.gather(tensor, rows) for name, tensor in tensors.items()}
 
     return slices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
-
-
-def pad_to_batches(arrays: dict[str, np.ndarray], global_batch: int) -> dict[str, np.ndarray]:
-    """The split padded with zero-weight rows to whole global batches (static shapes, exact accuracy)."""
-    examples = len(arrays["input_ids"])
-    missing = -examples % global_batch
-    return {name: np.concatenate([a, np.zeros((missing, *a.shape[1:]), a.dtype)]) for name, a in arrays.items()}
 
 
 def eval_dataset(

@@ -2,7 +2,7 @@
 
 Imported by train_tf.py once tf_strategy has prepared the environment. A step: every replica runs one
 XLA-compiled forward and backward pass (`jit_compile=True`) over its share of the global batch, its
-loss normalised by the global batch's counts (tf_model.pretraining_loss); the gradients are summed
+loss normalised by the global batch's counts (keras_model.pretraining_loss); the gradients are summed
 across replicas, clipped on their global norm and applied once. A step is timed from the request for
 its input batch until its loss is back on the host; the wait for the input is recorded on its own, and
 its share of the timed step time is the input-pipeline figure the frameworks benchmark reports.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import shlex
 import sys
 import time
@@ -25,15 +24,22 @@ import numpy as np
 import tensorflow as tf
 from mlperf_logging.mllog import constants as mlc
 
+import checkpoint_tf1
 import data
+import formats
+import recipe
+import tf_shards
 import flops
+import keras_optim
 import results
 import tf_data
-import tf_optim
 import tf_strategy
+from cluster import cpu_name
+from keras_model import build_pretrainer, masked_lm_counts, precision_policy, pretraining_loss
 from mlperf import MLPerfLogger
+from recipe_args import conformance
 from presets import get_preset
-from tf_model import build_pretrainer, masked_lm_counts, pretraining_loss
+from recipe_args import recipe_fingerprint
 
 WORKLOAD = "bert-tf"
 CHECKPOINTS = "checkpoints"
@@ -50,29 +56,18 @@ def device_name(plan: tf_strategy.Plan) -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    return cpu_name()
 
 
 def resolve_policy(requested: str, plan: tf_strategy.Plan) -> str:
-    """The Keras dtype policy: --precision, or tf_strategy.precision_policy for the device."""
+    """The Keras dtype policy: --precision, or keras_model.precision_policy for the device."""
     if requested != "auto":
         return {"fp32": "float32", "bf16": "mixed_bfloat16"}[requested]
     capability = None
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-    return tf_strategy.precision_policy(plan.accelerator, capability)
-
-
-def checkpoint_fingerprint(args: argparse.Namespace) -> dict:
-    """What must not change between a run and its resumption (train_torch.py's list)."""
-    return {k: getattr(args, k) for k in ("preset", "global_batch", "seq_len", "seed", "optimizer", "max_steps")}
+    return precision_policy(plan.accelerator, capability)
 
 
 def checkpoint_directory(out: Path, plan: tf_strategy.Plan) -> Path:
@@ -105,7 +100,7 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
     with strategy.scope():
         model = build_pretrainer(preset, args.seq_len, args.max_predictions)
         variables = model.trainable_variables
-        optimizer = tf_optim.make_optimizer(
+        optimizer = keras_optim.make_optimizer(
             args.optimizer, variables, lr=args.lr, warmup_steps=args.warmup_steps, total_steps=args.max_steps,
             weight_decay=args.weight_decay, beta_1=args.beta1, beta_2=args.beta2, epsilon=args.eps,
             start_warmup_step=args.start_warmup_step, power=args.poly_power,
@@ -117,10 +112,10 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
     start_step = 0
     if resume_from is not None:
         written = json.loads((checkpoint_dir / FINGERPRINT).read_text())
-        if written != checkpoint_fingerprint(args):
+        if written != recipe_fingerprint(args):
             raise SystemExit(
                 f"train_tf.py: error: --resume: {resume_from} was written with {written}, this run has "
-                f"{checkpoint_fingerprint(args)}; use another --out or the same settings"
+                f"{recipe_fingerprint(args)}; use another --out or the same settings"
             )
         checkpoint.restore(resume_from).assert_existing_objects_matched()
         start_step = int(step_var.numpy())
@@ -134,11 +129,45 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
                 f"elsewhere; give every worker the checkpoints of the same run, or start afresh in a new --out"
             )
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    (checkpoint_dir / FINGERPRINT).write_text(json.dumps(checkpoint_fingerprint(args)) + "\n")
+    (checkpoint_dir / FINGERPRINT).write_text(json.dumps(recipe_fingerprint(args)) + "\n")
 
-    train_arrays = data.load_split(args.data_dir, "train")
-    eval_arrays = {k: v[: args.eval_samples] for k, v in data.load_split(args.data_dir, "eval").items()}
-    eval_count = len(eval_arrays["input_ids"])
+    if resume_from is None and args.init_checkpoint is not None:  # initialisation: the reference's phase-1 weights
+        try:
+            checkpoint_tf1.load_keras(model, args.init_checkpoint, preset)
+        except checkpoint_tf1.CheckpointError as exc:
+            raise SystemExit(f"train_tf.py: error: --init-checkpoint: {exc}") from None
+
+    # The eval set's size and the run's conformance come from the shards' headers: no example is read before
+    # run_start (the rules' clock starts before the data is touched).
+    try:
+        eval_source = formats.open_source(args.eval_data or args.data_dir, "auto" if args.eval_data else args.data_format,
+                                          split="eval", seq_len=args.seq_len, max_predictions=args.max_predictions)
+        eval_count = min(args.eval_samples, eval_source.examples)
+    except data.DataError as exc:
+        raise SystemExit(f"train_tf.py: error: --eval-data: {exc}") from None
+    standing = conformance(args, eval_count)
+    last_step = args.max_steps
+    if args.max_samples_termination is not None:
+        last_step = min(last_step, -(-args.max_samples_termination // args.global_batch))
+    if resume_from is None:
+        mllog.open_run(args, platform=f"{replicas}x{name}", eval_size=eval_count, accumulation=1,
+                       division=standing.division)
+    else:
+        mllog.event(mlc.INIT_CHECKPOINT_STEP, start_step)
+    run_start = time.time()
+
+    if args.data_format == "ernie":
+        train_arrays = data.load_split(args.data_dir, "train")
+        train_size = str(len(train_arrays["input_ids"]))
+    else:
+        train_source = formats.open_source(args.data_dir, args.data_format, seq_len=args.seq_len)
+        train_size = "streamed"
+    try:
+        eval_arrays = formats.read_examples(eval_source, limit=eval_count)
+        formats.check_vocab(eval_arrays, vocab_size=preset.vocab_size, cls_id=data.CLS_ID,
+                            where=str(args.eval_data or args.data_dir))
+    except data.DataError as exc:
+        raise SystemExit(f"train_tf.py: error: --eval-data: {exc}") from None
     if plan.is_chief:
         print(
             f"bert-tf: preset {preset.name} ({params / 1e6:.1f}M params), {replicas} replica(s) on {hosts} host(s) "
@@ -146,16 +175,12 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
             f"  global batch {args.global_batch} = {replicas} x {args.global_batch // replicas}; seq {args.seq_len}, "
             f"{args.max_predictions} predictions\n"
             f"  {args.optimizer} lr {args.lr} warm-up {args.warmup_steps}, steps {start_step}..{args.max_steps}, "
-            f"{len(train_arrays['input_ids'])} train / {eval_count} eval examples; tensorflow {tf.__version__}, "
-            f"keras {keras.__version__}, keras-hub {keras_hub.__version__}"
+            f"{train_size} train ({args.data_format}) / {eval_count} eval examples; tensorflow {tf.__version__}, "
+            f"keras {keras.__version__}, keras-hub {keras_hub.__version__}\n  MLPerf {standing.division} division"
+            + "".join(f"\n    open: {why}" for why in standing.differences)
             + (f"\n  resuming from {resume_from}" if resume_from else ""),
             flush=True,
         )
-    if resume_from is None:
-        mllog.open_run(args, platform=f"{replicas}x{name}", train_size=len(train_arrays["input_ids"]),
-                       eval_size=eval_count, accumulation=1)
-    else:
-        mllog.event(mlc.INIT_CHECKPOINT_STEP, start_step)
 
     @tf.function(jit_compile=True)
     def forward_backward(batch, mlm_denominator, nsp_denominator):
@@ -201,10 +226,12 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
     batches = strategy.distribute_datasets_from_function(
         lambda context: tf_data.train_dataset(
             train_arrays, global_batch=args.global_batch, seed=args.seed, first_step=start_step,
-            num_steps=args.max_steps - start_step, context=context,
+            num_steps=last_step - start_step, context=context,
+        ) if args.data_format == "ernie" else tf_shards.train_dataset(
+            train_source, global_batch=args.global_batch, seed=args.seed, first_step=start_step,
+            num_steps=last_step - start_step, context=context,
         )
     )
-    run_start = time.time()
 
     # ---- the training loop
     step_times: list[float] = []
@@ -213,8 +240,13 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
     time_to_target: float | None = None
     step = start_step
     batch_iterator = iter(batches)
+    if resume_from is None and args.init_checkpoint is not None:  # the checkpoint's own accuracy
+        mllog.start(mlc.EVAL_START, metadata={"epoch_num": 0})
+        accuracy = evaluate()
+        mllog.event(mlc.EVAL_ACCURACY, accuracy, metadata={"epoch_num": 0})
+        mllog.end(mlc.EVAL_STOP, metadata={"epoch_num": 0})
     mllog.start(mlc.BLOCK_START, metadata={"samples_count": step * args.global_batch})
-    while step < args.max_steps:
+    while step < last_step:
         t0 = time.perf_counter()
         batch = next(batch_iterator)
         t1 = time.perf_counter()
@@ -227,7 +259,7 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
             mllog.end(mlc.RUN_STOP, metadata={"status": mlc.ABORTED})
             raise SystemExit(f"train_tf.py: error: step {step}: the loss is {loss}; lower --lr or check the data")
 
-        if step % args.log_every == 0 or step == args.max_steps:
+        if step % args.log_every == 0 or step == last_step:
             recent = step_times[-args.log_every :]
             mllog.tracked_stats(
                 step,
@@ -239,7 +271,11 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
                 input_wait=round(sum(input_waits[-args.log_every :]) / sum(recent), 4),
             )
         reached = False
-        if step % args.eval_every == 0 or step == args.max_steps:
+        if args.eval_every_samples:
+            due = recipe.eval_due((step - 1) * args.global_batch, step * args.global_batch, args.eval_every_samples)
+        else:
+            due = step % args.eval_every == 0
+        if due or step == last_step:
             samples = step * args.global_batch
             mllog.end(mlc.BLOCK_STOP, metadata={"samples_count": samples})
             mllog.start(mlc.EVAL_START, metadata={"epoch_num": samples})
@@ -249,14 +285,15 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
             reached = accuracy >= args.target_accuracy
             if reached:
                 time_to_target = time.time() - run_start
-            elif step < args.max_steps:
+            elif step < last_step:
                 mllog.start(mlc.BLOCK_START, metadata={"samples_count": samples})
-        if reached or step % args.checkpoint_every == 0 or step == args.max_steps:
+        if reached or step % args.checkpoint_every == 0 or step == last_step:
             step_var.assign(step)
             manager.save(checkpoint_number=step)
         if reached:
             break
 
+    mllog.samples(train=step * args.global_batch)  # the samples to converge (or trained, if it did not)
     mllog.end(mlc.RUN_STOP, metadata={"status": mlc.SUCCESS if time_to_target is not None else mlc.ABORTED})
     mllog.close()
     train_time = time.time() - run_start
@@ -282,6 +319,7 @@ def run(args: argparse.Namespace, plan: tf_strategy.Plan) -> None:
         train_time_s=train_time,
         versions={"tensorflow": tf.__version__, "keras": keras.__version__, "keras_hub": keras_hub.__version__},
         command=shlex.join([Path(sys.executable).name, *sys.argv]),
+        mlperf={"division": standing.division, "differences": list(standing.differences), "ruleset": recipe.RULESET},
     )
     # The per-step figures, for the frameworks benchmark's input-wait share: seconds per step, seconds waited.
     (args.out / TIMINGS).write_text("".join(f"{s:.6f}\t{w:.6f}\n" for s, w in zip(step_times, input_waits)))

@@ -22,56 +22,24 @@ TensorFlow reads when it loads):
 
 from __future__ import annotations
 
-import glob
 import importlib.util
 import json
 import os
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Mapping
+
+# Re-exported: where this process runs is the same question for both Keras backends (cluster.py).
+from cluster import Cluster, TpuVm, cluster_from_env, count_gpus, detect_tpu_vm, parse_tpu_env  # noqa: F401
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
 StrategyKind = Literal["tpu", "multi_worker", "mirrored", "default"]
 
-_METADATA_URL = "http://metadata.google.internal/computeMetadata/v1/instance/attributes/"
-# TPU VMs expose their chips as /dev/accel* (v2-v4) or VFIO groups (v5e, v5p, v6e).
-_TPU_DEVICE_GLOBS = ("/dev/accel[0-9]*", "/dev/vfio/[0-9]*")
 _PJRT_LIBTPU = "/lib/libtpu.so"  # where the tpu-vm-tf-*-pjrt runtime images keep it
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """This process's place among the hosts of a run, from ernie's `ERNIE_*` variables."""
-
-    worker_index: int = 0
-    num_workers: int = 1
-    coordinator_address: str | None = None
-
-    @property
-    def is_chief(self) -> bool:
-        return self.worker_index == 0
-
-
-@dataclass(frozen=True)
-class TpuVm:
-    """What a Cloud TPU VM says about itself in its `tpu-env` metadata."""
-
-    node: str  # the TPU's name (NODE_ID), which TPUClusterResolver resolves to every host of the slice
-    accelerator_type: str  # "v4-32"
-    worker: int  # this host's index in the slice
-    hosts: int  # hosts in the slice
-
-    @property
-    def chips(self) -> int:
-        """Chips in the slice: v5e and v6e names count chips, v2-v4 and v5p names TensorCores (two a chip)."""
-        generation, _, count = self.accelerator_type.partition("-")
-        return int(count) if generation in ("v5litepod", "v5e", "v6e") else int(count) // 2
 
 
 @dataclass(frozen=True)
@@ -90,60 +58,6 @@ class Plan:
     def is_chief(self) -> bool:
         """Only the chief writes the MLPerf log, result.json and checkpoints."""
         return self.cluster.is_chief
-
-
-def cluster_from_env(env: Mapping[str, str]) -> Cluster:
-    """Read ERNIE_WORKER_INDEX / ERNIE_NUM_WORKERS / ERNIE_COORDINATOR_ADDRESS, with errors naming the fix."""
-
-    def integer(name: str, default: int) -> int:
-        raw = env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"{name}={raw!r} is not an integer: ernie sets it to the worker's number") from None
-
-    num_workers = integer("ERNIE_NUM_WORKERS", 1)
-    worker_index = integer("ERNIE_WORKER_INDEX", 0)
-    if num_workers < 1:
-        raise ValueError(f"ERNIE_NUM_WORKERS={num_workers} must be at least 1")
-    if not 0 <= worker_index < num_workers:
-        raise ValueError(f"ERNIE_WORKER_INDEX={worker_index} must lie in 0..{num_workers - 1} (ERNIE_NUM_WORKERS)")
-    coordinator = env.get("ERNIE_COORDINATOR_ADDRESS", "").strip() or None
-    if num_workers > 1 and coordinator is None:
-        raise ValueError("ERNIE_NUM_WORKERS > 1 needs ERNIE_COORDINATOR_ADDRESS: worker 0's private address")
-    return Cluster(worker_index, num_workers, coordinator)
-
-
-def parse_tpu_env(text: str, worker_endpoints: str) -> TpuVm:
-    """A TpuVm from the `tpu-env` attribute ("KEY: 'value'" lines) and `worker-network-endpoints`."""
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            values[key.strip()] = value.strip().strip("'\"")
-    missing = [k for k in ("NODE_ID", "ACCELERATOR_TYPE", "WORKER_ID") if not values.get(k)]
-    if missing:
-        raise ValueError(f"the TPU VM's tpu-env metadata lacks {', '.join(missing)}")
-    hosts = len([e for e in worker_endpoints.split(",") if e.strip()]) or 1
-    return TpuVm(values["NODE_ID"], values["ACCELERATOR_TYPE"], int(values["WORKER_ID"]), hosts)
-
-
-def _metadata(attribute: str) -> str:
-    request = urllib.request.Request(_METADATA_URL + attribute, headers={"Metadata-Flavor": "Google"})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return response.read().decode()
-
-
-def detect_tpu_vm() -> TpuVm | None:
-    """This host as a TPU VM, or None where it has no TPU device (the metadata server is asked only then)."""
-    if not any(glob.glob(pattern) for pattern in _TPU_DEVICE_GLOBS):
-        return None
-    try:
-        return parse_tpu_env(_metadata("tpu-env"), _metadata("worker-network-endpoints"))
-    except (urllib.error.URLError, OSError) as exc:
-        raise RuntimeError(f"this host has TPU devices but its GCE metadata server did not answer: {exc}") from exc
 
 
 def libtpu_path() -> str:
@@ -184,27 +98,6 @@ def plan(env: Mapping[str, str], tpu: TpuVm | None, gpus: int) -> Plan:
     if gpus > 1:
         return Plan("mirrored", cluster, accelerator=accelerator)
     return Plan("default", cluster, accelerator=accelerator)
-
-
-def count_gpus() -> int:
-    """NVIDIA GPUs visible to this process, counted without loading TensorFlow."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    return len(glob.glob("/dev/nvidia[0-9]*"))
-
-
-def precision_policy(accelerator: str, gpu_compute_capability: tuple[int, int] | None = None) -> str:
-    """The Keras dtype policy per device: bf16 where the hardware has it in its matrix units, else fp32.
-
-    TPUs and Ampere-or-newer GPUs compute in bfloat16 with float32 variables (`mixed_bfloat16`, which
-    needs no loss scaling). CPUs train in float32, as the PyTorch workload does there.
-    """
-    if accelerator == "tpu":
-        return "mixed_bfloat16"
-    if accelerator == "gpu" and gpu_compute_capability is not None and gpu_compute_capability >= (8, 0):
-        return "mixed_bfloat16"
-    return "float32"
 
 
 # --- MultiWorkerMirroredStrategy: TF_CONFIG from ERNIE_* ---------------------------------------------
@@ -266,12 +159,12 @@ def tf_config(addresses: list[str], worker_index: int) -> str:
     return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": worker_index}})
 
 
-def prepare_environment(chosen: Plan, port: int) -> None:
+def prepare_environment(chosen: Plan, port: int, timeout_s: float = 300.0) -> None:
     """Set what TensorFlow reads when it loads: the TPU launch variables or the multi-worker TF_CONFIG."""
     for key, value in chosen.env.items():
         os.environ.setdefault(key, value)
     if chosen.kind == "multi_worker":
-        os.environ["TF_CONFIG"] = tf_config(exchange_addresses(chosen.cluster, port), chosen.cluster.worker_index)
+        os.environ["TF_CONFIG"] = tf_config(exchange_addresses(chosen.cluster, port, timeout_s), chosen.cluster.worker_index)
 
 
 def build_strategy(chosen: Plan) -> tf.distribute.Strategy:
@@ -290,11 +183,11 @@ def build_strategy(chosen: Plan) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def choose(port: int) -> Plan:
+def choose(port: int, timeout_s: float = 300.0) -> Plan:
     """Plan this process from its real environment; exits quietly on a pod-slice worker that drives nothing."""
     chosen = plan(os.environ, detect_tpu_vm(), count_gpus())
     if not chosen.drives:
         print(f"TPU pod slice {chosen.tpu}: worker 0's program drives this host's chips; nothing to run here")
         sys.exit(0)
-    prepare_environment(chosen, port)
+    prepare_environment(chosen, port, timeout_s)
     return chosen
