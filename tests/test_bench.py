@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -221,6 +222,26 @@ def test_resume_on_a_stack_refreshes_and_brings_the_hosts_back_first(ernie_cmd: 
     assert later[2][later[2].index("--replace") + 1] == node
     # The run had finished: with its hosts back, there is nothing to resume.
     assert resumed.returncode != 0 and "nothing to resume" in resumed.stdout + resumed.stderr
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("echo 'error: no stack named gcp' >&2; exit 255", "`pulumi stack export -s gcp` failed (255): error: no stack"),
+    ("echo '[1, 2]'", "`pulumi stack export -s gcp` is not a deployment"),
+    ("echo 'not json'", "`pulumi stack export -s gcp` is not a deployment"),
+])
+def test_an_unreadable_export_is_one_clear_error_and_nothing_is_brought_up(tmp_path: Path, body: str,
+                                                                           message: str) -> None:
+    """What a refresh left unrecoverable is read from `pulumi stack export`: when that cannot be read, `up` does
+    not run on a guess."""
+    from ernie.errors import ErnieError
+    from ernie.pulumi_cli import PulumiCli
+
+    exe = tmp_path / "pulumi"
+    exe.write_text(f'#!/bin/sh\necho "$1" >> {tmp_path}/calls\ncase "$1" in stack) {body};; esac\n')
+    exe.chmod(0o755)
+    with pytest.raises(ErnieError, match=re.escape(message)):
+        PulumiCli(executable=str(exe)).bring_up("gcp")
+    assert (tmp_path / "calls").read_text().split() == ["refresh", "stack"]
 
 
 def test_bad_workload_fails_before_provisioning(ernie_cmd: list[str], fake_pulumi: dict[str, str]) -> None:
