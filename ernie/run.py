@@ -26,7 +26,7 @@ from rich.table import Table
 from ernie.errors import ErnieError
 from ernie.inventory import Host, Inventory, resolve_inventory
 from ernie.names import HOST_NAME, RUN_ID, UnsafeName, path_under
-from ernie.remote.collect import Collected, collect_host, sha256_file
+from ernie.remote.collect import Collected, SharedFetches, collect_host, sha256_file
 from ernie.remote.connect import Connector, RemoteError, Session, Timeouts, fan_out
 from ernie.remote.layout import Layout
 from ernie.remote.push import Bundle, PushResult
@@ -366,9 +366,12 @@ def collect_run(record: RunRecord, inventory: Inventory, opts: RunOptions, conso
         sessions, unreachable = connect_all(record, inventory, opts, patience_s or opts.timeouts.wait_ssh)
         unreachable.update({n: why for n, why in (lost or {}).items() if n not in sessions})
 
+        shared = SharedFetches()  # a large output several workers hold alike crosses the link once
+
         def one(s: Session) -> tuple[Probe, Collected]:
             layout = record.layout(s.host.name)
-            return probe(s, layout), collect_host(s, layout, run_dir / s.host.name, tuple(record.collect_paths))
+            return probe(s, layout), collect_host(s, layout, run_dir / s.host.name, tuple(record.collect_paths),
+                                                  shared)
 
         try:
             outcomes = fan_out(one, sessions.values(), timeout=opts.collect_timeout_s, name=_host_of)

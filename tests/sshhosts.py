@@ -153,6 +153,10 @@ class SshHosts:
         """Bytes this machine has sent towards the hosts (the bridge device's transmit counter)."""
         return int(Path(f"/sys/class/net/{self.bridge}/statistics/tx_bytes").read_text())
 
+    def downlink_bytes(self) -> int:
+        """Bytes this machine has received from the hosts (the bridge device's receive counter)."""
+        return int(Path(f"/sys/class/net/{self.bridge}/statistics/rx_bytes").read_text())
+
     def add_to_path(self, host: SshHost, directory: Path) -> None:
         """Put `directory` first on PATH for every SSH session on this host (via ~/.ssh/environment)."""
         self.set_environment(host, PATH=f"{directory}:/usr/local/bin:/usr/bin:/bin")

@@ -24,8 +24,10 @@ from sshhosts import SshHosts, ssh_hosts_up
 from ernie.errors import ErnieError
 from ernie.inventory import load_inventory_file
 from ernie.remote.connect import Connector, Session, Timeouts, fan_out
+from ernie.remote.layout import Layout
 from ernie.remote.push import PUSHED_LIST, Bundle
 from ernie.remote import relay
+from ernie.remote.collect import SharedFetches, collect_host, sha256_file
 from ernie.remote.relay import MARKER, PushReport, choose, push_all
 from ernie.run import RunOptions, options, run_workload
 from ernie.workload import find_workload, resolve
@@ -237,3 +239,38 @@ def test_the_choice_is_automatic_and_says_why(eight: SshHosts, tmp_path: Path) -
     assert choose("direct", 8, 1e6, 20 << 20).mode == "direct" and choose("relay", 8, 400e6, 0).mode == "relay"
     with pytest.raises(ErnieError, match="--push: 'sideways' is not one of auto, direct, relay"):
         options(tmp_path, push="sideways")
+
+
+def test_a_large_output_every_worker_holds_alike_crosses_the_link_once(eight: SshHosts, tmp_path: Path) -> None:
+    """Issue 21, part 3: the same checkpoint on eight workers is fetched once and copied seven times here;
+    each worker's own files, the manifest's entries and a later collect stay as they were."""
+    rng = random.Random(3)
+    checkpoint = rng.randbytes(4 << 20)
+    for i, host in enumerate(eight.hosts):
+        out = host.home / "ernie" / "runs" / "r" / "output"
+        out.mkdir(parents=True)
+        (out / "ckpt.bin").write_bytes(checkpoint)
+        (out / "own.bin").write_bytes(rng.randbytes(2 << 20))
+        (out / "stdout.log").write_text(f"worker {i}\n")
+    opened = sessions(eight, tmp_path)
+    shared = SharedFetches()
+
+    def collect(s: Session):
+        return collect_host(s, Layout(s.base, "t", "r"), tmp_path / "results" / s.host.name, ("*.bin",), shared)
+
+    before = eight.downlink_bytes()
+    collected = fan_out(collect, opened, timeout=120, name=lambda s: s.host.name)
+    down = eight.downlink_bytes() - before
+    assert all(o.ok for o in collected.values()), collected
+    assert sum(o.value.shared_files for o in collected.values()) == 7
+    assert sum(o.value.fetched_bytes for o in collected.values()) < (4 << 20) + 8 * (2 << 20) + 4096
+    assert down < 1.1 * ((4 << 20) + 8 * (2 << 20)), f"{down:,} bytes came over the link"
+    for i, host in enumerate(eight.hosts):
+        out = host.home / "ernie" / "runs" / "r" / "output"
+        files = collected[host.name].value.files
+        for name in ("ckpt.bin", "own.bin", "stdout.log"):
+            local = tmp_path / "results" / host.name / name
+            assert sha256_file(local) == sha256_file(out / name) == files[name]["sha256"]
+            assert files[name]["size"] == (out / name).stat().st_size
+    again = fan_out(collect, opened, timeout=120, name=lambda s: s.host.name)
+    assert all(o.ok and o.value.fetched_files == 0 and o.value.shared_files == 0 for o in again.values())

@@ -9,6 +9,10 @@ What a host lists is untrusted: a workload running as the SSH user can make it a
 name goes through `ernie.names.path_under` before it becomes a local path; one that would leave the
 host's directory (`../x`, `/abs`, through a symbolic link already there) is refused, recorded with the
 reason, and never written, while the host's other files are collected as usual.
+
+Large outputs that several workers hold alike (the same sha256: a checkpoint every data-parallel worker
+saves, say) cross the user's link once: the first host's collect fetches the content, the others wait for
+it and take a verified local copy (`SharedFetches`). What each host's manifest lists does not change.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import hashlib
 import os
 import re
 import shlex
+import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +55,28 @@ class Collected:
     fetched_files: int
     fetched_bytes: int
     refused: dict[str, str] = field(default_factory=dict)  # name -> why it was not written
+    shared_files: int = 0  # large files taken from another host's fetch of the same content, not fetched
+
+
+LARGE_OUTPUT = 1 << 20  # from this size a content several hosts hold is fetched once
+
+
+class SharedFetches:
+    """One run's large outputs by sha256, across its hosts' collects: the first to need a content fetches it,
+    the others wait for that fetch and copy its verified result."""
+
+    def __init__(self, wait_s: float = 3600.0) -> None:
+        self.wait_s = wait_s
+        self._lock = threading.Lock()
+        self._fetches: dict[str, tuple[threading.Event, list[Path]]] = {}
+
+    def claim(self, digest: str) -> tuple[bool, threading.Event, list[Path]]:
+        """(first, done, where): `first` fetches and then appends the local path to `where` and sets `done`."""
+        with self._lock:
+            first = digest not in self._fetches
+            if first:
+                self._fetches[digest] = (threading.Event(), [])
+            return (first, *self._fetches[digest])
 
 
 def wanted(name: str, globs: tuple[str, ...]) -> bool:
@@ -99,13 +127,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def collect_host(s: Session, layout: Layout, dest: Path, globs: tuple[str, ...]) -> Collected:
+def collect_host(s: Session, layout: Layout, dest: Path, globs: tuple[str, ...],
+                 shared: SharedFetches | None = None) -> Collected:
     """Fetch the host's output files into `dest`, skipping those already here and verified.
 
     A name that cannot be written under `dest` is refused (Collected.refused), whatever the globs say.
+    With `shared` (one per run), a large content another host's collect fetches is copied, not fetched.
     """
     found, refused = remote_files(s, layout)
-    files, fetched_files, fetched_bytes = {}, 0, 0
+    files, fetched_files, fetched_bytes, shared_files = {}, 0, 0, 0
     for rf in found.values():
         try:
             local, part = _local_paths(dest, rf.name)
@@ -115,11 +145,47 @@ def collect_host(s: Session, layout: Layout, dest: Path, globs: tuple[str, ...])
         if not wanted(rf.name, globs):
             continue
         if not (local.is_file() and sha256_file(local) == rf.sha256):
-            fetched_bytes += _fetch_verified(s, f"{layout.output}/{rf.name}", local, part, rf)
-            fetched_files += 1
+            remote = f"{layout.output}/{rf.name}"
+            if shared is None or rf.size < LARGE_OUTPUT:
+                fetched_bytes += _fetch_verified(s, remote, local, part, rf)
+                fetched_files += 1
+            else:
+                fetched = _fetch_or_share(s, remote, local, part, rf, shared)
+                fetched_bytes += fetched or 0
+                fetched_files += fetched is not None
+                shared_files += fetched is None
         files[rf.name] = {"size": rf.size, "sha256": rf.sha256}
     return Collected(host=s.host.name, files=files, fetched_files=fetched_files, fetched_bytes=fetched_bytes,
-                     refused=refused)
+                     refused=refused, shared_files=shared_files)
+
+
+def _fetch_or_share(s: Session, remote: str, local: Path, part: Path, rf: RemoteFile,
+                    shared: SharedFetches) -> int | None:
+    """Bytes fetched; None when another host's fetch of the same content became `local` (verified).
+
+    The first host to claim a content fetches it at once, so a host waiting here waits only for a fetch
+    under way, never for another wait: no two hosts can wait for each other.
+    """
+    first, done, where = shared.claim(rf.sha256)
+    if first:
+        try:
+            fetched = _fetch_verified(s, remote, local, part, rf)
+            where.append(local)
+            return fetched
+        finally:
+            done.set()  # a failed fetch leaves `where` empty: the others fetch for themselves
+    if done.wait(shared.wait_s) and where:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        part.unlink(missing_ok=True)
+        try:
+            os.link(where[0], part)  # the same content on the same disk: no second copy of a checkpoint
+        except OSError:
+            shutil.copyfile(where[0], part)
+        if sha256_file(part) == rf.sha256:
+            part.replace(local)
+            return None
+        part.unlink()  # changed here since it was fetched: fetch it after all
+    return _fetch_verified(s, remote, local, part, rf)
 
 
 def _local_paths(dest: Path, name: str) -> tuple[Path, Path]:
