@@ -274,3 +274,21 @@ def test_a_large_output_every_worker_holds_alike_crosses_the_link_once(eight: Ss
             assert files[name]["size"] == (out / name).stat().st_size
     again = fan_out(collect, opened, timeout=120, name=lambda s: s.host.name)
     assert all(o.ok and o.value.fetched_files == 0 and o.value.shared_files == 0 for o in again.values())
+
+
+def test_a_worker_no_other_worker_can_reach_is_pushed_directly(eight: SshHosts, tmp_path: Path) -> None:
+    src = make_bundle(tmp_path / "bundle")
+    opened = sessions(eight, tmp_path)
+    keys = eight[3].home / ".ssh" / "authorized_keys"
+
+    def refuse_the_relay_key_on_w3(source: str, target: str) -> None:
+        if target == "w3":  # as a worker whose sshd or firewall turns the other workers away
+            keys.write_text("".join(line + "\n" for line in keys.read_text().splitlines() if MARKER not in line))
+
+    report, _, _ = do_push(eight, opened, src, "relay", on_hop=refuse_the_relay_key_on_w3)
+    assert all(o.ok for o in report.outcomes.values()), report.outcomes
+    assert report.outcomes["w3"].value.via is None
+    assert any(note.startswith(f"w3: {relay.MAX_ATTEMPTS} hops failed") for note in report.notes), report.notes
+    for i in range(8):
+        assert tree(on_host(eight, i)) == tree(src), f"w{i}'s bundle differs"
+        assert relay_leftovers(eight, i) == [], f"w{i} keeps the relay key"

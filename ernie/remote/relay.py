@@ -336,6 +336,7 @@ class _Relay:
         if not pending:
             return results
         failures: dict[str, int] = {t: 0 for t in targets}
+        from_here: set[str] = set()  # targets no worker could serve: this machine is the last source they try
         cond = threading.Condition()
         active = 0
 
@@ -365,6 +366,11 @@ class _Relay:
                 elif hop_failed and failures[target] + 1 < MAX_ATTEMPTS:
                     failures[target] += 1
                     pending.append(target)
+                elif hop_failed:
+                    self.notes.append(f"{target}: {MAX_ATTEMPTS} hops failed (last from {source}: {error}); "
+                                      "it is pushed directly")
+                    from_here.add(target)
+                    pending.append(target)
                 else:
                     via = f" (last from {source})" if source else ""
                     results[target] = Outcome(error=RemoteError(f"{target}: could not get the bundle{via}: {error}")
@@ -374,12 +380,12 @@ class _Relay:
         with cond:
             while pending or active:
                 free = [n for n, busy in sources.items() if busy < FANOUT]
-                if pending and (free or (not sources and not active)):
+                if pending and (free or pending[0] in from_here or (not sources and not active)):
                     target = pending.popleft()
-                    source = min(free, key=lambda n: sources[n]) if free else None
-                    if source is None:
+                    source = min(free, key=lambda n: sources[n]) if free and target not in from_here else None
+                    if source is None and target not in from_here:
                         self.notes.append(f"no relay source left: {target} is pushed directly as the new seed")
-                    else:
+                    elif source is not None:
                         sources[source] += 1
                     active += 1
                     threading.Thread(target=hop, args=(source, target), daemon=True).start()
