@@ -226,6 +226,14 @@ def test_local_runs_are_priced_as_an_equivalent_and_never_plotted_at_zero(
     row = next(line for line in md.splitlines() if line.startswith(f"| {LOCAL_TF} | bert-tf"))
     assert f"${per_million:,.2f}" in row
     assert (local_results / "report" / "plots" / "cost.png").read_bytes().startswith(PNG_MAGIC)
+    from ernie.report.plots import cost_axis
+    from ernie.results import read_run, summarize
+
+    runs = [summarize(read_run(local_results / run)) for run in (LOCAL_TORCH, LOCAL_TF)]
+    assert cost_axis(runs).endswith("(local runs: an equivalent instance's price, not a bill)")
+    from dataclasses import replace
+
+    assert cost_axis([replace(r, price_basis="bill") for r in runs]) == "$ per million {unit}"  # a cloud bill
 
 
 def test_no_plot_is_drawn_whose_every_value_is_zero(local_results: Path) -> None:

@@ -70,8 +70,14 @@ def _throughput(runs: list[RunSummary]) -> bytes:
 
 
 def _cost(runs: list[RunSummary]) -> bytes:
-    return _bars(_by_config(runs, lambda r: r.usd_per_million), "$ per million {unit}",
+    return _bars(_by_config(runs, lambda r: r.usd_per_million), cost_axis(runs),
                  "no complete run is priced (a local run without an equivalent instance is not)")
+
+
+def cost_axis(runs: list[RunSummary]) -> str:
+    """The cost plot's axis: a local run's cost is an equivalent instance's, not a bill, and the axis says so."""
+    equivalent = any(r.price_basis == "equivalent" and r.usd_per_million for r in runs)
+    return "$ per million {unit}" + (" (local runs: an equivalent instance's price, not a bill)" if equivalent else "")
 
 
 def _bars(data: dict[str, dict[str, float]], ylabel: str, empty: str) -> bytes:
