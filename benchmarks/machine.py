@@ -89,15 +89,20 @@ def cap_isa(isa: str | None) -> None:
               {**os.environ, **CAP_ENV[isa], "TORCHINDUCTOR_CACHE_DIR": str(cache)})
 
 
-def describe(precision: str) -> str:
-    """The machine line. `precision`: what each side computed in, e.g. "ernie bf16, baseline fp32"."""
+def summary() -> str:
+    """The CPU, its class and which FEATURES it has and lacks: also what tests whose figures vary by CPU
+    name in their messages (tests/cpu_line.py)."""
     model, _ = _cpuinfo()
     have, use = features(), usable()
     named = " ".join(n if use[n] else f"{n}(capped)" for n in FEATURES if have[n])
     missing = [n for n in FEATURES if not have[n]]
+    return (f'cpu "{model}", class {cpu_class()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; '
+            f"{named or 'no listed features'} ({'missing ' + ' '.join(missing) if missing else 'none missing'})")
+
+
+def describe(precision: str) -> str:
+    """The machine line. `precision`: what each side computed in, e.g. "ernie bf16, baseline fp32"."""
     # The ISA torch dispatches to, where this process computes with torch (a cap shows here too).
     isa = f"; torch ISA {sys.modules['torch'].backends.cpu.get_cpu_capability()}" if "torch" in sys.modules else ""
     cap = f"; capped to {capped().upper()} by {'/'.join(CAP_ENV[capped()])}" if capped() else ""
-    return (f'machine: cpu "{model}", class {cpu_class()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; '
-            f"{named or 'no listed features'} ({'missing ' + ' '.join(missing) if missing else 'none missing'})"
-            f"{isa}{cap}; precision {precision}")
+    return f"machine: {summary()}{isa}{cap}; precision {precision}"

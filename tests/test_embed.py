@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cpu_line import cpu_line
 
 from infra.layers import SERVING_DIR
 
@@ -61,12 +62,13 @@ def test_mean_pool_ignores_padding_and_normalises() -> None:
 
 
 def test_export_refuses_a_model_below_the_cosine_gate(tmp_path: Path) -> None:
-    # int8 cannot match PyTorch fp32 to 0.9999 on every check text: nothing may be written.
+    # int8 cannot match PyTorch fp32 to 0.9999 on every check text: nothing may be written. The cosine it does
+    # reach varies by CPU (int8 kernels without vnni saturate); 0.99 holds on every CPU with the export's scheme.
     result = subprocess.run([sys.executable, str(SERVING_DIR / "export_onnx.py"), "--out", str(tmp_path / "out"),
                              "--min-cosine", "0.9999"], capture_output=True, text=True, timeout=600, cwd=SERVING_DIR)
     assert result.returncode != 0
     assert re.search(r"the int8 export's embeddings reach a cosine of only 0\.99\d+ .* \(need >= 0\.9999\): not written",
-                     result.stderr), result.stderr[-2000:]
+                     result.stderr), f"on {cpu_line()}:\n{result.stderr[-2000:]}"
     assert not (tmp_path / "out" / "embed_model").exists()
 
 

