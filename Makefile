@@ -4,7 +4,13 @@
 #                  other pin; `make lock LOCK_ARGS=--upgrade` moves everything, `LOCK_ARGS='-P NAME'` one package).
 # make lock-check: fail if requirements.lock no longer matches its inputs (.ci/run runs it first).
 # make demo:       the local benchmark suite on this machine (see README).
-# make test:       every test; .ci/run calls it after installing the Debian tools the tests need.
+# make test:       every test; .ci/run calls it after installing the Debian tools the tests need. It builds
+#                  .venv-xla first (make xla-env), which tests/test_translation_xla.py runs fairseq's TPU path in.
+# make xla-env:    .venv-xla, exactly as requirements-xla.lock pins it: torch 2.9.0 and torch_xla 2.9.0 (the release
+#                  Cloud TPU VMs pin) with the translation workload's needs; on a machine without a TPU it computes
+#                  on XLA's CPU device (PJRT_DEVICE=CPU). About 7 GB, a minute from PyPI here (README, translation).
+# make xla-lock:   refresh requirements-xla.lock after editing workloads/translation/requirements*.txt (keeps pins;
+#                  LOCK_ARGS as for make lock).
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -17,10 +23,16 @@ LOCK_INPUTS := pyproject.toml workloads/translation/requirements-fairseq.txt
 # The CPU build of torch lies here on these machines (torch-2.13.0+cpu-cp311-...whl); PyPI has only CUDA builds.
 WHEELS ?= /opt/wheels
 LOCK_ARGS ?=
+# The XLA environment: its own lock (torch_xla 2.9.0 needs exactly torch 2.9.0, not .venv's CPU build), made with
+# .venv's uv and for .venv's Python, from PyPI only (torch's CUDA wheels come with it: torch_xla loads them).
+XLA_VENV  := .venv-xla
+XLA_STAMP := $(XLA_VENV)/.installed
+XLA_LOCK  := requirements-xla.lock
+XLA_INPUTS := workloads/translation/requirements-xla.txt
 COMPILE = $(UV) pip compile --quiet --python $(BIN)/python --extra dev --generate-hashes \
 	--find-links $(WHEELS) --emit-find-links --custom-compile-command 'make lock' $(LOCK_INPUTS)
 
-.PHONY: install lock lock-check demo test check clean
+.PHONY: install lock lock-check xla-env xla-lock demo test check clean
 
 install: $(STAMP)
 
@@ -53,11 +65,23 @@ lock-check: $(UV)
 	@diff -u $(VENV)/lock-check.committed $(VENV)/lock-check.fresh || { \
 		echo "$(LOCK) does not match $(LOCK_INPUTS): run \`make lock\` and commit $(LOCK)." >&2; exit 1; }
 
+# The same sync as install's, into .venv-xla; antlr4's sdist builds with requirements.lock's setuptools.
+xla-env: $(XLA_STAMP)
+
+$(XLA_STAMP): $(UV) $(XLA_LOCK) $(LOCK)
+	test -x $(XLA_VENV)/bin/python || $(PYTHON) -m venv $(XLA_VENV)
+	$(UV) pip sync --quiet --python $(XLA_VENV)/bin/python --require-hashes --build-constraints $(LOCK) $(XLA_LOCK)
+	touch $(XLA_STAMP)
+
+xla-lock: $(UV)
+	$(UV) pip compile --quiet --python $(BIN)/python --generate-hashes --custom-compile-command 'make xla-lock' \
+		$(LOCK_ARGS) $(XLA_INPUTS) --output-file $(XLA_LOCK)
+
 # The local benchmark suite through the run pipeline (ernie/demo.py), then the report under results/report/.
 demo: install
 	$(BIN)/ernie demo
 
-test: install
+test: install xla-env
 	$(BIN)/python -m pytest
 
 check: install
@@ -65,4 +89,4 @@ check: install
 	$(BIN)/ernie check -s aws
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) $(XLA_VENV) results .pytest_cache

@@ -186,8 +186,9 @@ def test_a_rerun_resumes_and_stops_at_the_target_bleu(trained: tuple[Path, subpr
 
 
 def test_tpu_is_refused_plainly_and_marked_in_result_json(tmp_path: Path) -> None:
-    # No torch_xla here; on a TPU VM with torch_xla 2.9 the reason names the removed XRT functions
-    # instead (tests/test_translation_units.py). Either way: no training, a marked result.json.
+    # No torch_xla in .venv; a torch_xla lacking fairseq's calls and their replacements is refused the same way
+    # (tests/test_translation_units.py); torch_xla 2.9 runs (tests/test_translation_xla.py). No training, a marked
+    # result.json.
     proc = _run(["--recipe", "synthetic", "--data-dir", str(tmp_path / "data"), "--prepare", "--accelerator", "tpu",
                  "--out", str(tmp_path / "out")])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

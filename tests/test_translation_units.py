@@ -37,8 +37,8 @@ def _import_workload(*names: str) -> list[types.ModuleType]:
         sys.modules.update(saved)
 
 
-fairseq_log, launch, run, synthetic, tpu, recipes, evaluate, mlperf, prepare, fairseq_cmd = _import_workload(
-    "fairseq_log", "launch", "run", "synthetic", "tpu", "recipes", "evaluate", "mlperf", "prepare", "fairseq_cmd")
+fairseq_log, launch, run, synthetic, xla_compat, recipes, evaluate, mlperf, prepare, fairseq_cmd = _import_workload(
+    "fairseq_log", "launch", "run", "synthetic", "xla_compat", "recipes", "evaluate", "mlperf", "prepare", "fairseq_cmd")
 RECIPES, get_recipe = recipes.RECIPES, recipes.get_recipe
 
 
@@ -182,22 +182,53 @@ def test_bad_ernie_environment_is_named(env: dict[str, str], message: str) -> No
         launch.topology_from_env("cpu", 1, 29500, env)
 
 
-def test_tpu_check_names_what_current_torch_xla_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert "torch_xla is not installed" in (tpu.unsupported_reason() or "")
-    # torch_xla 2.9's xla_model: PJRT only, xrt_world_size and get_ordinal removed.
-    package = types.ModuleType("torch_xla")
-    core = types.ModuleType("torch_xla.core")
-    xm = types.ModuleType("torch_xla.core.xla_model")
-    for name in ("get_local_ordinal", "rendezvous", "mark_step", "xla_device"):
-        setattr(xm, name, lambda *a, **k: None)
-    for name, module in (("torch_xla", package), ("torch_xla.core", core), ("torch_xla.core.xla_model", xm)):
+def _fake_torch_xla(monkeypatch: pytest.MonkeyPatch, xla_model: tuple[str, ...], runtime: tuple[str, ...]) -> None:
+    """A torch_xla whose xla_model and runtime have just these functions, at version 2.9.0."""
+    modules = {name: types.ModuleType(name) for name in ("torch_xla", "torch_xla.core", "torch_xla.core.xla_model",
+                                                          "torch_xla.runtime")}
+    for module, names in ((modules["torch_xla.core.xla_model"], xla_model), (modules["torch_xla.runtime"], runtime)):
+        for name in names:
+            setattr(module, name, lambda *a, **k: None)
+    for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(tpu.importlib.metadata, "version", lambda name: "2.9.0")
-    reason = tpu.unsupported_reason()
-    assert reason is not None and "torch_xla 2.9.0 lacks" in reason
-    assert "xrt_world_size" in reason and "get_ordinal" in reason and "get_local_ordinal" not in reason
-    xm.xrt_world_size = xm.get_ordinal = lambda *a, **k: 1
-    assert tpu.unsupported_reason() is None
+    monkeypatch.setattr(xla_compat.importlib.metadata, "version", lambda name: "2.9.0")
+
+
+XLA_MODEL_2_9 = ("get_local_ordinal", "rendezvous", "mark_step", "xla_device", "get_memory_info")
+
+
+def test_tpu_check_passes_torch_xla_2_9_and_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    reason = xla_compat.unsupported_reason()
+    assert reason is not None and "torch_xla is not installed" in reason and "make xla-env" in reason
+    # torch_xla 2.9: PJRT only, xrt_world_size and get_ordinal removed from xla_model, their successors in runtime.
+    _fake_torch_xla(monkeypatch, XLA_MODEL_2_9, ("world_size", "global_ordinal"))
+    assert xla_compat.unsupported_reason() is None
+    _fake_torch_xla(monkeypatch, XLA_MODEL_2_9[1:], ("world_size",))
+    reason = xla_compat.unsupported_reason()
+    assert reason is not None and reason.startswith("torch_xla 2.9.0 has neither")
+    assert "torch_xla.runtime.global_ordinal" in reason and "xla_model.get_local_ordinal" in reason
+    assert "world_size" not in reason
+
+
+def test_xla_compat_replacements_answer_as_fairseq_expects() -> None:
+    # get_memory_info: kb_free/kb_total from bytes_*, zeros where the device keeps no statistics (XLA's CPU device).
+    assert xla_compat._memory_info(lambda d: {"bytes_used": 1024, "bytes_limit": 4096}, "xla:0") == \
+        {"bytes_used": 1024, "bytes_limit": 4096, "kb_total": 4.0, "kb_free": 3.0}
+    def no_stats(device: str) -> dict:
+        raise RuntimeError("GetAllocatorStats is not supported")
+    assert xla_compat._memory_info(no_stats, "xla:0") == {"kb_free": 0, "kb_total": 0}
+    # spawn: fairseq's nprocs=min(world_size, 8) becomes PJRT's "one per local device"; 1 stays 1.
+    calls = []
+    def spawn(fn: object, args: tuple = (), nprocs: int | None = None, **kwargs: object) -> None:
+        calls.append(nprocs)
+    xla_compat._spawn(spawn, print, (), nprocs=8)
+    xla_compat._spawn(spawn, print, (), nprocs=1)
+    assert calls == [None, 1]
+    # percentile: fairseq's interpolation= reaches numpy >= 2.4 as method=.
+    import numpy
+    sizes, q = numpy.array([3, 9, 4, 7, 5, 8]), numpy.linspace(0, 100, 4)
+    assert list(xla_compat._percentile(numpy.percentile, sizes, q, interpolation="lower")) == \
+        list(numpy.percentile(sizes, q, method="lower")) == [3, 4, 7, 9]
 
 
 # --- argument validation: a clear error naming the flag, before anything runs ---

@@ -5,7 +5,7 @@
     python fairseq_cmd.py train ... --target-bleu 25.0   # = fairseq-train ... plus MLPerf's stop rule
     python fairseq_cmd.py train ... --bleu-args '{"lowercase": true, "tokenize": "intl"}'
 
-Two things differ from the console scripts, neither touching fairseq's code:
+What differs from the console scripts, none of it touching fairseq's code:
 
 * `--target-bleu` for train. fairseq 0.12 has no such flag (MLPerf's reference fork added one to its
   train.py). With `--eval-bleu --best-checkpoint-metric bleu` fairseq hands each epoch's validation
@@ -16,6 +16,9 @@ Two things differ from the console scripts, neither touching fairseq's code:
   validation BLEU, which calls `sacrebleu.corpus_bleu(hyps, [refs])` with sacrebleu's defaults (cased,
   13a) per batch and sums the counts. MLPerf's stop rule is uncased with international tokenisation, so
   that call gets these settings in this process; the counting and summing stay fairseq's.
+* `--tpu` runs on current torch_xla: xla_compat.py maps the torch_xla (and numpy) calls fairseq 0.12 makes
+  that were removed since onto their replacements, in this process, before fairseq is imported, and has
+  validation BLEU decode on the host CPU.
 * TensorFlow is kept out. fairseq imports torch.utils.tensorboard at start-up (only for
   --tensorboard-logdir, unused here), which imports all of TensorFlow whenever it is installed
   beside torch: seconds of start-up for every process, for nothing.
@@ -83,6 +86,10 @@ def main() -> None:
     if (target is not None or bleu_args is not None) and tool != "train":
         sys.exit("--target-bleu and --bleu-args apply to train only")
     keep_tensorflow_out()
+    if "--tpu" in sys.argv:
+        import xla_compat  # fairseq 0.12's TPU calls on current torch_xla, before fairseq imports torch_xla
+
+        logging.getLogger("fairseq_cmd").warning("torch_xla compatibility: %s", "; ".join(xla_compat.install()))
     if bleu_args:
         score_validation_bleu_with(json.loads(bleu_args))
     module = importlib.import_module(f"fairseq_cli.{tool}")

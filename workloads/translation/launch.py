@@ -8,8 +8,8 @@ ERNIE_WORKER_INDEX, worker 0 at ERNIE_COORDINATOR_ADDRESS. fairseq's own distrib
 * CPU: one process per host, `--distributed-no-spawn` (fairseq's spawn counts CUDA devices, so it
   would start none), gloo, and fairseq's own all-reduce (`legacy_ddp`): DistributedDataParallel
   rejects `device_ids` for a CPU module, which fairseq's pytorch_ddp wrapper always passes.
-* TPU: `--tpu` with one process per TPU core through torch_xla (tpu.py says whether this torch_xla
-  can run it).
+* TPU: `--tpu`; torch_xla's PJRT runtime starts one process per local chip and forms the world across
+  the slice's hosts by itself (xla_compat.py fits fairseq 0.12's calls to it).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import evaluate
 import launch
 import prepare
 import results
-import tpu
+import xla_compat
 from fairseq_log import Milestone, Summary, TrainInner, TrainLog, throughput
 from mlperf import MLPerfLog, constants, eval_accuracy, mllog_unit
 from recipes import RECIPES, Recipe, get_recipe
@@ -153,6 +153,9 @@ def detect_accelerator(choice: str) -> tuple[launch.Accelerator, int]:
             raise ValueError("--accelerator gpu: this torch sees no CUDA device; use --accelerator cpu")
         return "gpu", torch.cuda.device_count()
     if choice == "tpu":
+        # Counted without starting torch_xla's runtime here: a TPU chip admits one process, fairseq's.
+        if os.environ.get("PJRT_DEVICE") == "CPU":  # XLA's CPU device, where the TPU path is tested
+            return "tpu", int(os.environ.get("CPU_NUM_DEVICES", "1"))
         # v4/v5 TPU VMs: 4 chips per host, one fairseq process per chip (TPU_NUM_DEVICES overrides).
         return "tpu", int(os.environ.get("TPU_NUM_DEVICES", "4"))
     return "cpu", 1
@@ -246,26 +249,35 @@ def timed_training(command: list[str], env: dict[str, str], out: Path, mllog: ML
     return Trained(returncode, log, run_start or launched, reached_at)
 
 
-def run(args: argparse.Namespace) -> int:
+def plan_training(args: argparse.Namespace, checkpoints: Path) -> tuple[launch.Topology, launch.TrainSettings, list[str]]:
+    """Where this host trains and the fairseq-train command it runs (the XLA test compares a TPU VM's with the
+    one it ran on XLA's CPU device)."""
     recipe: Recipe = args.recipe
-    out: Path = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    data_dir: Path = args.data_dir.resolve()
-    checkpoints = checkpoint_dir(args.checkpoint_dir, out)
     accelerator, devices = detect_accelerator(args.accelerator)
     if accelerator not in recipe.accelerators:
         raise ValueError(f"--recipe {recipe.name} runs on {' or '.join(recipe.accelerators)}, not {accelerator}: "
                          f"run it on a host with one, or choose --recipe synthetic to try the workload on a CPU")
     precision = args.precision if args.precision != "auto" else {"gpu": "fp16", "tpu": "bf16", "cpu": "fp32"}[accelerator]
     topology = launch.topology_from_env(accelerator, devices, args.port)
-    check_resume(topology, checkpoints, shared=bool(args.checkpoint_dir))
-    env = fairseq_env(args.cpu_threads if accelerator == "cpu" else 0)
     settings = launch.TrainSettings(
         precision=precision, max_tokens=args.max_tokens, update_freq=args.update_freq, max_epoch=args.max_epoch,
         max_update=args.max_update, target_bleu=args.target_bleu, log_interval=args.log_interval,
         num_workers=args.data_workers,
     )
-    train_cmd = launch.train_command(recipe, data_dir / "bin", checkpoints, settings, topology)
+    return topology, settings, launch.train_command(recipe, args.data_dir.resolve() / "bin", checkpoints, settings,
+                                                    topology)
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe: Recipe = args.recipe
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir: Path = args.data_dir.resolve()
+    checkpoints = checkpoint_dir(args.checkpoint_dir, out)
+    topology, settings, train_cmd = plan_training(args, checkpoints)
+    accelerator, devices, precision = topology.accelerator, topology.devices_per_host, settings.precision
+    check_resume(topology, checkpoints, shared=bool(args.checkpoint_dir))
+    env = fairseq_env(args.cpu_threads if accelerator == "cpu" else 0)
     global_batch = launch.global_batch_tokens(settings, topology)
     worker0 = topology.worker_index == 0
     commands = {"run": shlex.join([sys.executable, *sys.argv]), "train": shlex.join(train_cmd)}
@@ -277,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
           f"({settings.max_tokens} x update-freq {settings.update_freq} x {topology.world_size} devices) | "
           f"target BLEU {settings.target_bleu} | max epoch {settings.max_epoch}", flush=True)
 
-    if accelerator == "tpu" and (reason := tpu.unsupported_reason()):
+    if accelerator == "tpu" and (reason := xla_compat.unsupported_reason()):
         if worker0:
             results.write(out, results.build(**summary, log=TrainLog(), speed=None, eval_block=_eval_block(None, settings, recipe),
                                              time_to_target_s=None, train_time_s=None, error=f"unsupported: {reason}"))
