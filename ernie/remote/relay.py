@@ -220,8 +220,8 @@ class _Relay:
         if self.on_hop is not None:
             self.on_hop(source, target)
         names = b"\0".join(n.encode() for n in sorted(delta.changed)) + b"\0"
-        script = (f"set -o pipefail; tar -cf - -C {shlex.quote(self.dests[source])} --null --verbatim-files-from "
-                  f"-T - | {self._ssh(source, target)} x")  # the key's forced command decides what x means
+        script = (f"tar -cf - -C {shlex.quote(self.dests[source])} --null --verbatim-files-from -T - | "
+                  f"{self._ssh(source, target)} x; {_BOTH_ENDS}")  # the forced command decides what x means
         command = f"bash -c {shlex.quote(script)}"
         try:
             self.sessions[source].pipe_in(command, names)
@@ -265,16 +265,22 @@ class _Relay:
             d = f"{shlex.quote(self._dir(seed))}/stream{i}"
             limit = self.timeouts.command + len(payload) / 1e6  # the upload's length at 1 MB/s, at least
             for t in targets:
-                script = (f"set -o pipefail; n=0; while [ ! -s {d}/pid ] && [ $n -lt {polls} ]; do sleep 0.05; "
-                          f"n=$((n+1)); done; tail -s 0.1 -c +1 -f --pid=\"$(cat {d}/pid)\" {d}/archive | "
-                          f"{self._ssh(seed, t)} {'z' if 'z' in flags else 'x'}")
+                script = (f"n=0; while [ ! -s {d}/pid ] && [ $n -lt {polls} ]; do sleep 0.05; n=$((n+1)); done; "
+                          f"tail -s 0.1 -c +1 -f --pid=\"$(cat {d}/pid)\" {d}/archive | "
+                          f"{self._ssh(seed, t)} {'z' if 'z' in flags else 'x'}; {_BOTH_ENDS}")
                 hops.append(threading.Thread(target=hop, args=(t, script, limit), daemon=True))
                 hops[-1].start()
-            command = (f"set -o pipefail; mkdir -p {d} && : > {d}/archive && echo $$ > {d}/pid.tmp && "
-                       f"mv {d}/pid.tmp {d}/pid && tee {d}/archive | tar {flags} - -C {q}")
-            s.pipe_in(f"bash -c {shlex.quote(command)}", payload)
+            # tee -p: tar ends at the archive's end marker, before its padding; tee goes on writing the copy.
+            # Its status is that of the copy the hops read, tar's that of the seed's own files.
+            command = (f"mkdir -p {d} && : > {d}/archive && echo $$ > {d}/pid.tmp && mv {d}/pid.tmp {d}/pid || "
+                       f"exit 1; tee -p {d}/archive | tar {flags} - -C {q}; s=(\"${{PIPESTATUS[@]}}\"); "
+                       f"echo \"copy=${{s[0]}}\"; exit \"${{s[1]}}\"")
+            out = s.pipe_in(f"bash -c {shlex.quote(command)}", payload).decode(errors="replace")
             content += len(payload)
             sent += len(command) + len(payload)
+            if "copy=0" not in out.split():
+                for t in targets:  # their hops read a copy that may have been cut short: listed again
+                    failed.setdefault(t, f"{seed} could not keep a copy of the stream ({out.strip()[-200:]})")
         for thread in hops:
             thread.join()  # each hop's own timeout bounds it
         return PushResult(host=seed, files_sent=len(delta.changed), content_bytes=content, bytes_sent=sent,
@@ -407,6 +413,13 @@ class _Relay:
             if not o.ok:
                 self.notes.append(f"{name}: the relay key could not be removed ({o.error}); it is accepted nowhere "
                                   f"after {self.expires:%Y-%m-%d %H:%M} UTC")
+
+
+# After `SENDER | ssh ...`: the hop succeeded when ssh (the target's tar) did and the sender either ended well
+# or was cut off (SIGPIPE, 141) because that tar had read the archive's end marker and left its padding unread.
+# A sender that failed otherwise may have ended the archive at a member boundary, which tar takes silently.
+_BOTH_ENDS = ('s=("${PIPESTATUS[@]}"); [ "${s[1]}" = 0 ] && { [ "${s[0]}" = 0 ] || [ "${s[0]}" = 141 ]; } || '
+              '{ echo "hop failed: sender ${s[0]}, ssh ${s[1]}" >&2; exit 1; }')
 
 
 class _HopFailed(Exception):
