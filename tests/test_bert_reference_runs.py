@@ -1,6 +1,7 @@
-"""train_torch.py on the reference's inputs, at the tiny size: hdf5 and TFRecord shards give the same batches, the
-TF1 checkpoint is loaded and evaluated at 0 samples, the clock starts before the data is read, and the division
-in the log and result.json follows what the run really used (open here, with the reasons)."""
+"""train_torch.py and train_tf.py (Keras on TensorFlow and on JAX) on the reference's inputs, at the tiny size:
+hdf5 and TFRecord shards give the same batches, the TF1 checkpoint is loaded and evaluated at 0 samples, the clock
+starts before the data is read, and the division in the log and result.json follows what the run really used
+(open here, with the reasons)."""
 
 from __future__ import annotations
 
@@ -106,3 +107,49 @@ def test_bad_reference_inputs_are_named_before_training(inputs, tmp_path):
     write_hdf5_fixed(other_vocab, arrays)
     assert "made with another vocab" in error("--data-dir", str(inputs / "hdf5"), "--eval-data", str(other_vocab),
                                               "--max-steps", "2")
+
+
+def _train_keras(out, *flags):
+    """train_tf.py at _train's recipe: Keras on TensorFlow, or on JAX with `--backend jax` among the flags."""
+    cmd = [sys.executable, "train_tf.py", "--preset", "tiny", "--out", str(out), "--global-batch", "8",
+           "--max-steps", "4", "--optimizer", "lamb", "--lr", "1e-3", "--warmup-steps", "1", "--log-every", "1",
+           "--eval-every", "4", "--timing-warmup", "1", "--precision", "fp32", "--dropout", "0", *flags]
+    proc = subprocess.run(cmd, cwd=BERT_DIR, env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = [json.loads(line.split(":::MLLOG ", 1)[1]) for line in (out / "mlperf.log").read_text().splitlines()]
+    return records, json.loads((out / "result.json").read_text())
+
+
+def test_keras_reads_the_reference_inputs_as_pytorch_does(inputs, tmp_path):
+    """From the same checkpoint on the same batch, the first step's loss (before any update) is the same in every
+    framework, hdf5 and TFRecord give Keras the same run, and Keras on JAX (the batch split over 2 devices) trains
+    as Keras on TensorFlow does; the log opens as PyTorch's does."""
+    reference = ("--eval-data", str(inputs / "eval"), "--init-checkpoint", str(inputs / "ckpt" / "model.ckpt-28252"))
+    keras_runs = {name: _train_keras(tmp_path / f"tf-{name}", "--data-dir", str(inputs / name), *reference)
+                  for name in ("hdf5", "tfrecord")}
+    jax_records, jax_result = _train_keras(tmp_path / "jax", "--backend", "jax", "--cpu-devices", "2",
+                                           "--data-dir", str(inputs / "hdf5"), *reference)
+    torch_records, _, _ = _train(tmp_path / "torch", "--data-dir", str(inputs / "hdf5"), "--dropout", "0", *reference)
+
+    def losses(records):
+        return [r["value"]["loss"] for r in records if r["key"] == "tracked_stats"]
+
+    hdf5, tfrecord = (losses(keras_runs[name][0]) for name in ("hdf5", "tfrecord"))
+    assert len(hdf5) == 4 and hdf5 == pytest.approx(tfrecord, abs=1e-5)
+    # Before any update the two backends agree to float rounding; after a few LAMB steps, to XLA's reduction order.
+    assert losses(jax_records)[0] == pytest.approx(hdf5[0], abs=1e-5)
+    assert losses(jax_records) == pytest.approx(hdf5, abs=1e-3)
+    assert hdf5[0] == pytest.approx(losses(torch_records)[0], abs=2e-3)
+    # The checkpoint's accuracy at 0 samples is the same figure in all three.
+    first = [next(r for r in records if r["key"] == "eval_accuracy")
+             for records in (keras_runs["hdf5"][0], jax_records, torch_records)]
+    assert [f["metadata"]["epoch_num"] for f in first] == [0, 0, 0]
+    assert first[0]["value"] == pytest.approx(first[1]["value"], abs=1e-6)
+    assert first[0]["value"] == pytest.approx(first[2]["value"], abs=1e-6)
+    for records, result in (keras_runs["hdf5"], (jax_records, jax_result)):
+        keys = _keys(records)
+        assert keys.index("run_start") < keys.index("train_samples") < keys.index("run_stop")
+        assert next(r["value"] for r in records if r["key"] == "train_samples") == 4 * 8
+        assert next(r["value"] for r in records if r["key"] == "submission_division") == "open"
+        assert result["mlperf"]["division"] == "open" and "checkpoint" not in " ".join(result["mlperf"]["differences"])
+    assert (jax_result["framework"], jax_result["chips"]) == ("jax", 2)

@@ -33,8 +33,9 @@ parse_data_options() {
 }
 
 # export_threads SCRIPT: with --threads N > 0, N intra-op threads for PyTorch (OpenMP, MKL) and TensorFlow,
-# and one inter-op thread for TensorFlow (its graph runs one step at a time). torchrun keeps an
-# OMP_NUM_THREADS it finds. The trainers record what they ran with in result.json ("settings").
+# and one inter-op thread for TensorFlow (its graph runs one step at a time); JAX's XLA CPU backend has a
+# switch, not a count: --threads 1 turns its Eigen thread pool off. torchrun keeps an OMP_NUM_THREADS it
+# finds. The trainers record what they ran with in result.json ("settings").
 export_threads() {
     if ! [[ "$threads" =~ ^[0-9]+$ ]]; then
         echo "$1: --threads must be a whole number (0: the frameworks' defaults), got '$threads'" >&2
@@ -43,6 +44,9 @@ export_threads() {
     [[ "$threads" -gt 0 ]] || return 0
     export OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
         TF_NUM_INTRAOP_THREADS="$threads" TF_NUM_INTEROP_THREADS=1
+    if [[ "$threads" -eq 1 ]]; then
+        export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    fi
 }
 
 # ensure_data: sets $data_dir, preparing it first when this host lacks it (meta.json is written last).
