@@ -17,9 +17,11 @@ from infra.settle import SERVICE_ACCOUNT_SETTLE_S, Settled
 from infra.grants import TPU_BUCKET_ROLE, TPU_PROJECT_ROLES, TPU_SCOPES, TPU_TEARDOWN_PERMISSIONS
 from infra.teardown import (
     SCHEDULE_TIME_ZONE,
-    TEARDOWN_METHOD,
+    TEARDOWN_INVOKER_ROLE,
     TEARDOWN_SCOPE,
     render_teardown_schedule,
+    render_teardown_workflow,
+    workflow_executions_url,
     scheduler_region,
     teardown_deadline,
     tpu_node_url,
@@ -124,12 +126,12 @@ class TpuSlice(pulumi.ComponentResource):
 
         # The TTL teardown runs outside the slice (infra/teardown.py): tpu.nodes.delete reaches every node of the
         # project (no IAM condition can name one TPU node), so the slice's own account, whose token every
-        # workload on it can read, never holds it. A teardown account does; nothing runs as it, and the one
-        # request made with it is the scheduler job's DELETE of this node.
+        # workload on it can read, never holds it. A teardown account does; only this slice's teardown workflow
+        # runs as it (tpu.nodes.delete and .get, to wait for the 404).
         teardown_account = gcp.serviceaccount.Account(
             f"{name}-teardown-sa", project=args.project, account_id=_account_id(args.node_name, "td"),
             display_name=f"ernie TPU teardown {args.node_name}",
-            description=f"Only Cloud Scheduler signs in as it, to delete TPU node {args.node_name} at its TTL",
+            description=f"Only the teardown workflow runs as it, to delete TPU node {args.node_name} at its TTL",
             opts=child)
         teardown_email = Settled(f"{name}-teardown-sa-settle", teardown_account.email, SERVICE_ACCOUNT_SETTLE_S,
                                  opts=child).value
@@ -158,6 +160,26 @@ class TpuSlice(pulumi.ComponentResource):
             # The workload may write results and logs as soon as it starts.
             opts=pulumi.ResourceOptions(parent=self, depends_on=grants))
 
+        # The scheduler job only starts the teardown workflow, which runs as the teardown account and retries
+        # with backoff until the node is gone (infra/teardown.py). The job signs in as a caller account that may
+        # only start workflows: the provider has no per-workflow IAM member, so roles/workflows.invoker is granted
+        # on the project, to an account nothing else uses.
+        workflow = gcp.workflows.Workflow(
+            f"{name}-teardown-wf", project=args.project, region=scheduler_region(args.region),
+            name=args.node_name, description=f"ernie: delete TPU node {args.node_name} until gone",
+            service_account=teardown_email,
+            source_contents=render_teardown_workflow(tpu_node_url(args.project, args.zone, args.node_name)),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[teardown_grant]))
+        caller = gcp.serviceaccount.Account(
+            f"{name}-teardown-caller-sa", project=args.project, account_id=_account_id(args.node_name, "tc"),
+            display_name=f"ernie TPU teardown caller {args.node_name}",
+            description=f"Only Cloud Scheduler signs in as it, to start the teardown workflow of {args.node_name}",
+            opts=child)
+        caller_email = Settled(f"{name}-teardown-caller-sa-settle", caller.email, SERVICE_ACCOUNT_SETTLE_S,
+                               opts=child).value
+        invoker = gcp.projects.IAMMember(f"{name}-teardown-invoker", project=args.project,
+                                         role=TEARDOWN_INVOKER_ROLE,
+                                         member=caller_email.apply(lambda e: f"serviceAccount:{e}"), opts=child)
         teardown = gcp.cloudscheduler.Job(
             f"{name}-ttl", project=args.project, region=scheduler_region(args.region), name=f"{args.node_name}-ttl",
             description=f"ernie: delete TPU node {args.node_name} at ernie:ttlMinutes ({args.ttl_minutes})",
@@ -167,9 +189,10 @@ class TpuSlice(pulumi.ComponentResource):
             time_zone=SCHEDULE_TIME_ZONE, attempt_deadline="60s",
             retry_config={"retry_count": 5, "min_backoff_duration": "60s", "max_backoff_duration": "600s",
                           "max_doublings": 3},
-            http_target={"uri": tpu_node_url(args.project, args.zone, args.node_name), "http_method": TEARDOWN_METHOD,
-                         "oauth_token": {"service_account_email": teardown_email, "scope": TEARDOWN_SCOPE}},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[teardown_grant], delete_before_replace=True))
+            http_target={"uri": workflow.name.apply(
+                lambda wf: workflow_executions_url(args.project, scheduler_region(args.region), wf)), "http_method": "POST",
+                         "oauth_token": {"service_account_email": caller_email, "scope": TEARDOWN_SCOPE}},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[invoker], delete_before_replace=True))
 
         self.hosts = node.network_endpoints.apply(
             lambda endpoints: tpu_hosts(args.node_name, args.accelerator_type, args.chips, endpoints))

@@ -8,7 +8,7 @@ import json
 # is the teardown account's alone (infra/teardown.py): granted on the project, it reaches every node there.
 TPU_BUCKET_ROLE = "roles/storage.objectUser"
 TPU_PROJECT_ROLES = ("roles/logging.logWriter",)
-TPU_TEARDOWN_PERMISSIONS = ("tpu.nodes.delete",)
+TPU_TEARDOWN_PERMISSIONS = ("tpu.nodes.delete", "tpu.nodes.get")  # get: the workflow waits for the 404
 TPU_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 """OAuth scopes only gate which APIs a token may call; the roles above are what the account may do."""
 

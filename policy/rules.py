@@ -18,7 +18,7 @@ from typing import Any
 from infra import pricing
 from infra.config import MAX_TTL_MINUTES, SERVING_MAX_RESERVED_CONCURRENCY, SERVING_MAX_TIMEOUT_SECONDS
 from infra.reach import world_ranges
-from infra.teardown import TEARDOWN_METHOD, tpu_node_url
+from infra.teardown import render_teardown_workflow, tpu_node_url, workflow_executions_url
 from infra.tpu_catalog import lookup_tpu
 
 SSH_PORT = 22
@@ -35,6 +35,7 @@ GCP_PROJECT_POLICY = "gcp:projects/iAMPolicy:IAMPolicy"
 GCP_ACCOUNT_MEMBER = "gcp:serviceaccount/iAMMember:IAMMember"
 GCP_ACCOUNT_BINDING = "gcp:serviceaccount/iAMBinding:IAMBinding"
 GCP_SCHEDULER_JOB = "gcp:cloudscheduler/job:Job"
+GCP_WORKFLOW = "gcp:workflows/workflow:Workflow"
 AWS_INSTANCE = "aws:ec2/instance:Instance"
 AWS_SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 AWS_INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
@@ -378,9 +379,9 @@ def tpu_teardown_unbounded(resources: Sequence[Resource], limits: Limits) -> lis
 
     `tpu.nodes.delete` granted on the project reaches every TPU node in it, and no IAM condition narrows it to
     one node (Cloud TPU gives conditions no resource name). Bounded means: no TPU node runs as an account that
-    holds it or may act as other accounts; whoever holds it is a teardown account, the OAuth account of
-    Cloud Scheduler jobs that each DELETE one of this stack's nodes, and no one is granted to act as it; and each
-    node has such a job.
+    holds it or may act as other accounts; whoever holds it is a teardown account, the account of Cloud
+    Workflows whose source is exactly the bounded teardown of one of this stack's nodes, and no one is granted to
+    act as it; and each node has such a workflow.
     """
     nodes = {tpu_node_url(str(p.get("project")), str(p.get("zone")), str(p.get("name"))): name
              for typ, name, p in resources if typ == GCP_TPU_VM}
@@ -392,9 +393,18 @@ def tpu_teardown_unbounded(resources: Sequence[Resource], limits: Limits) -> lis
     acting = ACT_AS_ROLES | {role for role, perms in custom.items() if perms & ACT_AS_PERMISSIONS}
     grants = _grants(resources)
     holders = {_email(g.member) for g in grants if g.on_account is None and g.role in deleting}
-    jobs = [(name, p.get("httpTarget") or {}) for typ, name, p in resources if typ == GCP_SCHEDULER_JOB]
-    signs_in_as = {name: _email((target.get("oauthToken") or {}).get("serviceAccountEmail")) for name, target in jobs}
-
+    # A teardown account runs only workflows whose source is exactly the bounded teardown of one of this stack's
+    # nodes (delete, wait for 404 with capped backoff, give up at the deadline: infra/teardown.py).
+    workflows = [(name, _email(p.get("serviceAccount")), str(p.get("sourceContents") or ""),
+                  workflow_executions_url(str(p.get("project")), str(p.get("region")), str(p.get("name"))))
+                 for typ, name, p in resources if typ == GCP_WORKFLOW]
+    # Started by a scheduler job (POST to its executions) as an account that may not delete nodes itself.
+    started = {str(t.get("uri")) for typ, _, p in resources if typ == GCP_SCHEDULER_JOB
+               for t in [p.get("httpTarget") or {}]
+               if t.get("httpMethod") == "POST" and _email((t.get("oauthToken") or {}).get("serviceAccountEmail"))
+               not in holders | set(node_accounts)}
+    sources = {render_teardown_workflow(url): url for url in nodes}
+    teardown_accounts = {email for _, email, _, _ in workflows}
     findings = [f"TPU node {name} runs as the project's default compute service account (Editor by default, which "
                 "may delete any TPU node): give it an account of its own"
                 for name, email in runs_as.items() if not email]
@@ -405,30 +415,29 @@ def tpu_teardown_unbounded(resources: Sequence[Resource], limits: Limits) -> lis
             findings.append(f"TPU node {node_accounts[email]} runs as {email}, which {g.resource} lets delete every "
                             f"TPU node in the project ({g.role}; no IAM condition narrows it to one node): any "
                             "workload on the node could delete other people's nodes with its metadata token")
-        elif deletes and email not in signs_in_as.values():
+        elif deletes and email not in teardown_accounts:
             findings.append(f"{g.resource} gives {g.member} {g.role}, which may delete every TPU node in the project, "
-                            "and it is no teardown account: only the OAuth account of a Cloud Scheduler job that "
-                            "DELETEs one of this stack's nodes may hold it")
+                            "and it is no teardown account: only the account a teardown workflow of this stack runs as "
+                            "may hold it")
         if email in node_accounts and g.role in acting:
             target = f"service account {g.on_account}" if g.on_account else "any service account of the project"
             findings.append(f"TPU node {node_accounts[email]} runs as {email}, which {g.resource} lets act as {target} "
                             f"({g.role}): a workload on the node could borrow the teardown account")
         elif g.on_account in holders and g.role in acting:
             findings.append(f"{g.resource} lets {g.member} act as {g.on_account} ({g.role}), which may delete every "
-                            "TPU node in the project: only Cloud Scheduler may sign in as a teardown account")
+                            "TPU node in the project: only its teardown workflow may run as it")
     torn_down = set()
-    for name, target in jobs:
-        if signs_in_as[name] not in holders:
+    for name, email, source, executions in workflows:
+        if email not in holders:
             continue
-        method, uri = target.get("httpMethod"), target.get("uri")
-        if method != TEARDOWN_METHOD or uri not in nodes:
-            findings.append(f"scheduler job {name} signs in as {signs_in_as[name]}, which may delete every TPU node in "
-                            f"the project, but sends {method} {uri}: a teardown job DELETEs one of this stack's TPU "
-                            "nodes and nothing else")
-        elif signs_in_as[name] not in node_accounts:
-            torn_down.add(uri)
-    findings += [f"TPU node {name} has no teardown: no Cloud Scheduler job sends DELETE {url} as an account that may "
-                 "delete TPU nodes, so a forgotten node bills until someone notices"
+        if source not in sources:
+            findings.append(f"workflow {name} runs as {email}, which may delete every TPU node in the project, but "
+                            "its source is not the bounded teardown of one of this stack's TPU nodes "
+                            "(infra/teardown.py render_teardown_workflow)")
+        elif email not in node_accounts and executions in started:
+            torn_down.add(sources[source])
+    findings += [f"TPU node {name} has no teardown: no workflow, started by a Cloud Scheduler job, deletes {url} "
+                 "until gone as an account that may delete TPU nodes, so a forgotten node bills until someone notices"
                  for url, name in nodes.items() if url not in torn_down]
     return findings
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from infra.teardown import render_teardown_workflow, workflow_executions_url
 from policy import rules
 from policy.rules import RULES, Limits, evaluate
 
@@ -127,8 +128,20 @@ NODE = (rules.GCP_TPU_VM, "tpu", {"project": "p", "zone": "us-central2-b", "name
                                   "serviceAccount": {"email": "n-sa@p.iam.gserviceaccount.com"}})
 TEARDOWN_ROLE = (rules.GCP_CUSTOM_ROLE, "td-role", {"project": "p", "roleId": "td",
                                                    "permissions": ["tpu.nodes.delete"]})
+WORKFLOW = (rules.GCP_WORKFLOW, "wf", {"project": "p", "region": "us-central1", "name": "n",
+                                       "serviceAccount": "n-td@p.iam.gserviceaccount.com",
+                                       "sourceContents": render_teardown_workflow(NODE_URL)})
 JOB = (rules.GCP_SCHEDULER_JOB, "ttl", {"httpTarget": {
-    "uri": NODE_URL, "httpMethod": "DELETE", "oauthToken": {"serviceAccountEmail": "n-td@p.iam.gserviceaccount.com"}}})
+    "uri": workflow_executions_url("p", "us-central1", "n"), "httpMethod": "POST",
+    "oauthToken": {"serviceAccountEmail": "n-tc@p.iam.gserviceaccount.com"}}})
+
+
+def _workflow(source: str) -> tuple[str, str, dict]:
+    return (WORKFLOW[0], WORKFLOW[1], {**WORKFLOW[2], "sourceContents": source})
+
+
+_SOURCE = WORKFLOW[2]["sourceContents"]
+_NO_DEADLINE = _SOURCE[:_SOURCE.index("    - give_up:")] + _SOURCE[_SOURCE.index("    - wait:"):]
 
 
 def _grant(member: str, role: str = "projects/p/roles/td", **extra) -> tuple[str, str, dict]:
@@ -138,28 +151,34 @@ def _grant(member: str, role: str = "projects/p/roles/td", **extra) -> tuple[str
 
 @pytest.mark.parametrize(("resources", "findings"), [
     # The bound: the teardown account holds tpu.nodes.delete and only the scheduler job signs in as it.
-    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), JOB], 0),
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), WORKFLOW, JOB], 0),
     # The node holds it itself, with or without a condition naming its own node (Cloud TPU never evaluates it).
-    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-sa@p.iam.gserviceaccount.com"), JOB], 2),
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-sa@p.iam.gserviceaccount.com"), WORKFLOW, JOB], 2),
     ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-sa@p.iam.gserviceaccount.com", condition={
-        "title": "own node", "expression": 'resource.name == "projects/p/locations/us-central2-b/nodes/n"'}), JOB], 2),
+        "title": "own node", "expression": 'resource.name == "projects/p/locations/us-central2-b/nodes/n"'}), WORKFLOW, JOB], 2),
     # Predefined roles that delete nodes, through a binding or a whole project policy.
-    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), JOB,
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), WORKFLOW, JOB,
       (rules.GCP_PROJECT_BINDING, "b", {"role": "roles/editor",
                                         "members": ["serviceAccount:n-sa@p.iam.gserviceaccount.com"]})],
      2),  # it deletes nodes, and it may act as other accounts
-    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), JOB,
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), WORKFLOW, JOB,
       (rules.GCP_PROJECT_POLICY, "pol", {"policyData": json.dumps({"bindings": [
           {"role": "roles/tpu.admin", "members": ["serviceAccount:n-sa@p.iam.gserviceaccount.com"]}]})})], 1),
     # A custom role that lets the node's account mint tokens for others.
-    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), JOB,
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), WORKFLOW, JOB,
       (rules.GCP_CUSTOM_ROLE, "mint", {"project": "p", "roleId": "mint",
                                        "permissions": ["iam.serviceAccounts.getAccessToken"]}),
       _grant("serviceAccount:n-sa@p.iam.gserviceaccount.com", "projects/p/roles/mint")], 1),
-    # The job signs in as the teardown account but sends something else.
+    # The workflow runs as the teardown account but deletes another node, or never gives up.
     ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"),
-      (rules.GCP_SCHEDULER_JOB, "ttl", {"httpTarget": {**JOB[2]["httpTarget"], "httpMethod": "POST"}})], 2),
-    # No job at all: nothing deletes the node, and the holder is no teardown account.
+      _workflow(render_teardown_workflow(NODE_URL.replace("/nodes/n", "/nodes/other"))), JOB], 2),
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), _workflow(_NO_DEADLINE), JOB], 2),
+    # The workflow is there but no scheduler job starts it, or the job signs in as the teardown account itself.
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), WORKFLOW], 1),
+    ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com"), WORKFLOW,
+      (rules.GCP_SCHEDULER_JOB, "ttl", {"httpTarget": {**JOB[2]["httpTarget"], "oauthToken": {
+          "serviceAccountEmail": "n-td@p.iam.gserviceaccount.com"}}})], 1),
+    # No workflow at all: nothing deletes the node, and the holder is no teardown account.
     ([NODE, TEARDOWN_ROLE, _grant("serviceAccount:n-td@p.iam.gserviceaccount.com")], 2),
     ([NODE], 1),
 ])

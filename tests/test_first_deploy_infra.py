@@ -91,8 +91,11 @@ def test_tpu_names_are_valid_for_any_stack_name(tmp_path, stack: str) -> None:
     for labelled in (r for r in result.resources if "labels" in r.inputs):
         value = labelled.inputs["labels"]["ernie-stack"]
         assert re.fullmatch(r"[a-z0-9_-]{0,63}", value), value
+    (workflow,) = of_type(result, "gcp:workflows/workflow:Workflow")
+    assert re.fullmatch(r"[a-zA-Z][-_a-zA-Z0-9]{0,63}", workflow.inputs["name"])
+    assert f'/nodes/{node.inputs["name"]}"' in workflow.inputs["sourceContents"]
     (job,) = of_type(result, "gcp:cloudscheduler/job:Job")
-    assert job.inputs["httpTarget"]["uri"].endswith(f"/nodes/{node.inputs['name']}")
+    assert job.inputs["httpTarget"]["uri"].endswith(f"/workflows/{workflow.inputs['name']}/executions")
 
 
 @pytest.mark.parametrize("stack", ODD_STACKS)
@@ -163,7 +166,7 @@ def test_p3_is_refused_with_an_image_that_still_works(tmp_path, instance: str) -
 def test_the_node_and_the_grants_wait_for_the_service_accounts_to_settle(tmp_path) -> None:
     result = stack_plan(tmp_path, "gcp", "gcp")
     settled = {r.name: r for r in result.resources if r.type.endswith("ernie:Settled")}
-    assert set(settled) == {"tpu-sa-settle", "tpu-teardown-sa-settle"}
+    assert set(settled) == {"tpu-sa-settle", "tpu-teardown-sa-settle", "tpu-teardown-caller-sa-settle"}
     accounts = {r.name: r.outputs["email"] for r in of_type(result, "gcp:serviceaccount/account:Account")}
     for name, wait in settled.items():
         assert wait.inputs["value"] == accounts[name.removesuffix("-settle")]

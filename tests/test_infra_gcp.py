@@ -14,11 +14,12 @@ import yaml
 from ernie.check import Plan, plan
 from infra.config import ConfigError
 from infra.gcp_tpu import TpuSlice, TpuSliceArgs
-from infra.teardown import render_teardown_schedule, teardown_deadline
+from infra.teardown import render_teardown_schedule, render_teardown_workflow, teardown_deadline
 
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT = "gcp:serviceaccount/account:Account"
 JOB = "gcp:cloudscheduler/job:Job"
+WORKFLOW = "gcp:workflows/workflow:Workflow"
 INVENTORY_KEYS = {"cloud", "stack", "ssh_user", "ssh_private_key", "runner", "hosts", "bucket",
                   "price_per_hour_usd", "price_source", "ttl_minutes"}
 HOST_KEYS = {"name", "address", "private_address", "worker", "accelerator", "chips"}
@@ -112,16 +113,29 @@ def test_only_a_teardown_account_nothing_runs_as_may_delete_the_node(tmp_path) -
     (teardown,) = [r for r in result.resources if r.type == ACCOUNT and r.name == "tpu-teardown-sa"]
     assert teardown.outputs["email"] != node["serviceAccount"]["email"]
     (custom,) = [r for r in result.resources if r.type == "gcp:projects/iAMCustomRole:IAMCustomRole"]
-    assert custom.inputs["permissions"] == ["tpu.nodes.delete"]
+    assert custom.inputs["permissions"] == ["tpu.nodes.delete", "tpu.nodes.get"]
     holders = [g["member"] for g in inputs_of(result, "gcp:projects/iAMMember:IAMMember")
                if g["role"] == custom.outputs["name"]]
     assert holders == [teardown.outputs["member"]]
+    # The workflow runs as the teardown account and deletes this node only; the job merely starts it, as a
+    # caller account whose one grant is roles/workflows.invoker.
+    (workflow,) = inputs_of(result, WORKFLOW)
+    assert workflow["serviceAccount"] == teardown.outputs["email"]
+    assert workflow["sourceContents"] == render_teardown_workflow(
+        f"https://tpu.googleapis.com/v2/projects/my-ernie-project/locations/us-central2-b/nodes/{node['name']}")
+    (caller,) = [r for r in result.resources if r.type == ACCOUNT and r.name == "tpu-teardown-caller-sa"]
+    grants = sorted((g["role"], g["member"]) for g in inputs_of(result, "gcp:projects/iAMMember:IAMMember")
+                    if g["member"] in (teardown.outputs["member"], caller.outputs["member"]))
+    assert grants == sorted([(custom.outputs["name"], teardown.outputs["member"]),
+                             ("roles/workflows.invoker", caller.outputs["member"])])
     (job,) = inputs_of(result, JOB)
     assert job["httpTarget"] == {
-        "uri": f"https://tpu.googleapis.com/v2/projects/my-ernie-project/locations/us-central2-b/nodes/{node['name']}",
-        "httpMethod": "DELETE",
-        "oauthToken": {"serviceAccountEmail": teardown.outputs["email"],
+        "uri": "https://workflowexecutions.googleapis.com/v1/projects/my-ernie-project/locations/us-central1/"
+               f"workflows/{workflow['name']}/executions",
+        "httpMethod": "POST",
+        "oauthToken": {"serviceAccountEmail": caller.outputs["email"],
                        "scope": "https://www.googleapis.com/auth/cloud-platform"}}
+    assert workflow["region"] == "us-central1"
     # Cloud Scheduler has no us-central2 (TPU only): the job runs on the same continent.
     assert (job["region"], job["timeZone"]) == ("us-central1", "Etc/UTC")
     # Nothing on the node deletes anything: no startup script holds a teardown.
@@ -213,7 +227,10 @@ def test_tpu_slice_component_on_its_own(pulumi_mocks):
         assert schedule == job.inputs["schedule"] == "16 0 6 3 *"
         assert job.inputs["region"] == "europe-west1"
         assert job.inputs["httpTarget"]["uri"] == \
-            "https://tpu.googleapis.com/v2/projects/p/locations/europe-west4-a/nodes/ernie-test"
+            "https://workflowexecutions.googleapis.com/v1/projects/p/locations/europe-west1/workflows/ernie-test/executions"
+        (workflow,) = pulumi_mocks.of_type(WORKFLOW)
+        assert '"https://tpu.googleapis.com/v2/projects/p/locations/europe-west4-a/nodes/ernie-test"' in \
+            workflow.inputs["sourceContents"]
 
     return pulumi.Output.all(slice_.hosts, slice_.teardown_schedule).apply(check)
 
@@ -230,3 +247,27 @@ def test_the_live_tpu_api_has_the_last_word(pulumi_mocks) -> None:
     assert [r.type for r in pulumi_mocks.resources if r.type != "ernie:gcp:TpuSlice"] == []
     assert pulumi_mocks.calls == ["gcp:tpu/getV2AcceleratorTypes:getV2AcceleratorTypes",
                                   "gcp:tpu/getV2RuntimeVersions:getV2RuntimeVersions"]
+
+
+def test_teardown_workflow_deletes_until_404_with_capped_backoff_and_a_deadline() -> None:
+    """Issue 14 defect 12: one DELETE is not enough (its operation can fail, the API can be down longer than
+    Scheduler retries): the workflow deletes, checks, sleeps with doubling capped backoff and loops until 404."""
+    import yaml
+
+    url = "https://tpu.googleapis.com/v2/projects/p/locations/z/nodes/n"
+    steps = {name: body for step in yaml.safe_load(render_teardown_workflow(url))["main"]["steps"]
+             for name, body in step.items()}
+    assert list(steps) == ["init", "try_delete", "give_up", "wait", "backoff"]
+    init = {k: v for a in steps["init"]["assign"] for k, v in a.items()}
+    assert init["node"] == url and init["delay"] == 60
+    assert init["deadline"] == "${sys.now() + 86400}"
+    tried = {name: body for step in steps["try_delete"]["try"]["steps"] for name, body in step.items()}
+    assert tried["delete"]["call"] == "http.delete" and tried["check"]["call"] == "http.get"
+    assert all(b["args"] == {"url": "${node}", "auth": {"type": "OAuth2"}} for b in tried.values())
+    # Any error but a 404 is swallowed and retried; a 404 (on the DELETE or the GET) ends the run.
+    (gone,) = steps["try_delete"]["except"]["steps"][0]["gone"]["switch"]
+    assert gone == {"condition": '${"HttpError" in e.tags and map.get(e, "code") == 404}', "return": "deleted"}
+    (give_up,) = steps["give_up"]["switch"]
+    assert give_up["condition"] == "${sys.now() > deadline}" and "raise" in give_up
+    assert steps["wait"] == {"call": "sys.sleep", "args": {"seconds": "${delay}"}}
+    assert steps["backoff"] == {"assign": [{"delay": "${math.min(delay * 2, 600)}"}], "next": "try_delete"}

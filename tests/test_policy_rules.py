@@ -16,6 +16,7 @@ from ernie.check import Plan
 from infra.config import ConfigError, parse
 from policy import rules
 from policy.rules import BILLABLE_TTL_FIELDS, RULES, STACK_RULES, Limits, evaluate
+from infra.teardown import render_teardown_workflow, tpu_node_url, workflow_executions_url
 
 
 @pytest.fixture(scope="module")
@@ -190,69 +191,98 @@ def test_every_declared_s3_bucket_is_tls_only_and_loses_it_when_its_policy_goes(
 
 
 def _gcp_resources(plans) -> tuple[list[tuple[str, str, dict[str, Any]]], dict[str, Any], dict[str, Any]]:
-    """The gcp program's resources, its TPU node and its teardown job (props free to mutate)."""
+    """The gcp program's resources, its TPU node and its teardown workflow (props free to mutate)."""
     resources = triples(plans["gcp"])
     (node,) = [p for t, _, p in resources if t == rules.GCP_TPU_VM]
-    (job,) = [p for t, _, p in resources if t == rules.GCP_SCHEDULER_JOB]
-    return resources, node, job
+    (wf,) = [p for t, _, p in resources if t == rules.GCP_WORKFLOW]
+    return resources, node, wf
 
 
 def _member_of(props: dict[str, Any]) -> str:
     return f"serviceAccount:{props['serviceAccount']['email']}"
 
 
+def _node_url(node: dict[str, Any]) -> str:
+    return tpu_node_url(node["project"], node["zone"], node["name"])
+
+
 def test_the_declared_tpu_teardown_is_bounded(plans) -> None:
-    """The node's own account holds no TPU permission; the teardown account, which nothing runs as, does, and only
-    its scheduler job's DELETE of that node is sent with it."""
-    resources, node, job = _gcp_resources(plans)
+    """The node's own account holds no TPU permission; the teardown account, which only the teardown workflow runs
+    as, does; the scheduler job only starts that workflow, as a caller account that may only invoke workflows."""
+    resources, node, wf = _gcp_resources(plans)
     assert stack_rule("tpu-teardown-bounded").check(resources, plans["gcp"].limits) == []
-    teardown = job["httpTarget"]["oauthToken"]["serviceAccountEmail"]
+    teardown = wf["serviceAccount"]
     assert teardown != node["serviceAccount"]["email"]
-    holders = [p["member"] for t, _, p in resources if t == rules.GCP_PROJECT_MEMBER and "roles/ernieTpu" in p["role"]]
-    assert holders == [f"serviceAccount:{teardown}"]
+    (job,) = [p for t, _, p in resources if t == rules.GCP_SCHEDULER_JOB]
+    caller = job["httpTarget"]["oauthToken"]["serviceAccountEmail"]
+    assert caller not in (teardown, node["serviceAccount"]["email"])
+    assert job["httpTarget"]["httpMethod"] == "POST"
+    assert job["httpTarget"]["uri"].startswith("https://workflowexecutions.googleapis.com/v1/")
+    assert job["httpTarget"]["uri"] == workflow_executions_url(wf["project"], wf["region"], wf["name"])
+    teardown_grants = sorted((p["role"].startswith("projects/") and "custom" or p["role"], p["member"])
+                             for t, _, p in resources if t == rules.GCP_PROJECT_MEMBER
+                             and p["member"] in (f"serviceAccount:{teardown}", f"serviceAccount:{caller}"))
+    assert teardown_grants == sorted([("custom", f"serviceAccount:{teardown}"),
+                                      ("roles/workflows.invoker", f"serviceAccount:{caller}")])
+    (role,) = [p for t, _, p in resources if t == rules.GCP_CUSTOM_ROLE and "Teardown" in str(p.get("roleId"))]
+    assert sorted(role["permissions"]) == ["tpu.nodes.delete", "tpu.nodes.get"]
 
 
-def _node_may_delete(resources, node, job) -> None:
+def _node_may_delete(resources, node, wf) -> None:
     """The self-delete shape ernie had before: the teardown role granted to the node's own account (with a
     condition naming the node, which Cloud TPU never evaluates: it bounds nothing)."""
     (role,) = [p for t, _, p in resources if t == rules.GCP_PROJECT_MEMBER and "roles/ernieTpu" in p["role"]]
     resources.append((rules.GCP_PROJECT_MEMBER, "tpu-self-delete", {
         "project": node["project"], "role": role["role"], "member": _member_of(node),
-        "condition": {"title": "own node", "expression": f'resource.name == "{job["httpTarget"]["uri"]}"'}}))
+        "condition": {"title": "own node", "expression": f'resource.name == "{_node_url(node)}"'}}))
 
 
-def _node_is_tpu_admin(resources, node, job) -> None:
+def _node_is_tpu_admin(resources, node, wf) -> None:
     resources.append((rules.GCP_PROJECT_BINDING, "tpu-admins", {
         "project": node["project"], "role": "roles/tpu.admin", "members": ["user:a@example.com", _member_of(node)]}))
 
 
-def _node_may_mint_teardown_tokens(resources, node, job) -> None:
-    teardown = job["httpTarget"]["oauthToken"]["serviceAccountEmail"]
+def _node_may_mint_teardown_tokens(resources, node, wf) -> None:
     resources.append((rules.GCP_ACCOUNT_MEMBER, "tpu-borrow", {
-        "serviceAccountId": f"projects/{node['project']}/serviceAccounts/{teardown}",
+        "serviceAccountId": f"projects/{node['project']}/serviceAccounts/{wf['serviceAccount']}",
         "role": "roles/iam.serviceAccountTokenCreator", "member": _member_of(node)}))
 
 
-def _someone_may_act_as_teardown(resources, node, job) -> None:
-    teardown = job["httpTarget"]["oauthToken"]["serviceAccountEmail"]
+def _someone_may_act_as_teardown(resources, node, wf) -> None:
     resources.append((rules.GCP_ACCOUNT_MEMBER, "td-user", {
-        "serviceAccountId": f"projects/{node['project']}/serviceAccounts/{teardown}",
+        "serviceAccountId": f"projects/{node['project']}/serviceAccounts/{wf['serviceAccount']}",
         "role": "roles/iam.serviceAccountUser", "member": "user:a@example.com"}))
 
 
-def _job_deletes_another_node(resources, node, job) -> None:
-    job["httpTarget"]["uri"] = job["httpTarget"]["uri"].rsplit("/", 1)[0] + "/someone-elses-node"
+def _workflow_deletes_another_node(resources, node, wf) -> None:
+    wf["sourceContents"] = render_teardown_workflow(_node_url(node).rsplit("/", 1)[0] + "/someone-elses-node")
 
 
-def _job_runs_as_the_node(resources, node, job) -> None:
-    job["httpTarget"]["oauthToken"]["serviceAccountEmail"] = node["serviceAccount"]["email"]
+def _workflow_never_gives_up(resources, node, wf) -> None:
+    """An unbounded variant: the same loop without its deadline."""
+    source = wf["sourceContents"]
+    start = source.index("    - give_up:")
+    wf["sourceContents"] = source[:start] + source[source.index("    - wait:"):]
 
 
-def _no_job(resources, node, job) -> None:
+def _workflow_runs_as_the_node(resources, node, wf) -> None:
+    wf["serviceAccount"] = node["serviceAccount"]["email"]
+
+
+def _no_workflow(resources, node, wf) -> None:
+    resources[:] = [r for r in resources if r[0] != rules.GCP_WORKFLOW]
+
+
+def _no_job(resources, node, wf) -> None:
     resources[:] = [r for r in resources if r[0] != rules.GCP_SCHEDULER_JOB]
 
 
-def _node_on_the_default_account(resources, node, job) -> None:
+def _job_starts_as_the_teardown_account(resources, node, wf) -> None:
+    (job,) = [p for t, _, p in resources if t == rules.GCP_SCHEDULER_JOB]
+    job["httpTarget"]["oauthToken"]["serviceAccountEmail"] = wf["serviceAccount"]
+
+
+def _node_on_the_default_account(resources, node, wf) -> None:
     del node["serviceAccount"]
 
 
@@ -264,16 +294,20 @@ def _node_on_the_default_account(resources, node, job) -> None:
     (_node_may_mint_teardown_tokens, ["tpu-borrow lets act as service account ernie-gcp-td@",
                                       "could borrow the teardown account"]),
     (_someone_may_act_as_teardown, ["td-user lets user:a@example.com act as ernie-gcp-td@"]),
-    (_job_deletes_another_node, ["scheduler job tpu-ttl signs in as ernie-gcp-td@", "/nodes/someone-elses-node",
-                                 "TPU node tpu-tpu has no teardown"]),
-    (_job_runs_as_the_node, ["TPU node tpu-tpu has no teardown",
-                             "tpu-teardown gives serviceAccount:ernie-gcp-td@", "is no teardown account"]),
-    (_no_job, ["TPU node tpu-tpu has no teardown", "is no teardown account"]),
+    (_workflow_deletes_another_node, ["workflow tpu-teardown-wf runs as ernie-gcp-td@", "not the bounded teardown",
+                                      "TPU node tpu-tpu has no teardown"]),
+    (_workflow_never_gives_up, ["workflow tpu-teardown-wf runs as ernie-gcp-td@", "not the bounded teardown",
+                                "TPU node tpu-tpu has no teardown"]),
+    (_workflow_runs_as_the_node, ["TPU node tpu-tpu has no teardown",
+                                  "tpu-teardown gives serviceAccount:ernie-gcp-td@", "is no teardown account"]),
+    (_no_workflow, ["TPU node tpu-tpu has no teardown", "is no teardown account"]),
+    (_no_job, ["TPU node tpu-tpu has no teardown"]),
+    (_job_starts_as_the_teardown_account, ["TPU node tpu-tpu has no teardown"]),
     (_node_on_the_default_account, ["runs as the project's default compute service account"]),
 ])
 def test_an_unbounded_or_missing_tpu_teardown_is_refused(plans, change, fragments) -> None:
-    resources, node, job = _gcp_resources(plans)
-    change(resources, node, job)
+    resources, node, wf = _gcp_resources(plans)
+    change(resources, node, wf)
     findings = stack_rule("tpu-teardown-bounded").check(resources, plans["gcp"].limits)
     for fragment in fragments:
         assert any(fragment in f for f in findings), (fragment, findings)
