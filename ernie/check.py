@@ -130,8 +130,9 @@ _REVIEW: dict[str, tuple[tuple[str, str], ...]] = {
     "gcp:projects/iAMMember:IAMMember": (("role", "role"),),
     "gcp:projects/iAMCustomRole:IAMCustomRole": (("permissions", "permissions"),),
     "gcp:compute/subnetwork:Subnetwork": (("range", "ipCidrRange"), ("region", "region")),
-    "gcp:cloudscheduler/job:Job": (("deletes", "httpTarget.uri"), ("as", "httpTarget.oauthToken.serviceAccountEmail"),
+    "gcp:cloudscheduler/job:Job": (("starts", "httpTarget.uri"), ("as", "httpTarget.oauthToken.serviceAccountEmail"),
                                    ("when", "schedule")),
+    "gcp:workflows/workflow:Workflow": (("runs as", "serviceAccount"), ("region", "region")),
     "aws:ec2/instance:Instance": (("type", "instanceType"), ("zone", "availabilityZone"),
                                   ("root", "rootBlockDevice"), ("imds tokens", "metadataOptions.httpTokens"),
                                   ("on shutdown", "instanceInitiatedShutdownBehavior"),
@@ -190,7 +191,7 @@ def render(result: Plan, console: Console) -> None:
     console.print(f"cost: {inv['price_per_hour_usd']:.2f} USD/hour ({inv['price_source']}); "
                   f"ceiling {result.limits.max_usd_per_hour:g} USD/hour (ernie:maxUsdPerHour); "
                   f"hosts are deleted {inv['ttl_minutes']} minutes after they come up "
-                  f"({'a Cloud Scheduler job deletes the TPU node' if inv['cloud'] == 'gcp' else 'instances shut down into termination'})")
+                  f"({'a Cloud Scheduler job starts a workflow that deletes the TPU node until it is gone' if inv['cloud'] == 'gcp' else 'instances shut down into termination'})")
     if "ssh_private_key" in inv:
         console.print(f"inventory: SSH private key kept as a Pulumi secret: {result.inventory_is_secret}")
     if result.findings:
