@@ -111,6 +111,7 @@ def test_stack_policy_refuses_an_s3_bucket_without_its_tls_policy(plans) -> None
 def test_stack_policy_refuses_a_tpu_node_that_may_delete_nodes(plans) -> None:
     """The pack refuses what the slice declared before its teardown moved off the node: the node's own account
     granted the teardown role."""
+    pulumi.runtime.set_all_config(json.loads(pulumi_config_env("gcp")))  # the pack reads the stack's limits
     (teardown,) = [p for p in pack.build_policies() if p.name == "tpu-teardown-bounded"]
     resources = triples(plans["gcp"])
     assert violations(teardown, stack_args(resources)) == []
