@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -44,7 +45,7 @@ def main() -> None:
     device = torch.device("cuda", 0) if gpu else torch.device("cpu")
     if gpu:
         torch.cuda.set_device(device)
-    dist.init_process_group(backend)
+    dist.init_process_group(backend, timeout=timedelta(seconds=120))  # a lost rank fails, never hangs
     rank, world = dist.get_rank(), dist.get_world_size()
     preset = get_preset("tiny" if args.dry_run else args.preset)
 

@@ -106,6 +106,9 @@ for workload in bert-torch bert-tf bert-jax; do
 done
 
 # NCCL refuses two ranks on one device in the releases seen so far: then a world of one, said so in ddp.json.
+# One host: gloo's connections over loopback (by default it takes the address the host name resolves to, which a
+# machine with extra interfaces may not route to itself: the dry run then hung at the first collective).
+((dry_run)) && export GLOO_SOCKET_IFNAME=lo
 if ! part ddp 180 "$python" -m torch.distributed.run --standalone --nproc-per-node $ddp_procs \
         benchmarks/gpu/ddp_step.py "${ddp_args[@]}"; then
     if ((!dry_run)) && grep -q "Duplicate GPU" "$work/logs/ddp.log"; then
