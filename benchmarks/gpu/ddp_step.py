@@ -1,6 +1,7 @@
 """A few DistributedDataParallel steps of ernie's PyTorch BERT: the NCCL path, proven on one GPU.
 
-Started by torchrun (`torchrun --standalone --nproc-per-node N ddp_step.py`). Every rank trains the same model
+`python ddp_step.py --procs N` starts N ranks on this host itself (spawned processes meeting at a free loopback
+port); under torchrun it is one rank of torchrun's world. Every rank trains the same model
 on its own batch; after the steps the ranks' weights must be identical (DDP all-reduced every gradient) and the
 all-reduce of the ranks' numbers must equal their sum. Rank 0 prints one JSON line and `ddp=ok world=N backend=B`.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from datetime import timedelta
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workloads" / "bert"))
@@ -33,11 +36,27 @@ from bert_large import synthetic_batch  # noqa: E402  (benchmarks/gpu is the scr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="gloo on the CPU, tiny preset")
+    parser.add_argument("--procs", type=int, default=2, help="ranks to start on this host (ignored under torchrun)")
     parser.add_argument("--preset", default="base")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--micro-batch", type=int, default=32)
     args = parser.parse_args()
+    if "RANK" in os.environ:  # started by torchrun
+        train(args)
+        return
+    with socket.socket() as sock:  # a free port for the ranks to meet at
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.start_processes(_rank, args=(args, port), nprocs=args.procs, start_method="spawn")
 
+
+def _rank(rank: int, args: argparse.Namespace, port: int) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(args.procs),
+                      LOCAL_WORLD_SIZE=str(args.procs), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    train(args)
+
+
+def train(args: argparse.Namespace) -> None:
     gpu = not args.dry_run
     if gpu and not torch.cuda.is_available():
         raise SystemExit("ddp_step.py: no CUDA GPU here; --dry-run runs gloo on the CPU")
@@ -47,6 +66,7 @@ def main() -> None:
         torch.cuda.set_device(device)
     dist.init_process_group(backend, timeout=timedelta(seconds=120))  # a lost rank fails, never hangs
     rank, world = dist.get_rank(), dist.get_world_size()
+    print(f"rank {rank}/{world}: process group up ({backend})", flush=True)
     preset = get_preset("tiny" if args.dry_run else args.preset)
 
     torch.manual_seed(0)  # the same initial weights on every rank
@@ -67,6 +87,8 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if rank == 0:
+            print(f"step loss {loss.item():.4f}", flush=True)
     if gpu:
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start

@@ -109,13 +109,11 @@ done
 # One host: gloo's connections over loopback (by default it takes the address the host name resolves to, which a
 # machine with extra interfaces may not route to itself: the dry run then hung at the first collective).
 ((dry_run)) && export GLOO_SOCKET_IFNAME=lo
-if ! part ddp 180 "$python" -m torch.distributed.run --standalone --nproc-per-node $ddp_procs \
-        benchmarks/gpu/ddp_step.py "${ddp_args[@]}"; then
+if ! part ddp 180 "$python" benchmarks/gpu/ddp_step.py --procs $ddp_procs "${ddp_args[@]}"; then
     if ((!dry_run)) && grep -q "Duplicate GPU" "$work/logs/ddp.log"; then
         failed=$((failed - 1))
         echo "ddp: NCCL refused two ranks on one GPU (Duplicate GPU detected): a world of one instead" >> "$summary"
-        part ddp1 180 "$python" -m torch.distributed.run --standalone --nproc-per-node 1 \
-            benchmarks/gpu/ddp_step.py "${ddp_args[@]}"
+        part ddp1 180 "$python" benchmarks/gpu/ddp_step.py --procs 1 "${ddp_args[@]}"
         cp "$work/logs/ddp1.log" "$work/logs/ddp.log.world1"
     fi
 fi
