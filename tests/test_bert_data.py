@@ -343,6 +343,7 @@ def test_result_json_has_exactly_the_documented_fields(tmp_path):
         "global_batch_size", "seq_len", "max_predictions", "precision", "steps", "timed_steps", "samples_per_s",
         "tokens_per_s", "words_per_s", "step_time_ms_p50", "step_time_ms_p90", "flops_per_sample",
         "peak_flops_per_device", "mfu", "eval", "time_to_target_s", "train_time_s", "versions", "command",
+        "settings",  # docs/workloads.md: what a framework comparison must hold equal (None when not recorded)
     }
     assert set(on_disk) == documented
     assert set(on_disk["model"]) == {"preset", "hidden", "layers", "heads", "intermediate", "vocab", "params"}
