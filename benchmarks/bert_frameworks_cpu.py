@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import machine  # benchmarks/machine.py: the CPU line before the ratio
 import numpy as np
 
 BERT_DIR = Path(__file__).resolve().parents[1] / "workloads" / "bert"
@@ -122,6 +123,7 @@ def main() -> None:
     for framework in TRAINERS:
         wait = f"; input wait {waits[framework]:.2%} of step time" if framework in waits else ""
         print(f"{NAMES[framework]:10s} {speed[framework]:.2f} samples/s (median of {args.repeats}){wait}")
+    print(machine.describe(f"{args.precision}, all three frameworks"))
     print(f"tf_vs_torch={speed['tf'] / speed['torch']:.3f} jax_vs_torch={speed['jax'] / speed['torch']:.3f} "
           f"tf_input_wait={waits['tf']:.4f} jax_input_wait={waits['jax']:.4f}")
 

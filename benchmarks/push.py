@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+import machine  # noqa: E402  (benchmarks/machine.py: the CPU line before the ratio)
 from sshhosts import SshHosts, ssh_hosts_up  # noqa: E402
 
 from ernie.inventory import load_inventory_file  # noqa: E402
@@ -119,6 +120,7 @@ def main() -> None:
         ratio = statistics.median(ernie_times) / statistics.median(rsync_times)
         print(f"median: rsync sequential {statistics.median(rsync_times):.2f}s, "
               f"ernie parallel {statistics.median(ernie_times):.2f}s")
+        print(machine.describe("none (SSH, tar and sha256: no arithmetic precision applies)"))
         print(f"push_vs_rsync={ratio:.3f} repush_bytes_fraction={statistics.median(repush_fractions):.5f}")
 
 

@@ -100,11 +100,9 @@ def main() -> None:
             print(f"median to {count} host(s): direct {median[('direct', count)]:.2f}s, "
                   f"relay {median[('relay', count)]:.2f}s")
         one = median[("direct", 1)]
-        try:
-            from machine import describe  # benchmarks/machine.py, where present
-            print(describe("none (SSH, tar and sha256: no arithmetic precision applies)"))
-        except ImportError:
-            print(f"machine: {os.cpu_count()} cores, {load()}")
+        import machine  # benchmarks/machine.py
+
+        print(machine.describe("none (SSH, tar and sha256: no arithmetic precision applies)"))
         print(f"relay_8_vs_1={median[('relay', 8)] / one:.3f} direct_8_vs_1={median[('direct', 8)] / one:.3f} "
               f"repush_bytes_fraction={statistics.median(repush):.5f}")
 
