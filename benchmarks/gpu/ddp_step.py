@@ -109,6 +109,11 @@ def train(args: argparse.Namespace) -> None:
                    "local_world": int(os.environ.get("LOCAL_WORLD_SIZE", world))}
         print(json.dumps(figures), flush=True)
         print(f"ddp={'ok' if same and summed else 'FAILED'} world={world} backend={backend}", flush=True)
+    # DDP's reducer goes while its process group is alive: freed after destroy_process_group (when train()
+    # returned), it hung one spawned rank in about one run in four here. Then every rank passes its last
+    # collective before any tears the group down (pytorch/pytorch#75097).
+    del ddp
+    dist.barrier()
     dist.destroy_process_group()
     if not (same and summed):
         raise SystemExit(1)
