@@ -153,9 +153,10 @@ class SshHosts:
         """Bytes this machine has sent towards the hosts (the bridge device's transmit counter)."""
         return int(Path(f"/sys/class/net/{self.bridge}/statistics/tx_bytes").read_text())
 
-    def downlink_bytes(self) -> int:
-        """Bytes this machine has received from the hosts (the bridge device's receive counter)."""
-        return int(Path(f"/sys/class/net/{self.bridge}/statistics/rx_bytes").read_text())
+    def sent_by(self, host: SshHost) -> int:
+        """Bytes `host` has sent over its own link (its veth's root-side receive counter), retransmissions
+        included: per host, so one host's retransmitted segments cannot pass for another host's transfer."""
+        return int(Path(f"/sys/class/net/{host.link}/statistics/rx_bytes").read_text())
 
     def add_to_path(self, host: SshHost, directory: Path) -> None:
         """Put `directory` first on PATH for every SSH session on this host (via ~/.ssh/environment)."""

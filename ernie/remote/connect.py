@@ -7,6 +7,7 @@ timeout, and a lost connection surfaces as `RemoteError` so callers can retry or
 from __future__ import annotations
 
 import io
+import shlex
 import subprocess
 import threading
 import time
@@ -155,24 +156,37 @@ class Session:
         return out
 
     def fetch(self, remote_path: str, dest: io.BufferedIOBase, offset: int) -> int:
-        """Append the remote file's bytes from `offset` onwards to `dest`; return how many were copied."""
+        """Append the remote file's bytes from `offset` onwards to `dest`; return how many were copied.
+
+        Over SSH the bytes come as one stream from `tail` on an exec channel, not as SFTP reads: paramiko's SFTP
+        prefetch can mark itself done while its thread is still queueing requests, and its reader then asks
+        for the rest again, so under load a file crossed the link up to twice.
+        """
         copied = 0
+        limit = self.timeouts.command
         try:
-            if self.is_ssh:
-                sftp = self.c.sftp()
-                sftp.get_channel().settimeout(self.timeouts.command)
-                src = sftp.open(remote_path, "rb")
-                src.seek(offset)
-                src.prefetch()  # pipelined reads of the rest, from the offset on
-            else:
-                src = open(remote_path, "rb")  # noqa: SIM115 - closed below, like the SFTP file
-                src.seek(offset)
-            with src:
-                while chunk := src.read(_CHUNK):
+            if not self.is_ssh:
+                with open(remote_path, "rb") as src:
+                    src.seek(offset)
+                    while chunk := src.read(_CHUNK):
+                        dest.write(chunk)
+                        copied += len(chunk)
+                return copied
+            chan = self.c.client.get_transport().open_session(timeout=limit)
+            chan.settimeout(limit)  # per read: a stalled stream fails, a long one does not
+            with chan:
+                chan.exec_command(f"exec tail -c +{offset + 1} -- {shlex.quote(remote_path)}")
+                while chunk := chan.recv(_CHUNK):
                     dest.write(chunk)
                     copied += len(chunk)
+                if not chan.status_event.wait(limit):
+                    raise RemoteError(f"{self.host.name}: fetching {remote_path} timed out after {limit:.0f}s")
+                status, err = chan.recv_exit_status(), chan.recv_stderr(4096)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise RemoteError(f"{self.host.name}: fetching {remote_path} failed ({exc})") from exc
+        if status != 0:
+            raise RemoteError(f"{self.host.name}: fetching {remote_path} failed ({status}): "
+                              f"{err.decode(errors='replace').strip()[-800:]}")
         return copied
 
     def close(self) -> None:
