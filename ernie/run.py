@@ -285,7 +285,8 @@ def execute(record: RunRecord, inventory: Inventory, opts: RunOptions, console: 
 def _wait_for_ssh(connector: Connector, inventory: Inventory, opts: RunOptions, console: Console,
                   timeline: Timeline) -> dict[str, Session]:
     """A session to every host, or ErnieError naming each host that did not answer in time."""
-    console.print(f"waiting for SSH on {len(inventory.hosts)} host(s) (at most {opts.timeouts.wait_ssh:.0f}s)")
+    if inventory.runner != "local":  # the local runner opens a shell on this machine: nothing to wait for
+        console.print(f"waiting for SSH on {len(inventory.hosts)} host(s) (at most {opts.timeouts.wait_ssh:.0f}s)")
     with timeline.step("wait_ssh"):
         deadline = time.monotonic() + opts.timeouts.wait_ssh
         opened = fan_out(lambda h: connector.wait(h, deadline), inventory.hosts,
