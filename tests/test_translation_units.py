@@ -525,3 +525,32 @@ def test_a_multi_host_rerun_is_refused_before_anything_runs(tmp_path: Path, monk
                      "--out", str(out)])
     assert code == 2 and "set --checkpoint-dir (workload parameter checkpoint_dir)" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
+
+
+def test_prepare_reuses_a_data_dir_only_for_the_same_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """--prepare: a directory prepared with 40 synthetic pairs is reused for 40, prepared again for 60 (its stamp,
+    bin/prepared.json, then says 60), and another recipe's data is refused, not overwritten."""
+    data = tmp_path / "syn"
+    made = []
+    real = prepare.prepare
+    monkeypatch.setattr(prepare, "prepare", lambda *a, **k: made.append(k["synthetic_pairs"]) or real(*a, **k))
+
+    def ensure(*argv: str) -> dict[str, str]:
+        commands: dict[str, str] = {}
+        args = run.parse_args(["--data-dir", str(data), "--out", str(tmp_path / "out"), "--prepare", *argv])
+        run.ensure_prepared(args, args.data_dir, run.fairseq_env(1), commands)
+        return commands
+
+    assert "preprocess" in ensure("--synthetic-pairs", "40") and made == [40]
+    assert ensure("--synthetic-pairs", "40") == {} and made == [40]  # the same inputs: reused
+    assert "preprocess" in ensure("--synthetic-pairs", "60") and made == [40, 60]
+    assert "synthetic_pairs 40 -> 60" in capsys.readouterr().out
+    stamp = json.loads((data / "bin" / prepare.MARKER).read_text())
+    assert stamp["inputs"]["synthetic_pairs"] == 60 and stamp["pairs"]["train"] == 60
+    assert prepare.check_data_bin(get_recipe("synthetic"), data)["inputs"] == stamp["inputs"]
+
+    with pytest.raises(prepare.DataError, match=f"--data-dir {data} was prepared for recipe 'synthetic', not "
+                                                "'iwslt14-de-en': pass another --data-dir"):
+        ensure("--recipe", "iwslt14-de-en")
+    assert made == [40, 60]

@@ -5,7 +5,8 @@
     python prepare.py --recipe wmt-en-de --data-dir data/wmt [--mirror DIR_OR_URL]
 
 Layout under --data-dir: raw/ (plain text), spm.model, bpe/ (pieces), bin/ (what fairseq-train reads)
-and bin/prepared.json, written last, so a half-prepared directory is never mistaken for a ready one.
+and bin/prepared.json, written last, so a half-prepared directory is never mistaken for a ready one; it records
+what the data was prepared from (`inputs`), so that `run.py --prepare` reuses a directory only for the same.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,11 +87,42 @@ def encode(model: Path, data_dir: Path, recipe: Recipe) -> dict[str, int]:
     return kept
 
 
+def inputs(recipe: Recipe, synthetic_pairs: int) -> dict:
+    """What the prepared data depends on, recorded in bin/prepared.json: a directory is reused only for the same.
+    The corpus of a real recipe is fixed by its name; the synthetic one is made with `synthetic_pairs` pairs."""
+    return {
+        "recipe": recipe.name, "source_lang": recipe.source_lang, "target_lang": recipe.target_lang,
+        "bpe_vocab_size": recipe.bpe_vocab_size, "max_train_pieces": recipe.max_train_pieces,
+        "synthetic_pairs": synthetic_pairs if recipe.name == "synthetic" else None,
+    }
+
+
+def stale(recipe: Recipe, data_dir: Path, wanted: dict) -> str | None:
+    """Why data_dir must be prepared (again) for `wanted` (inputs()), or None when it is ready for it.
+
+    Data of another recipe is refused rather than overwritten: a real corpus takes hours to prepare."""
+    marker = data_dir / "bin" / MARKER
+    if not marker.is_file():
+        return f"{marker} is missing"
+    recorded = json.loads(marker.read_text())
+    if recorded.get("recipe") != recipe.name:
+        raise DataError(f"--data-dir {data_dir} was prepared for recipe {recorded.get('recipe')!r}, not "
+                        f"{recipe.name!r}: pass another --data-dir for {recipe.name!r}, or delete {data_dir}")
+    had = recorded.get("inputs")
+    if had is None:
+        return "it was prepared before its inputs were recorded"
+    changed = [f"{key} {had.get(key)!r} -> {value!r}" for key, value in wanted.items() if had.get(key) != value]
+    return f"it was prepared with other inputs ({', '.join(changed)})" if changed else None
+
+
 def prepare(recipe: Recipe, data_dir: Path, *, synthetic_pairs: int = 2000, mirror: str | None = None,
             env: dict[str, str] | None = None) -> dict:
     """Make data_dir ready for fairseq-train; return what bin/prepared.json records."""
     marker = data_dir / "bin" / MARKER
+    # The stamp first (a half-prepared directory is never ready), then the rest: fairseq-preprocess refuses to
+    # write over an earlier preparation's dictionaries.
     marker.unlink(missing_ok=True)
+    shutil.rmtree(data_dir / "bin", ignore_errors=True)
     raw = data_dir / "raw"
     if recipe.name == "synthetic":
         counts = synthetic.write_corpus(raw, synthetic_pairs)
@@ -102,7 +135,8 @@ def prepare(recipe: Recipe, data_dir: Path, *, synthetic_pairs: int = 2000, mirr
     done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL)  # its log goes on to stderr
     if done.returncode != 0:
         raise DataError(f"fairseq-preprocess exited {done.returncode} (its log is above): {shlex.join(command)}")
-    record = {"recipe": recipe.name, "pairs": counts, "spm_model": str(model), "preprocess": shlex.join(command)}
+    record = {"recipe": recipe.name, "inputs": inputs(recipe, synthetic_pairs), "pairs": counts,
+              "spm_model": str(model), "preprocess": shlex.join(command)}
     marker.write_text(json.dumps(record, indent=2) + "\n")
     return record
 

@@ -268,6 +268,17 @@ def plan_training(args: argparse.Namespace, checkpoints: Path) -> tuple[launch.T
                                                     topology)
 
 
+def ensure_prepared(args: argparse.Namespace, data_dir: Path, env: dict[str, str], commands: dict[str, str]) -> None:
+    """--prepare: prepare data_dir unless it already holds data prepared from the same inputs (a directory made
+    with another --synthetic-pairs is made again); data of another recipe is refused (prepare.stale)."""
+    why = prepare.stale(args.recipe, data_dir, prepare.inputs(args.recipe, args.synthetic_pairs))
+    if why is None:
+        return
+    print(f"translation: preparing {data_dir}: {why}", flush=True)
+    record = prepare.prepare(args.recipe, data_dir, synthetic_pairs=args.synthetic_pairs, mirror=args.mirror, env=env)
+    commands["preprocess"] = record["preprocess"]
+
+
 def run(args: argparse.Namespace) -> int:
     recipe: Recipe = args.recipe
     out: Path = args.out.resolve()
@@ -295,10 +306,8 @@ def run(args: argparse.Namespace) -> int:
                                              time_to_target_s=None, train_time_s=None, error=f"unsupported: {reason}"))
         raise ValueError(f"--accelerator tpu: {reason}")
 
-    if args.prepare and not (data_dir / "bin" / prepare.MARKER).is_file():
-        record = prepare.prepare(recipe, data_dir, synthetic_pairs=args.synthetic_pairs, mirror=args.mirror,
-                                 env=env)
-        commands["preprocess"] = record["preprocess"]
+    if args.prepare:
+        ensure_prepared(args, data_dir, env, commands)
     prepared = prepare.check_data_bin(recipe, data_dir)
 
     mllog = MLPerfLog(out, enabled=worker0)
