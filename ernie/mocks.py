@@ -16,8 +16,8 @@ import pulumi
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from infra.gpu_catalog import AMI_NAME_PATTERN
-from infra.tpu_catalog import GENERATIONS, TF_VERSIONS, accelerator_types, lookup_tpu
+from catalog.gpu_catalog import AMI_NAME_PATTERN
+from catalog.tpu_catalog import GENERATIONS, TF_VERSIONS, accelerator_types, lookup_tpu
 
 ACCOUNT_ID = "123456789012"
 DEFAULT_REGION = "us-east-1"

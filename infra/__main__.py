@@ -1,8 +1,8 @@
 """The Pulumi program: validate the stack's config, build its hosts, export the inventory.
 
 Pulumi runs this file with infra/ as the working directory (Pulumi.yaml `main: infra/`); the repository root
-goes first on sys.path so the modules beside it import as the `infra` package, exactly as `ernie check` and
-the tests import them.
+goes first on sys.path so the modules beside it import as the `infra` package, and the shared data beside that
+as `catalog`, exactly as `ernie check` and the tests import them.
 """
 
 import sys
@@ -13,11 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pulumi  # noqa: E402
 import pulumi_tls as tls  # noqa: E402
 
-from infra import config, layers, pricing, startup  # noqa: E402
-from infra.aws_gpu import GpuFleet, GpuFleetArgs  # noqa: E402
-from infra.aws_serving import LambdaService, LambdaServiceArgs  # noqa: E402
-from infra.gcp_tpu import TpuSlice, TpuSliceArgs  # noqa: E402
-from infra.gpu_catalog import (  # noqa: E402
+from catalog import pricing  # noqa: E402
+from catalog.gpu_catalog import (  # noqa: E402
     AMI_SSH_USER,
     DLC_REPOSITORIES,
     dlc_account,
@@ -25,6 +22,10 @@ from infra.gpu_catalog import (  # noqa: E402
     efa_container_options,
     uses_efa,
 )
+from infra import config, layers, startup  # noqa: E402
+from infra.aws_gpu import GpuFleet, GpuFleetArgs  # noqa: E402
+from infra.aws_serving import LambdaService, LambdaServiceArgs  # noqa: E402
+from infra.gcp_tpu import TpuSlice, TpuSliceArgs  # noqa: E402
 from infra.inventory import build_inventory  # noqa: E402
 from infra.naming import gcp_label, tpu_node_name  # noqa: E402
 

@@ -11,7 +11,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.aws_storage import private_bucket
-from infra.gpu_catalog import AMI_NAME_PATTERN, AMI_OWNER, DLC_IMAGE_GIB, dlc_registry
+from catalog.gpu_catalog import AMI_NAME_PATTERN, AMI_OWNER, DLC_IMAGE_GIB, dlc_registry
 from infra.grants import render_assume_role_policy, render_gpu_instance_policy
 from infra.startup import render_gpu_user_data
 
@@ -30,7 +30,7 @@ class GpuFleetArgs:
     availability_zone: str
     """The one zone the subnet, and so every instance, lives in (a cluster placement group needs one zone)."""
     instance_type: str
-    """A GPU type from infra/gpu_catalog.py, e.g. p4d.24xlarge."""
+    """A GPU type from catalog/gpu_catalog.py, e.g. p4d.24xlarge."""
     instance_count: int
     gpus_per_instance: int
     """GPUs each instance has; the user data checks nvidia-smi sees that many."""

@@ -19,7 +19,7 @@ from typing import Literal, get_args
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from infra.gpu_catalog import (
+from catalog.gpu_catalog import (
     DLC_TAGS,
     INSTANCE_TYPES,
     RETIRED_FAMILIES,
@@ -28,9 +28,9 @@ from infra.gpu_catalog import (
     dlc_regions,
     lookup_instance,
 )
-from infra.layers import ARCHES, SERVING_PYTHONS
-from infra.reach import world_ranges
-from infra.tpu_catalog import (TPU_FRAMEWORKS, TpuType, accelerator_types, framework_problem, lookup_tpu,
+from catalog.lambda_runtime import ARCHES, SERVING_PYTHONS
+from catalog.reach import world_ranges
+from catalog.tpu_catalog import (TPU_FRAMEWORKS, TpuType, accelerator_types, framework_problem, lookup_tpu,
                                runtime_examples, runtime_problem)
 
 NAMESPACE = "ernie"
@@ -180,7 +180,7 @@ def _ttl(values: _Values) -> int:
 
 
 def _max_usd_per_hour(values: _Values) -> float:
-    accepted = ("the most the stack's hosts and disks may cost, in USD per hour on demand (infra/prices.csv), "
+    accepted = ("the most the stack's hosts and disks may cost, in USD per hour on demand (catalog/prices.csv), "
                 "a number above 0, e.g. 60")
     text = values.text("maxUsdPerHour", accepted, required=True)
     try:

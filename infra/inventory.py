@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from infra.pricing import Quote
+from catalog.pricing import Quote
 
 Runner = Literal["tpu-vm", "docker", "local"]
 

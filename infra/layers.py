@@ -39,11 +39,20 @@ import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 
+# Lambda's runtimes and limits are catalog data; named here too, as the builder's own vocabulary (layers.ARCHES).
+from catalog.lambda_runtime import (  # noqa: F401
+    ARCHES,
+    DIRECT_UPLOAD_LIMIT,
+    MAX_LAYERS,
+    RUNTIME_GLIBC,
+    SERVING_PYTHONS,
+    UNZIPPED_LIMIT,
+    Arch,
+)
 from ernie.errors import ErnieError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,23 +61,11 @@ FUNCTIONS_FILE = SERVING_DIR / "layers.toml"
 DEFAULT_OUT = REPO / "infra" / "build" / "layers"
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ernie" / "layers"
 
-# AWS Lambda quotas (docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
-UNZIPPED_LIMIT = 262_144_000  # function code plus all its layers, unzipped
-DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # a larger zip must be uploaded through S3
-MAX_LAYERS = 5
 # Part of every cache key: bump it whenever a build step below changes what lands in a zip.
 BUILDER_VERSION = "4"
 
-Arch = Literal["x86_64", "arm64"]
-ARCHES: tuple[str, ...] = get_args(Arch)
 _MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}
 _ELF_MACHINE = {"x86_64": 62, "arm64": 183}  # e_machine: EM_X86_64, EM_AARCH64
-# glibc of each Lambda Python runtime ernie serves on; it caps the manylinux wheels that load. The serving
-# layers' pins (numpy 2.4, pandas 3) publish wheels for glibc 2.34 and later only, so only the AL2023 runtimes
-# (python3.12+) are here; python3.9-3.11 run on Amazon Linux 2, glibc 2.26
-# (docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html). The one list of supported runtimes.
-RUNTIME_GLIBC = {"3.12": (2, 34), "3.13": (2, 34)}
-SERVING_PYTHONS: tuple[str, ...] = tuple(RUNTIME_GLIBC)
 # A wedged index or mirror must fail the build with a message, not hang `pulumi up`: the largest layer (scipy,
 # numpy) takes about a minute here; pip's own --timeout bounds each socket wait, this the whole install.
 PIP_TIMEOUT_SECONDS = 900

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from infra import pricing
+from catalog import pricing
 from infra.config import MAX_TTL_MINUTES, SERVING_MAX_RESERVED_CONCURRENCY, SERVING_MAX_TIMEOUT_SECONDS
-from infra.reach import world_ranges
+from catalog.reach import world_ranges
 from infra.teardown import render_teardown_workflow, tpu_node_url, workflow_executions_url
-from infra.tpu_catalog import lookup_tpu
+from catalog.tpu_catalog import lookup_tpu
 
 SSH_PORT = 22
 TTL_LABEL = "ernie-ttl"
@@ -97,7 +97,7 @@ def _aws_allows_port(protocol: Any, from_port: Any, to_port: Any, port: int) -> 
 
 
 def ssh_open_to_world(resource_type: str, props: Mapping[str, Any]) -> list[str]:
-    """Port 22 admitted from the internet: 0.0.0.0/0, ::/0, or ranges as broad (infra/reach.py)."""
+    """Port 22 admitted from the internet: 0.0.0.0/0, ::/0, or ranges as broad (catalog/reach.py)."""
     if resource_type == GCP_FIREWALL and props.get("direction", "INGRESS") == "INGRESS":
         world = world_ranges(props.get("sourceRanges") or [])
         if world and any(_gcp_allows_port(a, SSH_PORT) for a in props.get("allows") or []):

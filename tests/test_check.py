@@ -87,7 +87,7 @@ BAD_CONFIGS = {
                                               ["ernie:spot", "TPU v3", "v4 and later"]),
     "spot on an instance type without Spot": ("aws", {"ernie:instanceType": "p5.48xlarge", "ernie:spot": True},
                                               ["ernie:spot", "p5.48xlarge", "not offered as Spot", "p4d.24xlarge"]),
-    # ernie:framework on a TPU stack: checked against the runtime image (infra/tpu_catalog.framework_problem).
+    # ernie:framework on a TPU stack: checked against the runtime image (catalog/tpu_catalog.framework_problem).
     "JAX on TensorFlow's TPU runtime": ("gcp", {"ernie:framework": "jax"},
                                         ["ernie:framework", "'jax'", "tpu-vm-tf-2.20.0-pod-pjrt is a TensorFlow runtime",
                                          "jax installs on the base image tpu-ubuntu2204-base"]),

@@ -13,9 +13,9 @@ import yaml
 
 from infra import config
 from infra.config import ConfigError, parse
-from infra.gpu_catalog import DLC_TAGS, INSTANCE_TYPES, dlc_image
-from infra.pricing import PRICES_CSV, catalog, quote
-from infra.tpu_catalog import GENERATIONS, framework_problem, lookup_tpu, runtime_problem
+from catalog.gpu_catalog import DLC_TAGS, INSTANCE_TYPES, dlc_image
+from catalog.pricing import PRICES_CSV, catalog, quote
+from catalog.tpu_catalog import GENERATIONS, framework_problem, lookup_tpu, runtime_problem
 
 REPO = Path(__file__).resolve().parents[1]
 

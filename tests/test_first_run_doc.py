@@ -1,5 +1,5 @@
 """docs/first-run.md: its smoke-run minutes and dollars are what `ernie compare docs/first-run.toml --plan`
-prints on an empty results index (prices from infra/prices.csv, minutes from the planner's stated defaults),
+prints on an empty results index (prices from catalog/prices.csv, minutes from the planner's stated defaults),
 so a price or a default that moves makes this fail until the page is updated; README links the page."""
 
 from __future__ import annotations

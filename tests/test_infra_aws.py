@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ernie.check import Plan, plan
-from infra.gpu_catalog import DLC_IMAGE_GIB
+from catalog.gpu_catalog import DLC_IMAGE_GIB
 from infra.startup import GPU_DEADLINE_FILE, GPU_REARM_SCRIPT, render_gpu_user_data
 from policy import rules
 

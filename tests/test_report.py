@@ -52,10 +52,14 @@ def test_report_all_writes_markdown_html_and_plots(ernie_cmd: list[str], results
     assert len(nearest) == 3 and len(every) == 18
     assert INCOMPLETE not in "".join(nearest + every)
     assert all(re.search(r"\| \d+x .* vs \d+x .*: ", line) for line in nearest + every)
-    assert "| MLPerf v0.7 Google TPU v3-32 | 56.74 min | 4x v3-8 vs 16x TPU v3: 4x the chips" in "".join(nearest)
+    assert ("| MLPerf v0.7 Google TPU v3-32 (not established) | 56.74 min to masked_lm_accuracy 0.712 | no: the run is "
+            "not conformant; target: 0.72 vs the round's 0.712; runs: 1 of 10 | 4x v3-8 vs 16x TPU v3: 4x the chips"
+            ) in "".join(nearest)
     assert not any("TPU v3-2048" in line for line in nearest) and any("TPU v3-2048" in line for line in every)
-    assert f"| {BERT_TORCH} | 15.00 min to masked_lm_accuracy 0.72 | MLPerf v0.7 Google 8x V100 on GCP |" in md
-    assert f"| {TRANSLATION} | target not reached (bleu 11.560 of 25.0) after 12.0 s |" in md
+    assert (f"| {BERT_TORCH} | 15.00 min to masked_lm_accuracy 0.72; scored: 1 of 10 runs, mean: 15.00 min | not "
+            "conformant: not checked: result.json has no MLPerf conformance block | MLPerf v0.7 Google 8x V100 on GCP "
+            "(available cloud) |") in md
+    assert f"| {TRANSLATION} | target not reached (bleu 11.560 of 25.0) after 12.0 s; scored: 1 of 10 runs" in md
     # Provenance: image, runtime, command and config hash per run.
     assert "tpu-vm-tf-2.17.0-pjrt" in md and "python train_tf.py --preset base" in md
     assert "Cheapest to its quality target: bert-torch (pytorch) on 8x A100" in md
@@ -212,7 +216,7 @@ def test_local_runs_are_priced_as_an_equivalent_and_never_plotted_at_zero(
     page = (local_results / "report" / "report.html").read_text()
     assert page.count("<img src='data:image/png;base64,") == 2
 
-    from infra.pricing import catalog
+    from catalog.pricing import catalog
 
     hourly = catalog()[("aws", "c7i.large")].usd_per_hour
     for run in (LOCAL_TORCH, LOCAL_TF):
@@ -251,3 +255,48 @@ def test_no_plot_is_drawn_whose_every_value_is_zero(local_results: Path) -> None
     assert [p.name for p in plots] == ["throughput"]
     assert "Where the wall time went: not drawn, no complete run has a timed phase in its timeline." in not_drawn
     assert any(line.startswith("Cost per million samples (or words): not drawn") for line in not_drawn)
+
+
+CONFORMANT, OPEN_RUN = "20261201-100000-bert-torch-c105", "20261201-110000-bert-torch-0be1"
+
+
+def conformance_results(tmp_path: Path) -> Path:
+    """Two BERT runs of different recipes on 8x H100 (nearest: MLPerf v3.0 rows, target 0.720): one conformant
+    (closed, nothing differs), one on ernie's own data."""
+    from tests.test_mlperf_scoring import CLOSED, OPEN
+
+    results = tmp_path / "conformance"
+    for run_id, block, recipe in ((CONFORMANT, CLOSED, "nvidia-dgxh100-8x8"), (OPEN_RUN, OPEN, "own data")):
+        shutil.copytree(RUNS / BERT_TORCH, results / run_id)
+        for name, edit in (("gpu-0/result.json", lambda r, b=block: r.update(mlperf=b, accelerator="H100")),
+                           ("manifest.json", lambda m, i=run_id, rc=recipe: _h100_manifest(m, i, rc))):
+            path = results / run_id / name
+            data = json.loads(path.read_text())
+            edit(data)
+            path.write_text(json.dumps(data))
+    return results
+
+
+def _h100_manifest(manifest: dict, run_id: str, recipe: str) -> None:
+    manifest.update(run_id=run_id)
+    manifest["params"].update(recipe=recipe)
+    manifest["inventory"]["hosts"][0].update(accelerator="H100")
+
+
+def test_report_shows_a_conformant_and_a_non_conformant_run_side_by_side(ernie_cmd: list[str], tmp_path: Path) -> None:
+    results = conformance_results(tmp_path)
+    proc = _ernie(ernie_cmd, "report", "--all", "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    md = (results / "report" / "report.md").read_text()
+    nearest = {line.split(" | ")[0][2:]: line for line in _section(md, "Against MLPerf Training")}
+    assert set(nearest) == {CONFORMANT, OPEN_RUN}  # two configurations, each with its own row
+    assert "| conformant (closed division) | MLPerf v3.0 NVIDIA DGX H100 (available on-premise) |" in nearest[CONFORMANT]
+    assert "| no: runs: 1 of 10 |" in nearest[CONFORMANT]  # conformant, yet one run is not the rules' ten
+    assert ("| not conformant: data: ernie-bert-v1 at seq 128 / 20 predictions, not the reference's Wikipedia "
+            "2020-01-01 shards; eval set: ") in nearest[OPEN_RUN]
+    assert "checkpoint: trained from random weights" in nearest[OPEN_RUN]
+    assert "| no: the run is not conformant; runs: 1 of 10 |" in nearest[OPEN_RUN]
+    assert "| yes |" not in md  # nothing here is like for like, and nothing claims to be
+    page = (results / "report" / "report.html").read_text()
+    assert "<td>conformant (closed division)</td>" in page
+    assert "<td>not conformant: data: ernie-bert-v1 at seq 128 / 20 predictions" in page

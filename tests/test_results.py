@@ -98,7 +98,7 @@ def _local_with_cpus(runs: Path, cpus: int) -> Path:
 
 
 def test_a_local_run_is_priced_at_its_declared_equivalent_never_at_zero(runs: Path) -> None:
-    from infra.pricing import catalog
+    from catalog.pricing import catalog
 
     s = summarize(read_run(_local_with_cpus(runs, 2)))
     hourly = catalog()[("aws", "c7i.large")].usd_per_hour  # 2 vCPUs, as the host had
@@ -247,6 +247,7 @@ def test_mlperf_rows_ship_with_sources() -> None:
     rows = mlperf_rows()
     assert len(rows) == 11
     assert all(r.source.startswith("https://github.com/mlcommons/training_results_v") for r in rows)
+    assert all(r.status_source.startswith(f"training_results_{r.round} ") for r in rows)  # status read per round
     tpu = next(r for r in rows if r.system == "Google TPU v3-32" and r.benchmark == "bert")
     assert (tpu.chips, tpu.minutes, tpu.quality_target) == (16, 56.74, 0.712)
     assert {r.benchmark for r in rows} == {"bert", "transformer"}
@@ -264,7 +265,9 @@ def test_comparisons_label_the_scale_and_skip_incomplete_runs() -> None:
     label = scale_label(tf, v3_32)
     assert label.startswith("4x v3-8 vs 16x TPU v3: 4x the chips")
     assert "other accelerator" not in label  # both TPU v3
-    assert "target 0.72 vs 0.712" in label and "BERT-large, seq 512" in label
+    assert "target" not in label and "BERT-large, seq 512" in label  # the target is a difference, not scale
+    [c] = [c for c in comparisons if c.run is tf and c.row is v3_32]
+    assert "target: 0.72 vs the round's 0.712" in c.differences and not c.like_for_like
 
     cpu = summaries[2]
     pod = next(r for r in mlperf_rows() if r.system == "Google TPU v3-2048")

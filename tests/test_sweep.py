@@ -20,7 +20,7 @@ from moto.server import ThreadedMotoServer
 from ernie.sweep import STACK_TAG, TTL_TAG, judge
 from ernie.sweep.aws import AwsAccount
 from ernie.sweep.gcp import GcpProject
-from infra import pricing
+from catalog import pricing
 
 REGION = "us-east-1"
 DATA = Path(__file__).parent / "data" / "gcp_sweep"

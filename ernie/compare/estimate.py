@@ -2,7 +2,7 @@
 
 - The stack is what `ernie check` builds from the cell's config, under mocks (a bad config or a guardrail
   finding refuses the cell); an inventory cell's hosts and price come from its file.
-- $/hour is the inventory's price, with its source (infra/prices.csv through infra/pricing.py).
+- $/hour is the inventory's price, with its source (catalog/prices.csv through catalog/pricing.py).
 - Provisioning, setup, collection and teardown minutes are the medians of earlier runs on the same accelerator
   in the results index (else on the same cloud, else a stated default), the buckets of ernie/results/figures.py.
 - Training minutes = samples (global_batch x max_steps; a run that reaches its target stops earlier) x FLOPs per
@@ -265,7 +265,7 @@ def _peak(cell: Cell, hw: Hardware) -> Figure:
 def device_of(accelerator: str) -> str:
     """The device an inventory's accelerator is made of: an EC2 type's GPU model ("A100" for p4d.24xlarge), a TPU
     slice's generation ("v4" for v4-32, "v5litepod" for v5litepod-8)."""
-    from infra.gpu_catalog import lookup_instance
+    from catalog.gpu_catalog import lookup_instance
 
     instance = lookup_instance(accelerator)
     return instance.gpu if instance is not None else accelerator.split("-", 1)[0]

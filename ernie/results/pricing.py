@@ -3,7 +3,7 @@
 A cloud run is priced at its inventory's price: what its stack is billed per hour on demand. A local run is
 billed nothing, and a $0/h price would make every cost figure zero; it is priced instead at a declared
 equivalent, the on-demand instance with as many vCPUs as the run's host had (result.json's
-`settings.host_cpus`), from infra/prices.csv, and the report names it as an equivalent, never as a bill.
+`settings.host_cpus`), from catalog/prices.csv, and the report names it as an equivalent, never as a bill.
 A local run whose CPU count is unknown, or has no equivalent here, is "not priced": no cost figure at all.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from infra.pricing import PRICES_CSV, catalog
+from catalog.pricing import PRICES_CSV, catalog
 
 #: Per host CPU count, the instance a local run is priced as: the same number of vCPUs (c7i: Sapphire Rapids,
 #: AVX-512 and AMX, the CPU family of the machines ernie's demo runs on).

@@ -16,7 +16,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from ernie.sweep import STACK_TAG, TTL_TAG, Leftover, Tagged
-from infra import pricing
+from catalog import pricing
 
 _TAG_FILTER = [{"Name": "tag-key", "Values": [STACK_TAG]}]
 _LAYER_NAME = re.compile(r"^ernie-(?P<stack>[A-Za-z0-9_.]+?)-[A-Za-z0-9_]+$")

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from ernie.errors import ErnieError
 from ernie.sweep import STACK_TAG, Leftover, Tagged
-from infra import pricing, tpu_catalog
+from catalog import pricing, tpu_catalog
 
 TPU_API = "https://tpu.googleapis.com/v2"
 STORAGE_API = "https://storage.googleapis.com/storage/v1"
