@@ -138,3 +138,18 @@ def test_demo_output_fits_80_columns(tmp_path: Path, repo: Path) -> None:
     assert _row(suite, "demo-ok").split()[1] == "complete"
     assert any(line.strip() == "serving: 3 requests answered from the built layers" for line in lines)
     assert any(line.startswith("  demo-broken: worker 0 (local) failed with exit code 3") for line in lines)
+
+
+def test_the_summary_labels_a_conformant_and_a_non_conformant_run_in_80_columns(
+        ernie_cmd: list[str], tmp_path: Path) -> None:
+    from tests.test_report import CONFORMANT, OPEN_RUN, conformance_results
+
+    results = conformance_results(tmp_path)
+    lines = run_in_terminal([*ernie_cmd, "report", "--all", "--results", str(results)], cwd=results.parent)
+    _assert_fits(lines)
+    mlperf = [line.strip() for line in _section(lines, "Against MLPerf Training")]
+    ours, other = mlperf.index(_row(mlperf, CONFORMANT[16:])), mlperf.index(_row(mlperf, OPEN_RUN[16:]))
+    assert mlperf[ours + 4:ours + 6] == ["conformant (closed division)", "not like for like: runs"]
+    assert mlperf[other + 4:other + 6] == ["not conformant: data, eval set, checkpoint",
+                                           "not like for like: conformance, runs"]
+    assert "scored: 1 of 10 runs, mean: 15.00 min" in mlperf[ours + 1]

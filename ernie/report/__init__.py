@@ -11,8 +11,8 @@ from ernie.errors import ErnieError
 from ernie.report.plots import render_plots
 from ernie.report.render import to_html, to_markdown
 from ernie.report.tables import (
-    Table, comparison_table, frameworks_table, problems_table, provenance_table, runs_table, settings_table,
-    wall_table,
+    COMPARISON_NOTE, Table, comparison_table, frameworks_table, problems_table, provenance_table, runs_table,
+    settings_table, wall_table,
 )
 from ernie.results import ResultsIndex, RunSummary, compare
 from ernie.results.frameworks import compare_frameworks, sentence
@@ -39,10 +39,9 @@ def build_tables(runs: list[RunSummary]) -> list[Table]:
     ]
 
 
-NEAREST_NOTE = ("Each complete run beside the MLPerf row nearest its scale (the same accelerator family first, then "
-                "the nearest chip count); every row is in 'Detail: against every MLPerf row'. MLPerf rows and their "
-                "sources ship in ernie/data/mlperf_results.csv; a run that did not reach the MLPerf quality target "
-                "has no time-to-train in MLPerf's sense.")
+NEAREST_NOTE = ("Each configuration beside the MLPerf row nearest its scale (the same accelerator family first, then "
+                "the nearest chip count); every row is in 'Detail: against every MLPerf row'. " + COMPARISON_NOTE
+                + " A run that did not reach the MLPerf quality target has no time-to-train in MLPerf's sense.")
 
 
 def answers(runs: list[RunSummary]) -> list[str]:

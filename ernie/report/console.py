@@ -4,6 +4,7 @@ files hold everything either way."""
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from ernie.report.render import to_rich
 from ernie.report.tables import ours, problems_table, short_id
 from ernie.results import RunSummary, compare
 from ernie.results.frameworks import compare_frameworks, sentence
-from ernie.results.mlperf import closest
+from ernie.results.mlperf import Comparison, closest, difference_kinds, run_conformance
 from ernie.terminal import SafeConsole, remote
 
 #: The terminal lists the latest runs that are not results; the report lists all of them.
@@ -54,8 +55,7 @@ def _compact(console: Console, runs: list[RunSummary]) -> None:
         near = _table(f"Against MLPerf Training: each run's nearest row (all {len(comparisons)} in the report)",
                       ("run", "ours, and the nearest MLPerf time-to-train"))
         for c in closest(comparisons):
-            near.add_row(remote(short_id(c.run.run_id)),
-                         remote(f"{_ours(c.run)}\nMLPerf {c.row.round} {c.row.system}: {c.row.minutes:.2f} min"))
+            near.add_row(remote(short_id(c.run.run_id)), remote("\n".join(_against(c))))
         console.print(near)
     else:
         console.print("No complete run to compare with MLPerf.")
@@ -82,6 +82,23 @@ def _table(title: str, headers: tuple[str, ...]) -> RichTable:
 def _paragraph(text: str) -> Padding:
     """A long text as an indented paragraph: it wraps as prose, never inside a table cell."""
     return Padding(remote(text), (0, 0, 0, 2))
+
+
+def _against(c: Comparison) -> list[str]:
+    """A comparison in short lines: ours, our score, the MLPerf row and its status, and whether it is like for like
+    (the kinds of difference only; the report names each one), wrapped so that no cell wraps at 80 columns."""
+    own = run_conformance(c.run)
+    conformance = f"not conformant: {difference_kinds(own)}" if own else "conformant (closed division)"
+    beyond = difference_kinds(("conformance",) * bool(own) + c.beyond_conformance)
+    lines = [_ours(c.run), f"scored: {c.score.label}",
+             f"MLPerf {c.row.round} {c.row.system}: {c.row.minutes:.2f} min",
+             f"  {c.row.status}, target {c.row.quality_target}", conformance,
+             "like for like" if c.like_for_like else f"not like for like: {beyond}"]
+    return [part for line in lines for part in textwrap.wrap(line, CELL_WIDTH, subsequent_indent="  ")]
+
+
+#: The widest text a comparison cell holds: 80 columns less a short run id and the table's padding.
+CELL_WIDTH = 56
 
 
 def _ours(r: RunSummary) -> str:

@@ -9,6 +9,7 @@ import re
 from ernie.results import Comparison, RunSummary
 from ernie.results.figures import WALL_SPLIT
 from ernie.results.frameworks import FrameworkComparison
+from ernie.results.mlperf import conformance_label, run_conformance
 
 
 @dataclass(frozen=True)
@@ -96,18 +97,38 @@ def wall_table(runs: list[RunSummary]) -> Table:
 
 def comparison_table(comparisons: list[Comparison], note: str = "",
                      title: str = "Against MLPerf Training") -> Table:
-    """Our runs beside published MLPerf time-to-train, each labelled with how the two differ."""
+    """Our runs beside published MLPerf time-to-train: scored as the rules score them, each labelled with its
+    conformance, whether it is like for like (and if not, what differs), and how the scales differ."""
     rows = [
-        (c.run.run_id, ours(c.run), f"MLPerf {c.row.round} {c.row.system}", f"{c.row.minutes:.2f} min", c.scale)
+        (c.run.run_id, f"{ours(c.run)}; scored: {c.score.label}", conformance_label(c.run),
+         f"MLPerf {c.row.round} {c.row.system} ({c.row.status})",
+         f"{c.row.minutes:.2f} min to {c.row.quality_metric} {c.row.quality_target}", _like(c), c.scale)
         for c in comparisons
     ]
     return Table(
         title,
-        ("our run", "ours", "MLPerf system", "MLPerf time-to-train", "scale difference"),
+        ("our run", "ours (latest run; scored)", "conformance", "MLPerf system (status)",
+         "MLPerf time-to-train (round's target)", "like for like?", "scale difference"),
         rows,
-        note=note or "MLPerf rows and their sources ship in ernie/data/mlperf_results.csv. Only complete runs are "
-             "compared; a run that did not reach the MLPerf quality target has no time-to-train in MLPerf's sense.",
+        note=note or COMPARISON_NOTE,
     )
+
+
+def _like(c: Comparison) -> str:
+    """'yes', or 'no: ' and what differs beyond the conformance column (which names the run's own differences)."""
+    if c.like_for_like:
+        return "yes"
+    own = ["the run is not conformant"] if run_conformance(c.run) else []
+    return "no: " + "; ".join(own + list(c.beyond_conformance))
+
+
+COMPARISON_NOTE = (
+    "MLPerf rows, their status (available cloud, available on-premise, preview, research) and their sources ship "
+    "in ernie/data/mlperf_results.csv. A configuration's complete runs are scored as the rules score them: the "
+    "olympic mean (fastest and slowest dropped) of the rules' number of runs (10 for BERT and Transformer), with "
+    "the fastest-slowest spread; fewer runs are scored all the same and labelled 'N of 10 runs'. A comparison is "
+    "like for like only when the run is conformant (result.json's MLPerf block: closed division, nothing differs), "
+    "aims at the round's target and has the rules' number of runs; otherwise it names what differs.")
 
 
 def provenance_table(runs: list[RunSummary]) -> Table:

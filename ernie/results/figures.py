@@ -14,6 +14,8 @@
   (pricing.py), and `price_basis` says which.
 - settings: what a framework comparison must hold equal (threads, processes, micro-batch, compile, data), from
   result.json's `settings` block; precision and global batch from its top level.
+- MLPerf conformance: result.json's `mlperf` block (BERT writes it: {"division", "differences", "ruleset"});
+  a run without one (translation, older BERT) was never checked, which the report says.
 - cost = the price per hour x that lifetime; dollars to target = that cost when the target was
   reached (what was paid, provisioning and teardown included, to get the model); dollars per million samples
   = price per hour / samples per hour at the measured throughput (the steady-state rate).
@@ -99,6 +101,8 @@ class RunSummary:
     cost_usd: float | None = None
     usd_per_million: float | None = None  # per million of `throughput_unit`
     usd_to_target: float | None = None
+    mlperf_division: str | None = None  # closed | open as the run judged itself; None: not checked
+    mlperf_differences: list[str] = field(default_factory=list)  # what differs from MLPerf's closed division
     versions: dict[str, Any] = field(default_factory=dict)
     image: str | None = None
     runtime: str | None = None
@@ -144,6 +148,7 @@ def summarize(run: RunFiles) -> RunSummary:
     _settings(s, result)
     _throughput(s, result)
     _evaluation(s, result, run.events)
+    _conformance(s, result)
     _wall(s, run.steps)
     _cost(s, inventory)
     _provenance(s, result, inventory)
@@ -203,6 +208,15 @@ def _evaluation(s: RunSummary, result: dict[str, Any], events: list[MllogEvent])
         s.eval_value = ev.get("value")
         s.target_reached = bool(ev.get("reached"))
         s.time_to_target_s = result.get("time_to_target_s") if s.target_reached else None
+
+
+def _conformance(s: RunSummary, result: dict[str, Any]) -> None:
+    """result.json's `mlperf` block, each value taken only when it has the expected type (a host wrote it)."""
+    block = _mapping(result.get("mlperf"))
+    division = block.get("division")
+    s.mlperf_division = division if division in ("closed", "open") else None
+    differences = block.get("differences")
+    s.mlperf_differences = [d for d in differences if isinstance(d, str)] if isinstance(differences, list) else []
 
 
 def _wall(s: RunSummary, steps: list[dict[str, Any]] | None) -> None:

@@ -20,7 +20,7 @@ from ernie.results.rundir import is_run_dir, read_run
 
 DB_NAME = "ernie.db"
 #: Bump when RunSummary or a derivation changes: every run is then read again from its files.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
