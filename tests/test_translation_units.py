@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import unicodedata
 import sys
@@ -37,8 +38,9 @@ def _import_workload(*names: str) -> list[types.ModuleType]:
         sys.modules.update(saved)
 
 
-fairseq_log, launch, run, synthetic, xla_compat, recipes, evaluate, mlperf, prepare, fairseq_cmd = _import_workload(
-    "fairseq_log", "launch", "run", "synthetic", "xla_compat", "recipes", "evaluate", "mlperf", "prepare", "fairseq_cmd")
+fairseq_log, launch, run, synthetic, xla_compat, recipes, evaluate, mlperf, prepare, fairseq_cmd, results = \
+    _import_workload("fairseq_log", "launch", "run", "synthetic", "xla_compat", "recipes", "evaluate", "mlperf",
+                     "prepare", "fairseq_cmd", "results")
 RECIPES, get_recipe = recipes.RECIPES, recipes.get_recipe
 
 
@@ -543,14 +545,119 @@ def test_prepare_reuses_a_data_dir_only_for_the_same_inputs(tmp_path: Path, monk
         return commands
 
     assert "preprocess" in ensure("--synthetic-pairs", "40") and made == [40]
+    hashes_at_40 = results.prepared_digest(data / "bin")
     assert ensure("--synthetic-pairs", "40") == {} and made == [40]  # the same inputs: reused
     assert "preprocess" in ensure("--synthetic-pairs", "60") and made == [40, 60]
     assert "synthetic_pairs 40 -> 60" in capsys.readouterr().out
     stamp = json.loads((data / "bin" / prepare.MARKER).read_text())
     assert stamp["inputs"]["synthetic_pairs"] == 60 and stamp["pairs"]["train"] == 60
     assert prepare.check_data_bin(get_recipe("synthetic"), data)["inputs"] == stamp["inputs"]
+    # result.json's settings.data: the prepared data by content, wherever it lies; another corpus differs.
+    args = run.parse_args(["--data-dir", str(data), "--out", str(tmp_path / "out")])
+    block = run.run_settings(args, _topology("cpu", 1, 0, 1), _settings(), data, stamp)["data"]
+    assert block["name"] == "syn" and block["synthetic"] is True and block["train_examples"] == 60
+    moved = tmp_path / "elsewhere" / "syn"
+    shutil.copytree(data, moved)
+    assert results.prepared_digest(moved / "bin") == block["meta_sha256"] != hashes_at_40
 
     with pytest.raises(prepare.DataError, match=f"--data-dir {data} was prepared for recipe 'synthetic', not "
                                                 "'iwslt14-de-en': pass another --data-dir"):
         ensure("--recipe", "iwslt14-de-en")
     assert made == [40, 60]
+
+
+# --- result.json's settings, as BERT's (docs/workloads.md), and the report pricing a local run from them ---
+
+BERT_DOCUMENTED = {  # tests/test_bert_data.py's set: docs/workloads.md's result.json
+    "workload", "framework", "framework_version", "model", "accelerator", "device_name", "chips", "hosts",
+    "global_batch_size", "seq_len", "max_predictions", "precision", "steps", "timed_steps", "samples_per_s",
+    "tokens_per_s", "words_per_s", "step_time_ms_p50", "step_time_ms_p90", "flops_per_sample",
+    "peak_flops_per_device", "mfu", "eval", "time_to_target_s", "train_time_s", "versions", "command", "settings",
+}
+# docs/workloads.md, the translation paragraph: its fields beyond BERT's, and the settings it adds to BERT's.
+TRANSLATION_DOCUMENTED = BERT_DOCUMENTED - {"max_predictions"} | {
+    "recipe", "benchmark", "global_batch_unit", "valid_bleu_per_epoch", "train_loss_per_epoch", "commands", "error"}
+SETTINGS_DOCUMENTED = {"processes", "threads", "host_cpus", "micro_batch", "compile", "data",  # BERT's
+                       "micro_batch_unit", "update_freq", "sentences_per_update"}
+
+
+def _recorded_result(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
+    """result.json as run.py builds it for a recorded CPU run of the synthetic recipe (512 tokens, one process)
+    on a 2-CPU host, its data prepared in tmp_path/synthetic-2000."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    args = run.parse_args(["--data-dir", str(tmp_path / "synthetic-2000"), "--out", str(tmp_path / "out")])
+    topology, settings, _ = run.plan_training(args, tmp_path / "out" / "checkpoints")
+    log = fairseq_log.parse_train_log(_lines("train_cpu.log"))
+    prepared = {"recipe": "synthetic", "pairs": {"train": 2000, "valid": 200, "test": 200}}
+    return results.build(
+        recipe="synthetic", benchmark="translation-synthetic", model={"arch": "transformer"}, log=log,
+        speed=fairseq_log.throughput(log.inner), accelerator="cpu", chips=1, hosts=1,
+        global_batch_tokens=launch.global_batch_tokens(settings, topology), precision="fp32",
+        eval_block={"metric": "bleu", "value": 31.0, "target": 30.0, "reached": True}, time_to_target_s=20.0,
+        train_time_s=30.0, command="python run.py", commands={"run": "python run.py"},
+        settings=run.run_settings(args, topology, settings, args.data_dir, prepared))
+
+
+def test_result_json_has_bert_settings_and_exactly_the_documented_fields(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    result = _recorded_result(monkeypatch, tmp_path)
+    assert set(result) == TRANSLATION_DOCUMENTED
+    settings = result["settings"]
+    assert set(settings) == SETTINGS_DOCUMENTED
+    assert settings["processes"] == 1 and settings["host_cpus"] == 2 and settings["compile"] == "eager"
+    assert settings["threads"]["intra_op"] == RECIPES["synthetic"].cpu_threads == 1  # --cpu-threads, the recipe's
+    # fairseq's batch as it is: a 512-token cap per device, one batch per update; the updates held 76-82 sentences.
+    assert (settings["micro_batch"], settings["micro_batch_unit"], settings["update_freq"]) == (512, "tokens", 1)
+    assert result["global_batch_size"] == 512 and result["global_batch_unit"] == "tokens"
+    bsz = [float(r.stats["bsz"]) for r in fairseq_log.parse_train_log(_lines("train_cpu.log")).inner]
+    assert min(bsz) <= settings["sentences_per_update"] <= max(bsz)
+    assert settings["data"] == {"name": "synthetic-2000", "synthetic": True, "train_examples": 2000,
+                                "meta_sha256": None}  # no bin/ there: no digest invented
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_the_report_prices_a_local_translation_run_and_shows_its_settings(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
+    """A local run with settings.host_cpus is priced at the declared 2-vCPU equivalent, like BERT's; the recorded
+    run, whose result.json predates settings, was not priced and showed '-' for them."""
+    from ernie.report.tables import settings_table
+    from ernie.results import read_run, summarize
+    from ernie.results.pricing import CPU_EQUIVALENTS, catalog
+
+    recorded = Path(__file__).parent / "data" / "local_runs" / "20261128-083857-translation-355f"
+    run_dir = tmp_path / "results" / recorded.name
+    shutil.copytree(recorded, run_dir)
+    before = summarize(read_run(run_dir))
+    assert before.price_basis == "not priced" and before.threads is None
+    (run_dir / "local" / "result.json").write_text(json.dumps(_recorded_result(monkeypatch, tmp_path)))
+    s = summarize(read_run(run_dir))
+    assert s.price_basis == "equivalent" and "equivalent, not a bill" in s.price_source
+    assert s.price_per_hour_usd == catalog()[CPU_EQUIVALENTS[2]].usd_per_hour
+    assert s.cost_usd and s.usd_per_million and s.throughput_unit == "words"
+    [row] = settings_table([s]).rows
+    assert row[3:9] == ("1 / " + str(s.inter_op_threads), "1", "512 / 512", "eager", "synthetic-2000", "2")
+
+
+def test_m2m100_result_json_has_the_same_settings_and_the_documented_fields(tmp_path: Path) -> None:
+    import argparse
+
+    import torch
+
+    [m2m100] = _import_workload("m2m100")
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for lang in ("de", "fr"):
+        (dev / f"dev.{lang}").write_text("a\nb\n")
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save({"model": {"w": torch.zeros(3)}, "cfg": {"model": argparse.Namespace(arch="transformer")}}, checkpoint)
+    args = m2m100.parse_args(["--m2m-model", str(checkpoint), "--lang-pairs", "de-fr", "--dev-dir", str(dev),
+                              "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"), "--batch-size", "8"])[0]
+    done = [m2m100.PairResult("de-fr", 2, 10, 1.0, 12.0, "sig")]
+    result = m2m100.build_result(args, "cpu", False, {"checkpoint": checkpoint}, done, 1.0, {"run": "python run.py"})
+    assert set(result) == TRANSLATION_DOCUMENTED - {"valid_bleu_per_epoch", "train_loss_per_epoch"} | {
+        "mode", "beam", "pairs"}
+    settings = result["settings"]
+    assert set(settings) == SETTINGS_DOCUMENTED
+    assert (settings["micro_batch"], settings["micro_batch_unit"], settings["update_freq"],
+            settings["sentences_per_update"]) == (8, "sentences", None, None)
+    assert settings["data"]["name"] == "dev" and len(settings["data"]["meta_sha256"]) == 64

@@ -142,6 +142,8 @@ class Throughput:
     sentences_per_s: float
     timed_updates: int
     step_times_ms: list[float]
+    sentences_per_update: float
+    """Sentences an update really held (fairseq's bsz: every device, every accumulated batch), timed updates."""
 
 
 def throughput(inner: list[TrainInner]) -> Throughput | None:
@@ -171,6 +173,7 @@ def throughput(inner: list[TrainInner]) -> Throughput | None:
         words_per_s=words / seconds, sentences_per_s=sentences / seconds,
         timed_updates=sum(n for _, n, _ in timed),
         step_times_ms=[1000.0 * float(s["wpb"]) / float(s["wps"]) for _, _, s in timed],
+        sentences_per_update=sentences / sum(n for _, n, _ in timed),
     )
 
 

@@ -307,6 +307,13 @@ def build_result(args: argparse.Namespace, accelerator: str, fp16: bool, found: 
                    "sentences_per_s": p.sentences / p.seconds, "tokens_per_s": p.tokens / p.seconds,
                    "spbleu": p.spbleu} for p in done],
         "time_to_target_s": None, "train_time_s": None,
+        # Generation: a batch of --batch-size sentences, no updates; the data is the dev files of the pairs.
+        "settings": {**results.run_settings(
+            processes=1, cpu_threads=0, accelerator=accelerator, micro_batch=args.batch_size,
+            micro_batch_unit="sentences", update_freq=None, data_name=args.dev_dir.name, synthetic=False,
+            train_examples=None,
+            data_sha256=results.data_digest(list(dev_files(args.dev_dir.expanduser(), parse_pairs(args.lang_pairs))
+                                                 .values()))), "sentences_per_update": None},
         "versions": results.versions(), "command": commands["run"], "commands": commands, "error": None,
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -65,9 +66,48 @@ def percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def data_digest(files: list[Path]) -> str | None:
+    """sha256 over the named files' names and bytes: equal digests are the same prepared data, wherever it lies.
+    None when a file is missing (the data was never prepared)."""
+    if not files or not all(f.is_file() for f in files):
+        return None
+    digest = hashlib.sha256()
+    for f in sorted(files):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()
+
+
+def prepared_digest(bin_dir: Path) -> str | None:
+    """The binarised data's identity: its dictionaries and every split's index (each sentence's length), not
+    bin/prepared.json, which names this host's paths."""
+    return data_digest([*bin_dir.glob("dict.*.txt"), *bin_dir.glob("*.idx")])
+
+
+def run_settings(*, processes: int, cpu_threads: int, accelerator: str, micro_batch: int, micro_batch_unit: str,
+                 update_freq: int | None, data_name: str, synthetic: bool, train_examples: int | None,
+                 data_sha256: str | None) -> dict:
+    """result.json's `settings`, the fields and meaning of BERT's (docs/workloads.md): what a comparison must hold
+    equal beyond the recipe. fairseq batches by tokens: `micro_batch` is --max-tokens per device per batch (a
+    cap), `update_freq` batches make an update, and `sentences_per_update` is what the updates really held
+    (fairseq's bsz, over all devices, over the timed updates; build() fills it in). `cpu_threads` 0: torch's default, which the
+    fairseq processes inherit from this one."""
+    return {
+        "processes": processes,
+        "threads": {"intra_op": cpu_threads or torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()},
+        "host_cpus": len(os.sched_getaffinity(0)),
+        "micro_batch": micro_batch, "micro_batch_unit": micro_batch_unit,
+        "update_freq": update_freq,
+        "sentences_per_update": None,
+        "compile": "xla" if accelerator == "tpu" else "eager",  # fairseq 0.12 does not torch.compile
+        "data": {"name": data_name, "synthetic": synthetic, "train_examples": train_examples,
+                 "meta_sha256": data_sha256},
+    }
+
+
 def build(*, recipe: str, benchmark: str, model: dict, log: TrainLog, speed: Throughput | None, accelerator: str, chips: int,
           hosts: int, global_batch_tokens: int, precision: str, eval_block: dict, time_to_target_s: float | None,
-          train_time_s: float | None, command: str, commands: dict[str, str], error: str | None = None) -> dict:
+          train_time_s: float | None, command: str, commands: dict[str, str], settings: dict,
+          error: str | None = None) -> dict:
     steps = log.train[-1].num_updates if log.train else (log.inner[-1].num_updates if log.inner else 0)
     step_times = speed.step_times_ms if speed else []
     return {
@@ -94,6 +134,7 @@ def build(*, recipe: str, benchmark: str, model: dict, log: TrainLog, speed: Thr
         ],
         "train_loss_per_epoch": [{"epoch": t.epoch, "loss": t.stats.get("loss")} for t in log.train],
         "time_to_target_s": time_to_target_s, "train_time_s": train_time_s,
+        "settings": {**settings, "sentences_per_update": round(speed.sentences_per_update, 1) if speed else None},
         "versions": versions(),
         "command": command, "commands": commands,
         "error": error,

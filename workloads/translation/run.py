@@ -268,6 +268,17 @@ def plan_training(args: argparse.Namespace, checkpoints: Path) -> tuple[launch.T
                                                     topology)
 
 
+def run_settings(args: argparse.Namespace, topology: launch.Topology, settings: launch.TrainSettings, data_dir: Path,
+                 prepared: dict | None) -> dict:
+    """result.json's `settings` (results.run_settings); `prepared`: bin/prepared.json once the data is checked."""
+    return results.run_settings(
+        processes=topology.world_size, cpu_threads=args.cpu_threads if topology.accelerator == "cpu" else 0,
+        accelerator=topology.accelerator, micro_batch=settings.max_tokens, micro_batch_unit="tokens",
+        update_freq=settings.update_freq, data_name=data_dir.name, synthetic=args.recipe.name == "synthetic",
+        train_examples=((prepared or {}).get("pairs") or {}).get("train"),
+        data_sha256=results.prepared_digest(data_dir / "bin") if prepared else None)
+
+
 def ensure_prepared(args: argparse.Namespace, data_dir: Path, env: dict[str, str], commands: dict[str, str]) -> None:
     """--prepare: prepare data_dir unless it already holds data prepared from the same inputs (a directory made
     with another --synthetic-pairs is made again); data of another recipe is refused (prepare.stale)."""
@@ -294,7 +305,8 @@ def run(args: argparse.Namespace) -> int:
     commands = {"run": shlex.join([sys.executable, *sys.argv]), "train": shlex.join(train_cmd)}
     summary = dict(recipe=recipe.name, benchmark=recipe.benchmark, model={"arch": recipe.arch}, accelerator=accelerator, chips=topology.world_size,
                    hosts=topology.num_workers, global_batch_tokens=global_batch, precision=precision,
-                   command=commands["run"], commands=commands)
+                   command=commands["run"], commands=commands,
+                   settings=run_settings(args, topology, settings, data_dir, prepared=None))
     print(f"translation: recipe {recipe.name} | {accelerator} x{devices} per host, {topology.num_workers} host(s), "
           f"worker {topology.worker_index} | {precision} | global batch <= {global_batch} tokens "
           f"({settings.max_tokens} x update-freq {settings.update_freq} x {topology.world_size} devices) | "
@@ -309,6 +321,7 @@ def run(args: argparse.Namespace) -> int:
     if args.prepare:
         ensure_prepared(args, data_dir, env, commands)
     prepared = prepare.check_data_bin(recipe, data_dir)
+    summary["settings"] = run_settings(args, topology, settings, data_dir, prepared=prepared)
 
     mllog = MLPerfLog(out, enabled=worker0)
     trained = timed_training(train_cmd, env, out, mllog, recipe, settings, global_batch=global_batch,
