@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python benchmarks/push.py [--repeats 3]
 
-Makes three namespace SSH hosts (tests/sshhosts.py; needs root, iproute2, openssh-server, rsync) and a
+Makes three namespace SSH hosts (testing/sshhosts.py; needs root, iproute2, openssh-server, rsync) and a
 realistic bundle of about 20 MB in about 500 files: Python sources (real text from the standard library)
 and a few binary files standing in for a vocabulary and a small checkpoint. Measures, into fresh
 directories each repeat (medians reported):
@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # testing/, the SSH hosts the tests use too, is not an installed package
 
 import machine  # noqa: E402  (benchmarks/machine.py: the CPU line before the ratio)
-from sshhosts import SshHosts, ssh_hosts_up  # noqa: E402
+from testing.sshhosts import SshHosts, ssh_hosts_up  # noqa: E402
 
 from ernie.inventory import load_inventory_file  # noqa: E402
 from ernie.remote.connect import Connector, Session, Timeouts, fan_out  # noqa: E402

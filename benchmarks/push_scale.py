@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python benchmarks/push_scale.py [--repeats 2] [--mbit 50]
 
-Makes eight namespace SSH hosts (tests/sshhosts.py; root, iproute2, openssh-server) with their files in memory
+Makes eight namespace SSH hosts (testing/sshhosts.py; root, iproute2, openssh-server) with their files in memory
 (each cloud worker writes to a disk of its own) and shapes this machine's link to them with a token-bucket
 filter, leaving host-to-host traffic unshaped, as a cloud's internal network is. The bundle is benchmarks/push.py's
 (about 23 MB in about 500 files: stdlib sources and incompressible binaries). Each measurement pushes into a
@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # testing/, the SSH hosts the tests use too, is not an installed package
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from push import make_bundle  # noqa: E402
-from sshhosts import SshHosts, ssh_hosts_up  # noqa: E402
+from testing.sshhosts import SshHosts, ssh_hosts_up  # noqa: E402
 
 from ernie.inventory import Inventory, load_inventory_file  # noqa: E402
 from ernie.remote.connect import Connector, Session, Timeouts, fan_out  # noqa: E402

@@ -1,5 +1,6 @@
-"""The one exception type a user sees: a message that names the field and the fix, never a traceback."""
+"""The driver's name for ErnieError, the one exception type a user sees. It is defined in catalog/errors.py so
+that infra/ (the layer builder) raises it without importing the driver."""
 
+from catalog.errors import ErnieError
 
-class ErnieError(Exception):
-    """A problem the user can fix (bad config, bad input, a missing tool). The CLI prints it and exits 2."""
+__all__ = ["ErnieError"]

@@ -29,15 +29,17 @@ from catalog.gpu_catalog import (
     lookup_instance,
 )
 from catalog.lambda_runtime import ARCHES, SERVING_PYTHONS
+from catalog.limits import (
+    MAX_TTL_MINUTES,
+    SERVING_MAX_RESERVED_CONCURRENCY,
+    SERVING_MAX_TIMEOUT_SECONDS,
+)
 from catalog.reach import world_ranges
 from catalog.tpu_catalog import (TPU_FRAMEWORKS, TpuType, accelerator_types, framework_problem, lookup_tpu,
                                runtime_examples, runtime_problem)
 
 NAMESPACE = "ernie"
 Cloud = Literal["gcp", "aws"]
-
-# A slice left running is the costliest mistake; a run longer than a day should checkpoint and resume.
-MAX_TTL_MINUTES = 24 * 60
 
 COMMON_KEYS = frozenset({"cloud", "ttlMinutes", "maxUsdPerHour", "spot", "sshAllowedCidrs",
                          "allowSshFromAnywhere", "sshPublicKey", "sshKeyPath"})
@@ -46,10 +48,7 @@ AWS_KEYS = frozenset({"instanceType", "instanceCount", "availabilityZone", "fram
 SERVING_KEYS = frozenset({"servingPython", "servingArchitecture", "servingMemoryMb", "servingTimeoutSeconds",
                           "servingLogRetentionDays", "servingThrottleRate", "servingThrottleBurst",
                           "servingReservedConcurrency", "servingEmbed", "servingEmbedMemoryMb"})
-# API Gateway gives up on an integration after 30 s; a longer function timeout would only hide that.
-SERVING_MAX_TIMEOUT_SECONDS = 30
-# A benchmark endpoint, not a production fleet: unreserved, a function may take the account's whole concurrency.
-SERVING_MAX_RESERVED_CONCURRENCY = 100
+# Reserved by default: bounded (catalog/limits.py), and leaving the account room for other functions.
 SERVING_DEFAULT_RESERVED_CONCURRENCY = 10
 # Lambda's CPU grows with memory (one vCPU at 1,769 MB); the encoder is CPU-bound.
 SERVING_EMBED_DEFAULT_MEMORY_MB = 2048

@@ -15,7 +15,7 @@ from infra.config import ConfigError
 from infra.naming import SERVICE_ACCOUNT_MAX, gcp_name
 from infra.settle import SERVICE_ACCOUNT_SETTLE_S, Settled
 from infra.grants import TPU_BUCKET_ROLE, TPU_PROJECT_ROLES, TPU_SCOPES, TPU_TEARDOWN_PERMISSIONS
-from infra.teardown import (
+from catalog.teardown import (
     SCHEDULE_TIME_ZONE,
     TEARDOWN_INVOKER_ROLE,
     TEARDOWN_SCOPE,
@@ -124,7 +124,7 @@ class TpuSlice(pulumi.ComponentResource):
               for role in TPU_PROJECT_ROLES),
         ]
 
-        # The TTL teardown runs outside the slice (infra/teardown.py): tpu.nodes.delete reaches every node of the
+        # The TTL teardown runs outside the slice (catalog/teardown.py): tpu.nodes.delete reaches every node of the
         # project (no IAM condition can name one TPU node), so the slice's own account, whose token every
         # workload on it can read, never holds it. A teardown account does; only this slice's teardown workflow
         # runs as it (tpu.nodes.delete and .get, to wait for the 404).
@@ -161,7 +161,7 @@ class TpuSlice(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=grants))
 
         # The scheduler job only starts the teardown workflow, which runs as the teardown account and retries
-        # with backoff until the node is gone (infra/teardown.py). The job signs in as a caller account that may
+        # with backoff until the node is gone (catalog/teardown.py). The job signs in as a caller account that may
         # only start workflows: the provider has no per-workflow IAM member, so roles/workflows.invoker is granted
         # on the project, to an account nothing else uses.
         workflow = gcp.workflows.Workflow(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 # GCP: the TPU service account writes to its run's bucket and to Cloud Logging, nothing more. Deleting TPU nodes
-# is the teardown account's alone (infra/teardown.py): granted on the project, it reaches every node there.
+# is the teardown account's alone (catalog/teardown.py): granted on the project, it reaches every node there.
 TPU_BUCKET_ROLE = "roles/storage.objectUser"
 TPU_PROJECT_ROLES = ("roles/logging.logWriter",)
 TPU_TEARDOWN_PERMISSIONS = ("tpu.nodes.delete", "tpu.nodes.get")  # get: the workflow waits for the 404

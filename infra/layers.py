@@ -43,6 +43,7 @@ from pathlib import Path
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 
+from catalog.errors import ErnieError
 # Lambda's runtimes and limits are catalog data; named here too, as the builder's own vocabulary (layers.ARCHES).
 from catalog.lambda_runtime import (  # noqa: F401
     ARCHES,
@@ -53,7 +54,6 @@ from catalog.lambda_runtime import (  # noqa: F401
     UNZIPPED_LIMIT,
     Arch,
 )
-from ernie.errors import ErnieError
 
 REPO = Path(__file__).resolve().parents[1]
 SERVING_DIR = REPO / "workloads" / "serving"

@@ -2,7 +2,7 @@
 
 A GPU instance's user data puts its TTL shutdown first: a host that nobody remembers stops billing by itself.
 A TPU slice has no such script: it cannot stop, only be deleted, and what may delete one TPU node may delete
-them all, so its teardown runs outside it (infra/teardown.py).
+them all, so its teardown runs outside it (catalog/teardown.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """ernie's guardrails as a Pulumi policy pack: `pulumi up -s gcp --policy-pack policy`.
 
 Pulumi runs this file with policy/ as the working directory; the repository root goes first on sys.path so
-the rules, and the price catalog and config validation they use, import as `policy` and `infra`.
+the rules import as `policy`, the catalogs and prices they use as `catalog`, and the stack's config
+validation (policy/pack.py) as `infra`.
 """
 
 import sys

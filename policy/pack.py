@@ -18,6 +18,9 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
+# The one edge from policy/ to infra/ (tests/test_import_rules.py names it): the pack reads the running stack's
+# ceiling through the program's own config parser, so the guardrail can never read ernie:maxUsdPerHour (or
+# accept a config) differently from `pulumi up`. infra.config imports pulumi and catalog only, never the driver.
 from infra import config
 from policy.rules import RULES, STACK_RULES, Limits, Rule, StackRule
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from catalog import pricing
-from infra.config import MAX_TTL_MINUTES, SERVING_MAX_RESERVED_CONCURRENCY, SERVING_MAX_TIMEOUT_SECONDS
+from catalog.limits import MAX_TTL_MINUTES, SERVING_MAX_RESERVED_CONCURRENCY, SERVING_MAX_TIMEOUT_SECONDS
 from catalog.reach import world_ranges
-from infra.teardown import render_teardown_workflow, tpu_node_url, workflow_executions_url
+from catalog.teardown import render_teardown_workflow, tpu_node_url, workflow_executions_url
 from catalog.tpu_catalog import lookup_tpu
 
 SSH_PORT = 22
@@ -394,7 +394,7 @@ def tpu_teardown_unbounded(resources: Sequence[Resource], limits: Limits) -> lis
     grants = _grants(resources)
     holders = {_email(g.member) for g in grants if g.on_account is None and g.role in deleting}
     # A teardown account runs only workflows whose source is exactly the bounded teardown of one of this stack's
-    # nodes (delete, wait for 404 with capped backoff, give up at the deadline: infra/teardown.py).
+    # nodes (delete, wait for 404 with capped backoff, give up at the deadline: catalog/teardown.py).
     workflows = [(name, _email(p.get("serviceAccount")), str(p.get("sourceContents") or ""),
                   workflow_executions_url(str(p.get("project")), str(p.get("region")), str(p.get("name"))))
                  for typ, name, p in resources if typ == GCP_WORKFLOW]
@@ -433,7 +433,7 @@ def tpu_teardown_unbounded(resources: Sequence[Resource], limits: Limits) -> lis
         if source not in sources:
             findings.append(f"workflow {name} runs as {email}, which may delete every TPU node in the project, but "
                             "its source is not the bounded teardown of one of this stack's TPU nodes "
-                            "(infra/teardown.py render_teardown_workflow)")
+                            "(catalog/teardown.py render_teardown_workflow)")
         elif email not in node_accounts and executions in started:
             torn_down.add(sources[source])
     findings += [f"TPU node {name} has no teardown: no workflow, started by a Cloud Scheduler job, deletes {url} "

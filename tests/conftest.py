@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from sshhosts import ssh_hosts  # noqa: F401 - namespace SSH hosts (remote runs; the preemption drill)
+from testing.sshhosts import ssh_hosts  # noqa: F401 - namespace SSH hosts (remote runs; the preemption drill)
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"

@@ -20,7 +20,7 @@ import yaml
 from ernie.check import Plan, plan
 from ernie.mocks import RecordedResource
 from infra import layers
-from infra.config import MAX_TTL_MINUTES
+from catalog.limits import MAX_TTL_MINUTES
 from infra.layers import Archive, BuiltFunction, BuiltLayer, Distribution, Target
 from policy import rules
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sshhosts import SshHosts
+from testing.sshhosts import SshHosts
 
 ECHO = Path(__file__).parent / "workloads" / "echo"
 STACK = "sshhosts"

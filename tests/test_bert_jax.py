@@ -5,7 +5,7 @@ docstrings at seq 64, 10 predictions: the bytes every host makes for itself), sh
 
 - one process over 8 virtual CPU devices, killed after its first checkpoint and resumed to the end;
 - two processes x 4 devices on this machine (jax.distributed over gloo), which must give the same losses;
-- a simulated pod slice: two namespace SSH hosts (tests/sshhosts.py) x 4 devices, a v4-16's shape, started
+- a simulated pod slice: two namespace SSH hosts (testing/sshhosts.py) x 4 devices, a v4-16's shape, started
   by `ernie run bert-jax`; a worker killed mid-run fails the run with that worker named, and
   `ernie run --resume` continues from worker 0's checkpoint to the same losses.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sshhosts import UID, ssh_hosts_up
+from testing.sshhosts import UID, ssh_hosts_up
 from test_bert_tf import REQUIRED_KEYS
 
 BERT_DIR = Path(__file__).resolve().parents[1] / "workloads" / "bert"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from infra.teardown import render_teardown_workflow, workflow_executions_url
+from catalog.teardown import render_teardown_workflow, workflow_executions_url
 from policy import rules
 from policy.rules import RULES, Limits, evaluate
 

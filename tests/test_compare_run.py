@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sshhosts import SshHosts
+from testing.sshhosts import SshHosts
 from test_bench import calls, pulumi_env
 
 from ernie.results import read_run, summarize

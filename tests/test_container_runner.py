@@ -1,4 +1,4 @@
-"""The docker runner against a real container engine and an authenticated registry (tests/sshhosts.py), no stand-in.
+"""The docker runner against a real container engine and an authenticated registry (testing/sshhosts.py), no stand-in.
 
 Issue 14's runner defects, as a first GPU run would meet them: 1 the DLC entrypoint evaluates its arguments again,
 2 the pull needs the login user signed in and the host's boot script finished, 3 requirements go into a derived
@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from sshhosts import Containers, SshHosts, container_hosts  # noqa: F401 - the fixture
+from testing.sshhosts import Containers, SshHosts, container_hosts  # noqa: F401 - the fixture
 
 from ernie.remote.runners import render_venv_script
 

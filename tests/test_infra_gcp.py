@@ -14,7 +14,7 @@ import yaml
 from ernie.check import Plan, plan
 from infra.config import ConfigError
 from infra.gcp_tpu import TpuSlice, TpuSliceArgs
-from infra.teardown import render_teardown_schedule, render_teardown_workflow, teardown_deadline
+from catalog.teardown import render_teardown_schedule, render_teardown_workflow, teardown_deadline
 
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT = "gcp:serviceaccount/account:Account"

@@ -16,7 +16,7 @@ from ernie.check import Plan
 from infra.config import ConfigError, parse
 from policy import rules
 from policy.rules import BILLABLE_TTL_FIELDS, RULES, STACK_RULES, Limits, evaluate
-from infra.teardown import render_teardown_workflow, tpu_node_url, workflow_executions_url
+from catalog.teardown import render_teardown_workflow, tpu_node_url, workflow_executions_url
 
 
 @pytest.fixture(scope="module")

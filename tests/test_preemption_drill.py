@@ -2,7 +2,7 @@
 a worker mid-run; `ernie run --resume RUN_ID` restarts every worker from the last checkpoint and finishes;
 timeline.json and the report count the time the preemption cost.
 
-The hosts are real SSH hosts (tests/sshhosts.py) with no network beyond their bridge: their python3 sees this
+The hosts are real SSH hosts (testing/sshhosts.py) with no network beyond their bridge: their python3 sees this
 checkout's venv through PYTHONPATH (as a TPU VM's image carries its framework), so the workload's requirements
 are already satisfied when the tpu-vm runner installs them into the run's venv.
 """
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sshhosts import UID, SshHosts, ssh_hosts_up
+from testing.sshhosts import UID, SshHosts, ssh_hosts_up
 
 from ernie.results.index import ResultsIndex
 from ernie.resume import Checkpoint, lost_since

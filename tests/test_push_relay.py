@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from sshhosts import SshHosts, ssh_hosts_up
+from testing.sshhosts import SshHosts, ssh_hosts_up
 
 from ernie.errors import ErnieError
 from ernie.inventory import load_inventory_file

@@ -1,4 +1,4 @@
-"""Remote runs over real SSH: three namespace hosts (tests/sshhosts.py), no mocks.
+"""Remote runs over real SSH: three namespace hosts (testing/sshhosts.py), no mocks.
 
 A file is on a host only if it travelled there (each host has its own home), so what these tests find
 in a host's home or in results/ was really pushed, run and collected.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from sshhosts import SshHosts
+from testing.sshhosts import SshHosts
 
 from ernie.errors import ErnieError
 from ernie.inventory import load_inventory_file
