@@ -73,7 +73,7 @@ def demo(
 
 # --- remote runs (ernie/run.py, ernie/bench.py): run, status, logs, collect, stop, bench ---
 _STACK = typer.Option(None, "-s", "--stack", help="Hosts from this Pulumi stack's inventory output.")
-_INVENTORY = typer.Option(None, "--inventory", help="Hosts from an inventory file (ARCHITECTURE.md's shape).")
+_INVENTORY = typer.Option(None, "--inventory", help="Hosts from an inventory file (docs/inventory.md's shape).")
 _LOCAL = typer.Option(False, "--local", help="This machine as the only host.")
 _RESULTS = typer.Option(Path("results"), "--results", help="Where runs are kept.")
 _SET = typer.Option([], "--set", help="Override a workload parameter: key=value (repeatable).")

@@ -1,4 +1,4 @@
-"""The inventory: which hosts a run uses and how to reach them (ARCHITECTURE.md, "The inventory contract").
+"""The inventory: which hosts a run uses and how to reach them (docs/inventory.md, the contract).
 
 Three sources, one validated shape: a Pulumi stack's `inventory` output (through `ernie.pulumi_cli`),
 a hand-written JSON file, or this machine alone (`--local`). Every field is checked before anything
@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from catalog.inventory import RUNNERS, Runner
 from ernie.errors import ErnieError
 from ernie.names import HOST_NAME
 
-Runner = Literal["tpu-vm", "docker", "local"]
 Cloud = Literal["gcp", "aws", "local"]
-RUNNERS: tuple[str, ...] = get_args(Runner)
 CLOUDS: tuple[str, ...] = get_args(Cloud)
 
 
@@ -83,6 +82,8 @@ class Inventory:
     price_source: str | None = None
     ttl_minutes: int | None = None
     serving_url: str | None = None
+    embed_url: str | None = None
+    """The sentence-embedding endpoint (ernie:servingEmbed), beside serving_url."""
     bootstrap: Bootstrap | None = None
     registry_login: RegistryLogin | None = None
     container: ContainerOptions = ContainerOptions()
@@ -179,7 +180,8 @@ def parse_inventory(data: Any, source: str) -> Inventory:
         ssh_user=user, ssh_private_key=key, ssh_key_path=key_path,
         bucket=_opt_str(data, "bucket", fail), price_per_hour_usd=float(price),
         price_source=_opt_str(data, "price_source", fail), ttl_minutes=ttl,
-        serving_url=_opt_str(data, "serving_url", fail), bootstrap=_parse_bootstrap(data.get("bootstrap"), fail),
+        serving_url=_opt_str(data, "serving_url", fail), embed_url=_opt_str(data, "embed_url", fail),
+        bootstrap=_parse_bootstrap(data.get("bootstrap"), fail),
         registry_login=_parse_registry_login(data.get("registry_login"), fail),
         container=_parse_container(data.get("container"), fail), source=source,
     )

@@ -1,16 +1,15 @@
 """The inventory: the one output every stack exports, and the contract with ernie's remote runs.
 
-Its shape is defined in ARCHITECTURE.md ("The inventory contract"). Built by a pure function so the same
-shape comes from every stack, and tests can read it without Pulumi.
+Its shape is docs/inventory.md; ernie/inventory.py parses it (tests/test_inventory_contract.py goes from this
+to that). Built by a pure function so the same shape comes from every stack, and tests can read it without Pulumi.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
+from catalog.inventory import Runner
 from catalog.pricing import Quote
-
-Runner = Literal["tpu-vm", "docker", "local"]
 
 
 def build_inventory(*, cloud: str, stack: str, runner: Runner, ssh_user: str, hosts: list[dict[str, Any]],

@@ -6,7 +6,7 @@ address in a private /24 under 10.213.0.0/16, its own sshd (Debian openssh-serve
 so the same user name has a different home on every host: a file is on a host only if it travelled there.
 
     with ssh_hosts_up(3) as hosts:
-        hosts.inventory_path      # an inventory file (ARCHITECTURE.md's contract) for the three hosts
+        hosts.inventory_path      # an inventory file (docs/inventory.md's contract) for the three hosts
         hosts.link_down(hosts[0]) # cut worker 0 off the network; link_up() brings it back
         hosts.kill(hosts[1])      # the host "dies": its sshd and every process in it are killed
 

@@ -52,7 +52,7 @@ class Cell:
     """The base stack's config file (Pulumi.<stack>.yaml shape), for a stack cell."""
     overrides: dict[str, Param]
     inventory: Path | None
-    """Hosts made elsewhere (ARCHITECTURE.md's inventory shape): no stack is created or destroyed."""
+    """Hosts made elsewhere (docs/inventory.md's shape): no stack is created or destroyed."""
     workload: str
     params: dict[str, Param]
     """The shared settings with the cell's own on top: what the workload runs with."""
