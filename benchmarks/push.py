@@ -9,7 +9,8 @@ directories each repeat (medians reported):
   - baseline: `rsync -a` over ssh to the three hosts one after another (connection set-up included);
   - ernie: first push to the three hosts in parallel (connecting, hashing and packing included);
   - ernie: re-push of the unchanged bundle, as the fraction of the bundle's bytes it sends.
-The last line is `push_vs_rsync=<ratio> repush_bytes_fraction=<fraction>` (targets: <= 0.6, < 0.01).
+The last line is `push_vs_rsync=<median ratio> push_vs_rsync_worst=<the highest repeat's>
+repush_bytes_fraction=<fraction>` (targets: <= 0.6 in every repeat, < 0.01).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +34,7 @@ import machine  # noqa: E402  (benchmarks/machine.py: the CPU line before the ra
 from testing.sshhosts import SshHosts, ssh_hosts_up  # noqa: E402
 
 from ernie.inventory import load_inventory_file  # noqa: E402
-from ernie.remote.connect import Connector, Session, Timeouts, fan_out  # noqa: E402
+from ernie.remote.connect import Connector, Timeouts, fan_out  # noqa: E402
 from ernie.remote.push import Bundle, push  # noqa: E402
 
 TEXT_FILES = 480
@@ -73,23 +75,33 @@ def rsync_sequential(hosts: SshHosts, bundle: Path, dest: str) -> tuple[float, i
 
 
 def ernie_push(connector: Connector, hosts: list, bundle_dir: Path, dest: str) -> tuple[float, int]:
-    """Seconds for ernie to connect, hash, pack and push to every host in parallel, and the bytes it sent."""
+    """Seconds for ernie to connect, hash, pack and push to every host in parallel, and the bytes it sent.
+
+    As `ernie run` does (ernie/run.py, execute): the bundle is hashed and packed while the hosts are reached.
+    """
     start = time.perf_counter()
-    bundle = Bundle.from_directory(bundle_dir)
-
-    def one(host) -> int:
-        s: Session = connector.open(host)
-        try:
-            return push(s, bundle, f"{s.base}/{dest}").bytes_sent
-        finally:
+    with ThreadPoolExecutor(1) as pool:
+        packed = pool.submit(_packed, bundle_dir)
+        opened = fan_out(connector.open, hosts, timeout=300, name=lambda h: h.name)
+        bundle = packed.result()
+    sessions = [o.value for o in opened.values() if o.ok]
+    try:
+        outcomes = fan_out(lambda s: push(s, bundle, f"{s.base}/{dest}").bytes_sent, sessions, timeout=300,
+                           name=lambda s: s.host.name)
+        elapsed = time.perf_counter() - start
+    finally:
+        for s in sessions:
             s.close()
-
-    outcomes = fan_out(one, hosts, timeout=300, name=lambda h: h.name)
-    elapsed = time.perf_counter() - start
-    for name, o in outcomes.items():
+    for name, o in {**opened, **outcomes}.items():
         if not o.ok:
             raise SystemExit(f"push to {name} failed: {o.error}")
     return elapsed, sum(o.value for o in outcomes.values())
+
+
+def _packed(bundle_dir: Path) -> Bundle:
+    bundle = Bundle.from_directory(bundle_dir)
+    bundle.pack_all()
+    return bundle
 
 
 def main() -> None:
@@ -116,12 +128,14 @@ def main() -> None:
             repush_fractions.append(ernie_resent / (3 * size))
             print(f"repeat {r}: rsync sequential {t_rsync:.2f}s ({rsync_sent:,} B sent, re-push {rsync_resent:,} B "
                   f"= {rsync_resent / (3 * size):.5f}); ernie parallel {t_ernie:.2f}s ({ernie_sent:,} B sent, "
-                  f"re-push {ernie_resent:,} B)")
+                  f"re-push {ernie_resent:,} B); ratio {t_ernie / t_rsync:.3f}")
         ratio = statistics.median(ernie_times) / statistics.median(rsync_times)
+        worst = max(e / r for e, r in zip(ernie_times, rsync_times))  # the target holds in every repeat
         print(f"median: rsync sequential {statistics.median(rsync_times):.2f}s, "
               f"ernie parallel {statistics.median(ernie_times):.2f}s")
         print(machine.describe("none (SSH, tar and sha256: no arithmetic precision applies)"))
-        print(f"push_vs_rsync={ratio:.3f} repush_bytes_fraction={statistics.median(repush_fractions):.5f}")
+        print(f"push_vs_rsync={ratio:.3f} push_vs_rsync_worst={worst:.3f} "
+              f"repush_bytes_fraction={statistics.median(repush_fractions):.5f}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import secrets
 import shlex
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -237,6 +238,9 @@ def execute(record: RunRecord, inventory: Inventory, opts: RunOptions, console: 
     console.print(f"run [bold]{record.run_id}[/]: {record.workload} on {len(inventory.hosts)} worker(s) "
                   f"({inventory.runner} runner, {inventory.source})")
     connector = Connector(inventory, run_dir / KNOWN_HOSTS, opts.timeouts)
+    bundling = ThreadPoolExecutor(1, thread_name_prefix="bundle")
+    packed = bundling.submit(_bundle, record)  # hashed and packed while the hosts answer and boot
+    bundling.shutdown(wait=False)
     sessions = _wait_for_ssh(connector, inventory, opts, console, timeline)
     record.host_bases = {name: s.base for name, s in sessions.items()}
     record.save(opts.results_root)
@@ -245,7 +249,7 @@ def execute(record: RunRecord, inventory: Inventory, opts: RunOptions, console: 
     try:
         if inventory.bootstrap is not None:
             _wait_for_bootstrap(sessions, inventory, opts, console, timeline)
-        bundle = _bundle(record)
+        bundle = packed.result()
         with timeline.step("push"):
             pushed = push_all(list(sessions.values()), bundle, {n: lay.bundle for n, lay in layouts.items()},
                               inventory, opts.push, opts.timeouts, console.print)
@@ -314,11 +318,13 @@ def _wait_for_bootstrap(sessions: dict[str, Session], inventory: Inventory, opts
 
 
 def _bundle(record: RunRecord) -> Bundle:
-    """The workload's directory plus ernie_run.json, the run's resolved parameters."""
+    """The workload's directory plus ernie_run.json, the run's resolved parameters, packed for fresh hosts."""
     resolved = {"run_id": record.run_id, "workload": record.workload, "params": record.params,
                 "command": record.command}
-    return Bundle.from_directory(Path(record.spec_file).parent,
-                                 extra={"ernie_run.json": json.dumps(resolved, indent=2).encode()})
+    bundle = Bundle.from_directory(Path(record.spec_file).parent,
+                                   extra={"ernie_run.json": json.dumps(resolved, indent=2).encode()})
+    bundle.pack_all()
+    return bundle
 
 
 def _report_push(console: Console, pushed: dict[str, PushResult], bundle: Bundle) -> None:

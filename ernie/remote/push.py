@@ -22,7 +22,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ernie.remote.connect import Session
+from ernie.remote.connect import Session, fan_out
 
 # Never part of a bundle: caches and VCS metadata that differ per machine.
 EXCLUDED_DIRS = frozenset({"__pycache__", ".git", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv"})
@@ -30,6 +30,7 @@ EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 _COMPRESSLEVEL = 1  # gzip's fastest level: most of the gain on text, little CPU
 _SAMPLE = 64 << 10  # compressibility is judged on a file's first 64 KiB
 _WORTH_IT = 0.9  # compress a file only if its sample shrinks below this fraction
+PACK_AHEAD_MAX = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,13 @@ class Bundle:
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files.values())
+
+    def pack_all(self) -> None:
+        """Build the archives of every file, what a first push to fresh hosts sends, unless the bundle is over
+        PACK_AHEAD_MAX (held in memory for a push that may not need it). Called while the hosts are still
+        booting, it takes packing off the push's own time."""
+        if self.total_bytes <= PACK_AHEAD_MAX:
+            self.archives(frozenset(self.files))
 
     def archives(self, names: frozenset[str]) -> list[tuple[str, bytes]]:
         """The named files as (tar extract flags, archive) pairs, built once per distinct set."""
@@ -170,9 +178,13 @@ def push(s: Session, bundle: Bundle, dest: str, delta: Delta | None = None) -> P
     delta = delta or prepare(s, bundle, dest)
     sent, content = delta.bytes_sent, 0
     if delta.changed:
-        for flags, payload in bundle.archives(delta.changed):
-            command = f"tar {flags} - -C {q}"
-            s.pipe_in(command, payload)
+        # The archives travel side by side, each on its own channel of the one connection: the host unpacks
+        # the many small files of the gzip'd one while the large ones stream in.
+        archives = [(f"tar {flags} - -C {q}", payload) for flags, payload in bundle.archives(delta.changed)]
+        streams = fan_out(lambda a: s.pipe_in(*a), archives, timeout=s.timeouts.command * 2, name=lambda a: a[0])
+        for command, payload in archives:
+            if not streams[command].ok:
+                raise streams[command].error
             content += len(payload)
             sent += len(command) + len(payload)
     return PushResult(host=s.host.name, files_sent=len(delta.changed), content_bytes=content, bytes_sent=sent,

@@ -92,7 +92,7 @@ def wall_table(runs: list[RunSummary]) -> Table:
                  note="lost to preemption: from the last checkpoint before a preemption until `ernie run --resume` "
                       "had every worker training again (work redone and downtime); it is part of the lifetime. "
                       "A local run is not billed: its price is an equivalent cloud instance's (the same number of "
-                      "vCPUs, infra/prices.csv), or it is not priced.")
+                      "vCPUs, catalog/prices.csv), or it is not priced.")
 
 
 def comparison_table(comparisons: list[Comparison], note: str = "",
