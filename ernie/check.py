@@ -9,6 +9,8 @@ the hourly price and the guardrail findings.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextvars
 import json
 import runpy
@@ -98,7 +100,31 @@ def plan(stack: str | None = None, config_file: Path | None = None) -> Plan:
     raw = read_stack_config(path)
     project = (yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text()) or {}).get("name", "ernie")
     # A fresh context per run: the Pulumi runtime keeps its stack, settings and config in context variables.
-    return contextvars.Context().run(_run_program, stack, path, raw, project)
+    loop = _event_loop()
+    try:
+        return contextvars.Context().run(_run_program, stack, path, raw, project)
+    finally:  # a program stopped by a bad config leaves its resources' tasks behind: end them here
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """The thread's event loop, which Pulumi's runtime runs the program on, closed when the interpreter exits:
+    left to the interpreter's teardown, it printed a traceback under `ernie compare`'s one-line error."""
+    try:
+        loop = asyncio.get_event_loop()
+    except RuntimeError:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+    if loop not in _CLOSE_AT_EXIT:
+        _CLOSE_AT_EXIT.add(loop)
+        atexit.register(lambda: loop.is_closed() or loop.is_running() or loop.close())
+    return loop
+
+
+_CLOSE_AT_EXIT: set[asyncio.AbstractEventLoop] = set()
 
 
 def _run_program(stack: str, path: Path, raw: dict[str, str], project: str) -> Plan:
