@@ -5,7 +5,9 @@
 # make lock-check: fail if requirements.lock no longer matches its inputs (.ci/run runs it first).
 # make demo:       the local benchmark suite on this machine (see README).
 # make test:       every test; .ci/run calls it after installing the Debian tools the tests need. It builds
-#                  .venv-xla first (make xla-env), which tests/test_translation_xla.py runs fairseq's TPU path in.
+#                  .venv-xla first (make xla-env), which tests/integration/test_translation_xla.py runs fairseq's TPU path in.
+# make test-fast: tests/unit alone, under a minute, for the edit loop (tests/integration needs SSH hosts, training,
+#                  pip builds, a browser).
 # make xla-env:    .venv-xla, exactly as requirements-xla.lock pins it: torch 2.9.0 and torch_xla 2.9.0 (the release
 #                  Cloud TPU VMs pin) with the translation workload's needs; on a machine without a TPU it computes
 #                  on XLA's CPU device (PJRT_DEVICE=CPU). About 7 GB, a minute from PyPI here (README, translation).
@@ -32,7 +34,7 @@ XLA_INPUTS := workloads/translation/requirements-xla.txt
 COMPILE = $(UV) pip compile --quiet --python $(BIN)/python --extra dev --generate-hashes \
 	--find-links $(WHEELS) --emit-find-links --custom-compile-command 'make lock' $(LOCK_INPUTS)
 
-.PHONY: install lock lock-check xla-env xla-lock demo test check clean
+.PHONY: install lock lock-check xla-env xla-lock demo test test-fast check clean
 
 install: $(STAMP)
 
@@ -83,6 +85,10 @@ demo: install
 
 test: install xla-env
 	$(BIN)/python -m pytest
+
+# The edit loop: tests/unit only (pure: no SSH hosts, training, pip builds or browser), under a minute.
+test-fast: install
+	$(BIN)/python -m pytest tests/unit
 
 check: install
 	$(BIN)/ernie check -s gcp

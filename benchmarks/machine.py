@@ -91,7 +91,7 @@ def cap_isa(isa: str | None) -> None:
 
 def summary() -> str:
     """The CPU, its class and which FEATURES it has and lacks: also what tests whose figures vary by CPU
-    name in their messages (tests/cpu_line.py)."""
+    name in their messages (testing/cpu_line.py)."""
     model, _ = _cpuinfo()
     have, use = features(), usable()
     named = " ".join(n if use[n] else f"{n}(capped)" for n in FEATURES if have[n])

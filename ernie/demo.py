@@ -58,7 +58,7 @@ class Outcome:
 #: PyTorch 3-8x slower than a quiet one, and the ratio meant nothing), one process, global batch 32 in one
 #: micro-batch, the same prepared data (data.sh). Each framework compiles as it does by default: PyTorch eager,
 #: TensorFlow XLA; the report says so. benchmarks/bert_frameworks_cpu.py measures the same settings with
-#: `--preset tiny --precision fp32 --threads 1 --global-batch 32` (tests/test_frameworks_like_for_like.py).
+#: `--preset tiny --precision fp32 --threads 1 --global-batch 32` (tests/integration/test_frameworks_like_for_like.py).
 BERT_LIKE_FOR_LIKE = ("preset=tiny", "text=stdlib", "precision=fp32", "threads=1", "global_batch=32")
 #: BERT: 20 steps with an evaluation every 10, about a minute each on two idle cores. Its quality target stays
 #: MLPerf's (masked-LM accuracy 0.72), which a 20-step tiny model does not aim to reach.

@@ -1,6 +1,6 @@
 """The inventory: the one output every stack exports, and the contract with ernie's remote runs.
 
-Its shape is docs/inventory.md; ernie/inventory.py parses it (tests/test_inventory_contract.py goes from this
+Its shape is docs/inventory.md; ernie/inventory.py parses it (tests/unit/test_inventory_contract.py goes from this
 to that). Built by a pure function so the same shape comes from every stack, and tests can read it without Pulumi.
 """
 

@@ -18,7 +18,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-# The one edge from policy/ to infra/ (tests/test_import_rules.py names it): the pack reads the running stack's
+# The one edge from policy/ to infra/ (tests/unit/test_import_rules.py names it): the pack reads the running stack's
 # ceiling through the program's own config parser, so the guardrail can never read ernie:maxUsdPerHour (or
 # accept a config) differently from `pulumi up`. infra.config imports pulumi and catalog only, never the driver.
 from infra import config

@@ -14,7 +14,7 @@
 # results.tar.gz, report.tar.gz. The exit code is the number of parts that failed.
 #
 #   bash benchmarks/gpu/run_all.sh            # on the GPU machine
-#   bash benchmarks/gpu/run_all.sh --dry-run  # the same script on the CPU at tiny sizes (CI: tests/test_gpu_script.py)
+#   bash benchmarks/gpu/run_all.sh --dry-run  # the same script on the CPU at tiny sizes (CI: tests/integration/test_gpu_script.py)
 #
 # On the lent H200 nothing can be downloaded: the packages its image lacks travel as wheels in .whl/
 # (benchmarks/gpu/README.md says how) and are installed to /tmp/site here before anything runs.

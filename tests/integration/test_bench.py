@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from testing.sshhosts import SshHosts
 
-ECHO = Path(__file__).parent / "workloads" / "echo"
+ECHO = Path(__file__).parents[1] / "workloads" / "echo"
 STACK = "sshhosts"
 
 FAKE_PULUMI = """#!{python}

@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-BERT_DIR = Path(__file__).resolve().parents[1] / "workloads" / "bert"
+BERT_DIR = Path(__file__).resolve().parents[2] / "workloads" / "bert"
 
 
 @pytest.fixture(scope="module")

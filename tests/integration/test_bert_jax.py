@@ -31,7 +31,7 @@ import pytest
 from testing.sshhosts import UID, ssh_hosts_up
 from test_bert_tf import REQUIRED_KEYS
 
-BERT_DIR = Path(__file__).resolve().parents[1] / "workloads" / "bert"
+BERT_DIR = Path(__file__).resolve().parents[2] / "workloads" / "bert"
 PYTHON = sys.executable
 SEQ_LEN, MAX_PREDICTIONS, GLOBAL_BATCH, STEPS = 64, 10, 16, 16
 RUN_TIMEOUT_S = 600
@@ -436,7 +436,7 @@ def test_a_simulated_pod_slice_runs_through_ernie_run_and_resumes_after_a_killed
 # ---------------------------------------------------------------------------------------------- the TPU VM side
 
 
-# ernie check's framework/runtime rule is tested with the other stack checks (tests/test_check.py).
+# ernie check's framework/runtime rule is tested with the other stack checks (tests/integration/test_check.py).
 
 
 def test_the_tpu_requirements_pin_jax_tpu_apart_from_the_cpu_ones():

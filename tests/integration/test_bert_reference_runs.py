@@ -19,7 +19,7 @@ from test_bert_formats import write_hdf5_fixed, write_hdf5_variable, write_tfrec
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 (data,) = _siblings("data")
-BERT_DIR = Path(__file__).resolve().parents[1] / "workloads" / "bert"
+BERT_DIR = Path(__file__).resolve().parents[2] / "workloads" / "bert"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
 SEQ, PRED = 32, 5
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-BERT_DIR = Path(__file__).resolve().parents[1] / "workloads" / "bert"
+BERT_DIR = Path(__file__).resolve().parents[2] / "workloads" / "bert"
 PYTHON = sys.executable
 SEQ_LEN, MAX_PREDICTIONS, GLOBAL_BATCH = 64, 10, 16
 RUN_TIMEOUT_S = 600

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cpu_line import cpu_line
+from testing.cpu_line import cpu_line
 
-BERT_DIR = Path(__file__).resolve().parents[1] / "workloads" / "bert"
+BERT_DIR = Path(__file__).resolve().parents[2] / "workloads" / "bert"
 PYTHON = sys.executable
 # One thread per process: the tests compare runs that must compute identically, on a shared machine.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}

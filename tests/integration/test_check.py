@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def stack_file(tmp_path: Path, base: str, changes: dict[str, Any]) -> Path:

@@ -19,7 +19,7 @@ from ernie.compare.plan import STACK_OVERRIDES, load_plan
 from ernie.errors import ErnieError
 from ernie.results import RunSummary
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "compare.example.toml"
 ECHO = REPO / "tests" / "workloads" / "echo"
 

@@ -1,4 +1,4 @@
-"""`ernie compare PLAN` end to end: the stand-in Pulumi CLI of tests/test_bench.py, a namespace SSH host per cell.
+"""`ernie compare PLAN` end to end: the stand-in Pulumi CLI of tests/integration/test_bench.py, a namespace SSH host per cell.
 
 A wrapper in front of the stand-in answers `stack ls` / `stack init` (remembering the stacks made) and gives each
 stack its own inventory: the cell's one namespace host, described as the cloud's stack would describe it. The
@@ -22,7 +22,7 @@ from test_bench import calls, pulumi_env
 
 from ernie.results import read_run, summarize
 
-TRAINER = Path(__file__).parent / "workloads" / "trainer"
+TRAINER = Path(__file__).parents[1] / "workloads" / "trainer"
 
 WRAPPER = """#!{python}
 import json, os, sys

@@ -24,8 +24,8 @@ from testing.sshhosts import Containers, SshHosts, container_hosts  # noqa: F401
 
 from ernie.remote.runners import render_venv_script
 
-WORKLOAD = Path(__file__).parent / "workloads" / "container"
-ECHO = Path(__file__).parent / "workloads" / "echo"
+WORKLOAD = Path(__file__).parents[1] / "workloads" / "container"
+ECHO = Path(__file__).parents[1] / "workloads" / "echo"
 
 
 def ernie(ernie_cmd: list[str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -1,7 +1,7 @@
 """The embed endpoint's own logic and its export: validation, pooling, the export's manifest and its gate,
 and `ernie serve --local --function embed` answering over HTTP.
 
-The served-from-layers proof against PyTorch is tests/test_embed_layers.py; the stack, test_embed_stack.py.
+The served-from-layers proof against PyTorch is tests/integration/test_embed_layers.py; the stack, test_embed_stack.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cpu_line import cpu_line
+from testing.cpu_line import cpu_line
 
 from infra.layers import SERVING_DIR
 

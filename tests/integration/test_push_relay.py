@@ -32,7 +32,7 @@ from ernie.remote.relay import MARKER, PushReport, choose, push_all
 from ernie.run import RunOptions, options, run_workload
 from ernie.workload import find_workload, resolve
 
-ECHO = Path(__file__).parent / "workloads" / "echo"
+ECHO = Path(__file__).parents[1] / "workloads" / "echo"
 FAST = Timeouts(connect=5, command=60, wait_ssh=30, poll=2)
 UPLINK_MBIT = 50
 

@@ -26,7 +26,7 @@ from ernie.remote.push import Bundle, push
 from ernie.run import RunOptions, RunRecord, run_workload
 from ernie.workload import find_workload, resolve
 
-WORKLOADS = Path(__file__).parent / "workloads"
+WORKLOADS = Path(__file__).parents[1] / "workloads"
 ECHO = WORKLOADS / "echo"
 FAST = Timeouts(connect=3, command=30, wait_ssh=30, poll=2)
 

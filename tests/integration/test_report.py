@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_results import BERT_TF, BERT_TORCH, INCOMPLETE, RUNS, TRANSLATION
+from tests.unit.test_results import BERT_TF, BERT_TORCH, INCOMPLETE, RUNS, TRANSLATION
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -150,7 +150,7 @@ def test_report_md_shows_html_and_links_from_result_json_as_text(ernie_cmd: list
     assert "<script" not in page and "&lt;script&gt;" in page
 
 
-LOCAL_RUNS = Path(__file__).parent / "data" / "local_runs"  # `ernie demo`'s own runs on this machine
+LOCAL_RUNS = Path(__file__).parents[1] / "data" / "local_runs"  # `ernie demo`'s own runs on this machine
 LOCAL_TORCH, LOCAL_TF = "20261128-082700-bert-torch-db1a", "20261128-083016-bert-tf-a5fb"
 LIKE_FOR_LIKE = {"processes": 1, "threads": {"intra_op": 1, "inter_op": 1}, "host_cpus": 2, "micro_batch": 32,
                  "data": {"name": "stdlib-s128-p20", "meta_sha256": "7e5d" * 16}}
@@ -263,7 +263,7 @@ CONFORMANT, OPEN_RUN = "20261201-100000-bert-torch-c105", "20261201-110000-bert-
 def conformance_results(tmp_path: Path) -> Path:
     """Two BERT runs of different recipes on 8x H100 (nearest: MLPerf v3.0 rows, target 0.720): one conformant
     (closed, nothing differs), one on ernie's own data."""
-    from tests.test_mlperf_scoring import CLOSED, OPEN
+    from tests.unit.test_mlperf_scoring import CLOSED, OPEN
 
     results = tmp_path / "conformance"
     for run_id, block, recipe in ((CONFORMANT, CLOSED, "nvidia-dgxh100-8x8"), (OPEN_RUN, OPEN, "own data")):

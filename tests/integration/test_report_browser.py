@@ -21,8 +21,8 @@ import matplotlib.image
 import pytest
 
 from ernie.report import report_runs
-from tests.test_report import LOCAL_RUNS
-from tests.test_results import RUNS
+from tests.integration.test_report import LOCAL_RUNS
+from tests.unit.test_results import RUNS
 
 CHROMIUM = "/usr/bin/chromium"
 PAGE_TIMEOUT_S = 60.0

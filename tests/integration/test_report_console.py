@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from rich.cells import cell_len
 
-from tests.test_demo import TRAIN
-from tests.test_results import BERT_TF, BERT_TORCH, INCOMPLETE, RUNS, TRANSLATION
+from tests.integration.test_demo import TRAIN
+from tests.unit.test_results import BERT_TF, BERT_TORCH, INCOMPLETE, RUNS, TRANSLATION
 
 COLUMNS = 80
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
@@ -142,7 +142,7 @@ def test_demo_output_fits_80_columns(tmp_path: Path, repo: Path) -> None:
 
 def test_the_summary_labels_a_conformant_and_a_non_conformant_run_in_80_columns(
         ernie_cmd: list[str], tmp_path: Path) -> None:
-    from tests.test_report import CONFORMANT, OPEN_RUN, conformance_results
+    from tests.integration.test_report import CONFORMANT, OPEN_RUN, conformance_results
 
     results = conformance_results(tmp_path)
     lines = run_in_terminal([*ernie_cmd, "report", "--all", "--results", str(results)], cwd=results.parent)

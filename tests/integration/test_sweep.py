@@ -23,7 +23,7 @@ from ernie.sweep.gcp import GcpProject
 from catalog import pricing
 
 REGION = "us-east-1"
-DATA = Path(__file__).parent / "data" / "gcp_sweep"
+DATA = Path(__file__).parents[1] / "data" / "gcp_sweep"
 
 
 def _free_port() -> int:

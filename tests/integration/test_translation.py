@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sacrebleu
 
-WORKLOAD = Path(__file__).resolve().parents[1] / "workloads" / "translation"
+WORKLOAD = Path(__file__).resolve().parents[2] / "workloads" / "translation"
 PAIRS = 2000
 EPOCHS = 7
 
@@ -187,7 +187,7 @@ def test_a_rerun_resumes_and_stops_at_the_target_bleu(trained: tuple[Path, subpr
 
 def test_tpu_is_refused_plainly_and_marked_in_result_json(tmp_path: Path) -> None:
     # No torch_xla in .venv; a torch_xla lacking fairseq's calls and their replacements is refused the same way
-    # (tests/test_translation_units.py); torch_xla 2.9 runs (tests/test_translation_xla.py). No training, a marked
+    # (tests/integration/test_translation_units.py); torch_xla 2.9 runs (tests/integration/test_translation_xla.py). No training, a marked
     # result.json.
     proc = _run(["--recipe", "synthetic", "--data-dir", str(tmp_path / "data"), "--prepare", "--accelerator", "tpu",
                  "--out", str(tmp_path / "out")])

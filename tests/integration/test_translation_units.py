@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import sacrebleu
 
-WORKLOAD = Path(__file__).resolve().parents[1] / "workloads" / "translation"
-RECORDED = Path(__file__).resolve().parent / "data" / "fairseq"
+WORKLOAD = Path(__file__).resolve().parents[2] / "workloads" / "translation"
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "fairseq"
 
 
 def _import_workload(*names: str) -> list[types.ModuleType]:
@@ -568,7 +568,7 @@ def test_prepare_reuses_a_data_dir_only_for_the_same_inputs(tmp_path: Path, monk
 
 # --- result.json's settings, as BERT's (docs/workloads.md), and the report pricing a local run from them ---
 
-BERT_DOCUMENTED = {  # tests/test_bert_data.py's set: docs/workloads.md's result.json
+BERT_DOCUMENTED = {  # tests/integration/test_bert_data.py's set: docs/workloads.md's result.json
     "workload", "framework", "framework_version", "model", "accelerator", "device_name", "chips", "hosts",
     "global_batch_size", "seq_len", "max_predictions", "precision", "steps", "timed_steps", "samples_per_s",
     "tokens_per_s", "words_per_s", "step_time_ms_p50", "step_time_ms_p90", "flops_per_sample",
@@ -624,7 +624,7 @@ def test_the_report_prices_a_local_translation_run_and_shows_its_settings(monkey
     from ernie.results import read_run, summarize
     from ernie.results.pricing import CPU_EQUIVALENTS, catalog
 
-    recorded = Path(__file__).parent / "data" / "local_runs" / "20261128-083857-translation-355f"
+    recorded = Path(__file__).parents[1] / "data" / "local_runs" / "20261128-083857-translation-355f"
     run_dir = tmp_path / "results" / recorded.name
     shutil.copytree(recorded, run_dir)
     before = summarize(read_run(run_dir))

@@ -14,7 +14,7 @@ import pytest
 
 from test_translation_units import _import_workload
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKLOAD = ROOT / "workloads" / "translation"
 XLA_PYTHON = ROOT / ".venv-xla" / "bin" / "python"
 run, launch = _import_workload("run", "launch")

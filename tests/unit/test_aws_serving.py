@@ -23,7 +23,7 @@ from infra import layers
 from infra.aws_serving import LambdaService, LambdaServiceArgs, lambda_layer_name, render_logs_policy
 from infra.layers import Archive, BuiltFunction, BuiltLayer, Distribution, Target
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FUNCTION = "aws:lambda/function:Function"
 LAYER = "aws:lambda/layerVersion:LayerVersion"
 TAGS = {"ernie-stack": "aws", "ernie-ttl": "180"}

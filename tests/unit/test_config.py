@@ -17,7 +17,7 @@ from catalog.gpu_catalog import DLC_TAGS, INSTANCE_TYPES, dlc_image
 from catalog.pricing import PRICES_CSV, catalog, quote
 from catalog.tpu_catalog import GENERATIONS, framework_problem, lookup_tpu, runtime_problem
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def committed(stack: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ import yaml
 from ernie.check import Plan, plan
 from ernie.errors import ErnieError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FUNCTION = "aws:lambda/function:Function"
 LAYER = "aws:lambda/layerVersion:LayerVersion"
 

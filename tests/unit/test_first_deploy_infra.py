@@ -23,7 +23,7 @@ from infra import naming
 from infra.gcp_tpu import tpu_hosts
 from infra.settle import SERVICE_ACCOUNT_SETTLE_S, SleepProvider
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TPU_NODE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 LAMBDA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Pulumi stack names: letters, digits, -, _ and . (up to 100).

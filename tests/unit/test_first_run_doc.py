@@ -9,7 +9,7 @@ from pathlib import Path
 from ernie.compare.estimate import BUCKETS, Estimate, History, estimate_plan
 from ernie.compare.plan import load_plan
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "first-run.md"
 PLAN = REPO / "docs" / "first-run.toml"
 

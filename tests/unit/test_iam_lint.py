@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from parliament import analyze_policy_string
-from policy_programs import program_plan
+from testing.policy_programs import program_plan
 
 from ernie.check import Plan
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PARTS = ("catalog", "policy", "infra", "ernie", "workloads", "benchmarks")
-TESTS_MODULES = frozenset(p.stem for p in (REPO / "tests").glob("*.py"))
-"""tests/ is no package: its modules import by bare name once tests/ is on sys.path, so those names count."""
+TESTS_MODULES = frozenset(p.stem for p in (REPO / "tests").rglob("*.py"))
+"""tests/ is no package: its modules import by bare name once their folder is on sys.path, so those names count."""
 
 FORBIDDEN: dict[str, frozenset[str]] = {
     "catalog": frozenset({"infra", "ernie", "policy", "workloads", "tests", "testing", "pulumi"}),
@@ -92,7 +92,7 @@ def violations() -> tuple[list[str], set[tuple[str, str]]]:
 
 def test_every_part_imports_only_what_is_below_it() -> None:
     found, _ = violations()
-    assert not found, "dependency rules broken (tests/test_import_rules.py says why):\n" + "\n".join(found)
+    assert not found, "dependency rules broken (tests/unit/test_import_rules.py says why):\n" + "\n".join(found)
 
 
 def test_every_named_exception_is_still_needed() -> None:
@@ -117,3 +117,27 @@ def test_the_check_sees_a_broken_rule(tmp_path: Path) -> None:
     assert _forbidden("benchmarks/x.py", "benchmarks", "conftest", frozenset())  # a tests/ module by bare name
     assert not _forbidden("benchmarks/x.py", "benchmarks", "machine", frozenset({"machine"}))
     assert not _forbidden("policy/rules.py", "policy", "catalog.pricing", frozenset())
+
+
+EQUIPMENT_FIXTURES = frozenset({"ssh_hosts", "container_hosts"})
+"""testing/sshhosts.py's fixtures: namespace hosts, sshd, podman and a registry."""
+
+
+def lane_violations(unit_dir: Path) -> list[str]:
+    """tests/unit stays pure: no test there takes real equipment (testing.sshhosts, or its fixtures)."""
+    found = []
+    for path in sorted(unit_dir.glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        found += [f"{path.name}:{line}: imports {name}" for line, name in imports(path)
+                  if name.startswith("testing.sshhosts")]
+        found += [f"{path.name}:{node.lineno}: {node.name} takes {arg.arg}" for node in ast.walk(tree)
+                  if isinstance(node, ast.FunctionDef) for arg in node.args.args if arg.arg in EQUIPMENT_FIXTURES]
+    return found
+
+
+def test_the_fast_lane_takes_no_equipment(tmp_path: Path) -> None:
+    found = lane_violations(REPO / "tests" / "unit")
+    assert not found, "tests/unit must stay pure (move these to tests/integration):\n" + "\n".join(found)
+    (tmp_path / "test_x.py").write_text("from testing.sshhosts import SshHosts\n\ndef test_a(ssh_hosts):\n    pass\n")
+    assert lane_violations(tmp_path) == ["test_x.py:1: imports testing.sshhosts.SshHosts",
+                                         "test_x.py:3: test_a takes ssh_hosts"]

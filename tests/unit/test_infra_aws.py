@@ -17,7 +17,7 @@ from catalog.gpu_catalog import DLC_IMAGE_GIB
 from infra.startup import GPU_DEADLINE_FILE, GPU_REARM_SCRIPT, render_gpu_user_data
 from policy import rules
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHELLCHECK = REPO / ".venv" / "bin" / "shellcheck"
 INSTANCE = "aws:ec2/instance:Instance"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"

@@ -16,7 +16,7 @@ from infra.config import ConfigError
 from infra.gcp_tpu import TpuSlice, TpuSliceArgs
 from catalog.teardown import render_teardown_schedule, render_teardown_workflow, teardown_deadline
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ACCOUNT = "gcp:serviceaccount/account:Account"
 JOB = "gcp:cloudscheduler/job:Job"
 WORKFLOW = "gcp:workflows/workflow:Workflow"

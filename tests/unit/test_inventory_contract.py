@@ -15,7 +15,7 @@ from ernie.check import plan
 from ernie.inventory import ContainerOptions, Inventory, parse_inventory
 from infra.inventory import build_inventory
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def stack_inventory(tmp_path: Path, stack: str, changes: dict[str, Any]) -> dict[str, Any]:

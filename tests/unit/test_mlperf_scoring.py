@@ -20,7 +20,7 @@ from ernie.results import compare, mlperf_rows, read_run, summarize
 from ernie.results.mlperf import (
     RUNS_REQUIRED, STATUSES, conformance_label, olympic_score, parse_rows, run_conformance,
 )
-from tests.test_results import BERT_TORCH, RUNS
+from tests.unit.test_results import BERT_TORCH, RUNS
 
 #: result.json's `mlperf` block as workloads/bert writes it (results.py, recipe.conformance).
 CLOSED = {"division": "closed", "differences": [], "ruleset": "5.0.0"}

@@ -16,7 +16,7 @@ import grpc
 import pulumi
 import pytest
 from google.protobuf import empty_pb2, struct_pb2
-from policy_programs import MUTATIONS, PROGRAMS, program_plan, props, pulumi_config_env, set_path, triples
+from testing.policy_programs import MUTATIONS, PROGRAMS, program_plan, props, pulumi_config_env, set_path, triples
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import (
     EnforcementLevel,
@@ -34,7 +34,7 @@ from ernie.check import Plan
 from policy import pack, rules
 from policy.rules import RULES, STACK_RULES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from policy_programs import MUTATIONS, PROGRAMS, program_plan, props, set_path, stack_values, triples
+from testing.policy_programs import MUTATIONS, PROGRAMS, program_plan, props, set_path, stack_values, triples
 
 from ernie.check import Plan
 from infra.config import ConfigError, parse

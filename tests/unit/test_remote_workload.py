@@ -16,7 +16,7 @@ from ernie.remote.runners import RunSpec, derived_image, docker_argv, render_run
 from ernie.remote.stream import progress_step
 from ernie.workload import find_workload, load_workload, resolve
 
-ECHO = Path(__file__).parent / "workloads" / "echo"
+ECHO = Path(__file__).parents[1] / "workloads" / "echo"
 
 
 def write(tmp_path: Path, text: str, name: str = "workload.toml") -> Path:

@@ -20,7 +20,7 @@ from ernie.results import ResultsIndex, compare, mlperf_rows, read_run, summariz
 from ernie.results.index import SCHEMA_VERSION
 from ernie.results.mlperf import accelerator_family, closest, scale_label
 
-RUNS = Path(__file__).parent / "data" / "runs"
+RUNS = Path(__file__).parents[1] / "data" / "runs"
 BERT_TORCH = "20261128-081500-bert-torch-3fa2"  # aws p4d (8x A100), reaches the target
 BERT_TF = "20261128-093000-bert-tf-7c1e"  # gcp TPU v3-8 (4 chips), stops short of it
 TRANSLATION = "20261128-105500-translation-b21d"  # local CPU, words/s, no price
@@ -286,7 +286,7 @@ def test_accelerator_family(name: str, family: str) -> None:
     assert accelerator_family(name) == family
 
 
-LOCAL_RUNS = Path(__file__).parent / "data" / "local_runs"  # real `ernie run --local` output (README there)
+LOCAL_RUNS = Path(__file__).parents[1] / "data" / "local_runs"  # real `ernie run --local` output (README there)
 
 
 @pytest.mark.parametrize(
