@@ -77,7 +77,8 @@ def rsync_sequential(hosts: SshHosts, bundle: Path, dest: str) -> tuple[float, i
 def ernie_push(connector: Connector, hosts: list, bundle_dir: Path, dest: str) -> tuple[float, int]:
     """Seconds for ernie to connect, hash, pack and push to every host in parallel, and the bytes it sent.
 
-    As `ernie run` does (ernie/run.py, execute): the bundle is hashed and packed while the hosts are reached.
+    As `ernie run` does (ernie/run.py, execute): the bundle is hashed while the hosts are reached, and packed
+    in the background while they list what they have.
     """
     start = time.perf_counter()
     with ThreadPoolExecutor(1) as pool:
@@ -100,7 +101,7 @@ def ernie_push(connector: Connector, hosts: list, bundle_dir: Path, dest: str) -
 
 def _packed(bundle_dir: Path) -> Bundle:
     bundle = Bundle.from_directory(bundle_dir)
-    bundle.pack_all()
+    bundle.pack_ahead()
     return bundle
 
 

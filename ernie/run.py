@@ -239,7 +239,7 @@ def execute(record: RunRecord, inventory: Inventory, opts: RunOptions, console: 
                   f"({inventory.runner} runner, {inventory.source})")
     connector = Connector(inventory, run_dir / KNOWN_HOSTS, opts.timeouts)
     bundling = ThreadPoolExecutor(1, thread_name_prefix="bundle")
-    packed = bundling.submit(_bundle, record)  # hashed and packed while the hosts answer and boot
+    packed = bundling.submit(_bundle, record)  # hashed, then packed, while the hosts answer and boot
     bundling.shutdown(wait=False)
     sessions = _wait_for_ssh(connector, inventory, opts, console, timeline)
     record.host_bases = {name: s.base for name, s in sessions.items()}
@@ -318,12 +318,13 @@ def _wait_for_bootstrap(sessions: dict[str, Session], inventory: Inventory, opts
 
 
 def _bundle(record: RunRecord) -> Bundle:
-    """The workload's directory plus ernie_run.json, the run's resolved parameters, packed for fresh hosts."""
+    """The workload's directory plus ernie_run.json, the run's resolved parameters; its archives for fresh
+    hosts are being built in the background."""
     resolved = {"run_id": record.run_id, "workload": record.workload, "params": record.params,
                 "command": record.command}
     bundle = Bundle.from_directory(Path(record.spec_file).parent,
                                    extra={"ernie_run.json": json.dumps(resolved, indent=2).encode()})
-    bundle.pack_all()
+    bundle.pack_ahead()
     return bundle
 
 

@@ -19,6 +19,7 @@ import tarfile
 import threading
 import time
 import zlib
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +53,7 @@ class Bundle:
     """A workload directory plus generated files (ernie_run.json), as content digests."""
 
     files: dict[str, BundleFile]
-    _archives: dict[frozenset[str], list[tuple[str, bytes]]] = field(default_factory=dict, repr=False)
+    _archives: dict[frozenset[str], Future[list[tuple[str, bytes]]]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -77,21 +78,35 @@ class Bundle:
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files.values())
 
-    def pack_all(self) -> None:
-        """Build the archives of every file, what a first push to fresh hosts sends, unless the bundle is over
-        PACK_AHEAD_MAX (held in memory for a push that may not need it). Called while the hosts are still
-        booting, it takes packing off the push's own time."""
+    def pack_ahead(self) -> None:
+        """Start building the archives of every file, what a first push to fresh hosts sends, in the background
+        (unless the bundle is over PACK_AHEAD_MAX: held in memory for a push that may not need it). Started
+        while the hosts boot, packing leaves the push's own time; a push that needs it meanwhile waits for it."""
         if self.total_bytes <= PACK_AHEAD_MAX:
+            threading.Thread(target=self._pack_all, name="pack-ahead", daemon=True).start()
+
+    def _pack_all(self) -> None:
+        try:
             self.archives(frozenset(self.files))
+        except Exception:  # noqa: BLE001 - kept in the archive's future: the push that needs it raises it
+            pass
 
     def archives(self, names: frozenset[str]) -> list[tuple[str, bytes]]:
-        """The named files as (tar extract flags, archive) pairs, built once per distinct set."""
+        """The named files as (tar extract flags, archive) pairs, built once per distinct set: the first caller
+        builds, any other waits for that build."""
         with self._lock:
-            if names not in self._archives:
+            building = names not in self._archives
+            if building:
+                self._archives[names] = Future()
+            future = self._archives[names]
+        if building:
+            try:
                 groups = [("-xzf", "w:gz", sorted(n for n in names if self.files[n].compressible)),
                           ("-xf", "w", sorted(n for n in names if not self.files[n].compressible))]
-                self._archives[names] = [(flags, self._tar(mode, group)) for flags, mode, group in groups if group]
-            return self._archives[names]
+                future.set_result([(flags, self._tar(mode, group)) for flags, mode, group in groups if group])
+            except BaseException as exc:
+                future.set_exception(exc)
+        return future.result()
 
     def _tar(self, mode: str, names: list[str]) -> bytes:
         buf = io.BytesIO()
