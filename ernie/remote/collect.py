@@ -120,11 +120,10 @@ def remote_files(s: Session, layout: Layout) -> tuple[dict[str, RemoteFile], dic
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The driver's one file digest (workloads and infra/layers.py, which may not import ernie, call
+    hashlib.file_digest themselves)."""
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def collect_host(s: Session, layout: Layout, dest: Path, globs: tuple[str, ...],

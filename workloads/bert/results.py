@@ -65,7 +65,8 @@ def run_settings(*, processes: int, intra_op_threads: int, inter_op_threads: int
     identified by the digest of their names and sizes, and their example count is left unknown."""
     meta = Path(data_dir) / "meta.json"
     if meta.is_file():
-        info, digest = json.loads(meta.read_text()), hashlib.sha256(meta.read_bytes()).hexdigest()
+        data = meta.read_bytes()  # read once: the digest names the very bytes parsed
+        info, digest = json.loads(data), hashlib.sha256(data).hexdigest()
     else:
         files = sorted(p for p in Path(data_dir).glob("*") if p.is_file()) if Path(data_dir).is_dir() else [Path(data_dir)]
         listing = "".join(f"{p.name}:{p.stat().st_size}\n" for p in files if p.is_file())

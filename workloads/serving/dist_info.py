@@ -21,7 +21,8 @@ def write_dist_info(out: Path, package: str, version: str, summary: str, require
     (dist_info / "top_level.txt").write_text(f"{package}\n")
     rows = []
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
-        digest = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
+        with path.open("rb") as f:
+            digest = base64.urlsafe_b64encode(hashlib.file_digest(f, "sha256").digest()).rstrip(b"=").decode()
         rows.append(f"{path.relative_to(out).as_posix()},sha256={digest},{path.stat().st_size}\n")
     rows.append(f"{dist_info.name}/RECORD,,\n")
     (dist_info / "RECORD").write_text("".join(rows))

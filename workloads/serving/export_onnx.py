@@ -268,7 +268,8 @@ def write_self_check(package: Path, texts: list[str], reference: np.ndarray, cos
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as f:  # streamed: model.safetensors is larger than it need be in memory twice
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def export(out: Path, precision: Precision, min_cosine: float) -> dict[str, Any]:
