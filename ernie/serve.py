@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from rich.console import Console
 from rich.table import Table
@@ -98,7 +98,9 @@ def to_event(method: str, target: str, headers: Mapping[str, str], body: bytes, 
     except UnicodeDecodeError:
         text, is_base64 = base64.b64encode(body).decode(), True
     now = time.time()
-    query = dict(pair.split("=", 1) if "=" in pair else (pair, "") for pair in parts.query.split("&") if pair)
+    query: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):  # percent-decoded, as API Gateway sends
+        query[key] = f"{query[key]},{value}" if key in query else value  # payload 2.0 joins a repeated key with commas
     return {
         "version": "2.0",
         "routeKey": "$default",

@@ -51,3 +51,16 @@ def test_sha256_file_matches_hashlib(tmp_path):
     data = bytes(range(256)) * 9000  # over one read buffer, not a multiple of it
     (tmp_path / "blob").write_bytes(data)
     assert sha256_file(tmp_path / "blob") == hashlib.sha256(data).hexdigest()
+
+
+def test_local_api_gateway_decodes_the_query_string():
+    """ernie serve --local's event carries queryStringParameters as API Gateway's payload 2.0 does: values
+    percent-decoded, a repeated key's values joined with commas, a bare key blank, `+` a space (aws/aws-cdk#19827); rawQueryString untouched."""
+    from ernie.serve import to_event
+
+    raw = "text=caf%C3%A9%20au%20lait&tag=a&tag=b%2Cc&flag&empty=&q=a+b"
+    event = to_event("GET", f"/predict?{raw}", {}, b"", "127.0.0.1")
+    assert event["rawQueryString"] == raw
+    assert event["queryStringParameters"] == {"text": "café au lait", "tag": "a,b,c", "flag": "", "empty": "",
+                                             "q": "a b"}
+    assert "queryStringParameters" not in to_event("GET", "/predict", {}, b"", "127.0.0.1")
