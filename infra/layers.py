@@ -24,7 +24,6 @@ as data); `build_function()` turns one into deterministic zips for a target runt
 from __future__ import annotations
 
 import base64
-import email.parser
 import hashlib
 import json
 import os
@@ -38,10 +37,12 @@ import tomllib
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from importlib.metadata import PathDistribution
 from pathlib import Path
 
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from catalog.errors import ErnieError
 # Lambda's runtimes and limits are catalog data; named here too, as the builder's own vocabulary (layers.ARCHES).
@@ -287,7 +288,7 @@ def _layer_spec(table: dict, base: Path, where: str) -> LayerSpec:
                 raise LayerError(f"{where}: layer {name!r} input {path} does not exist")
         return LayerSpec(name, build=script, inputs=inputs)
     return LayerSpec(name, requirements=read_requirements(base / table["requirements"]),
-                     omit=tuple(normalize(n) for n in table.get("omit", ())), drop=tuple(table.get("drop", ())))
+                     omit=tuple(canonicalize_name(n) for n in table.get("omit", ())), drop=tuple(table.get("drop", ())))
 
 
 def read_requirements(path: Path) -> tuple[str, ...]:
@@ -567,34 +568,29 @@ def _place(archive: Archive, path: Path) -> Archive:
 # --- the steps, each a function of a directory ----------------------------------------------------------
 
 
-def normalize(name: str) -> str:
+def _dist_infos(root: Path) -> list[tuple[Path, PathDistribution]]:
+    """Each `*.dist-info` under root with its distribution as importlib.metadata reads it (METADATA as email
+    headers, RECORD as CSV). Only on the build host: the layer's code in Lambda never reads them."""
+    return [(p, PathDistribution(p)) for p in sorted(root.glob("*.dist-info")) if (p / "METADATA").is_file()]
+
+
+def _name(dist: PathDistribution) -> str:
     """PEP 503 name: the same for `scikit_learn`, `Scikit-Learn` and `scikit-learn`."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    return canonicalize_name(dist.metadata["Name"])
 
 
-def _dist_infos(root: Path) -> list[Path]:
-    return sorted(p for p in root.glob("*.dist-info") if (p / "METADATA").is_file())
-
-
-def _metadata(dist_info: Path) -> email.message.Message:
-    return email.parser.Parser().parsestr((dist_info / "METADATA").read_text(errors="replace"), headersonly=True)
-
-
-def _record_paths(dist_info: Path) -> list[str]:
-    record = dist_info / "RECORD"
-    if not record.is_file():
-        return []
-    return [line.split(",", 1)[0] for line in record.read_text().splitlines() if line.strip()]
+def _record_paths(dist: PathDistribution) -> list[str]:
+    return [path.as_posix() for path in dist.files or ()]
 
 
 def remove_distributions(root: Path, names: set[str]) -> list[str]:
     """Delete the distributions named (every file their RECORD lists); returns the ones removed."""
     removed = []
-    for dist_info in _dist_infos(root):
-        name = normalize(_metadata(dist_info)["Name"])
+    for dist_info, dist in _dist_infos(root):
+        name = _name(dist)
         if name not in names:
             continue
-        for relative in _record_paths(dist_info):
+        for relative in _record_paths(dist):
             path = (root / relative).resolve()
             if path.is_relative_to(root.resolve()) and path.is_file():
                 path.unlink()
@@ -609,9 +605,9 @@ def unneeded(root: Path, layer: LayerSpec, target: Target) -> set[str]:
     if not layer.omit:
         return set()
     env = {**target.marker_environment(), "extra": ""}
-    requires = {normalize(_metadata(d)["Name"]): _metadata(d).get_all("Requires-Dist") or () for d in _dist_infos(root)}
+    requires = {_name(d): d.requires or () for _, d in _dist_infos(root)}
     needed: set[str] = set()
-    pending = [normalize(Requirement(line).name) for line in layer.requirements]
+    pending = [canonicalize_name(Requirement(line).name) for line in layer.requirements]
     while pending:
         name = pending.pop()
         if name in needed or name in layer.omit:
@@ -620,7 +616,7 @@ def unneeded(root: Path, layer: LayerSpec, target: Target) -> set[str]:
         for line in requires.get(name, ()):
             requirement = Requirement(line)
             if requirement.marker is None or requirement.marker.evaluate(env):
-                pending.append(normalize(requirement.name))
+                pending.append(canonicalize_name(requirement.name))
     return set(requires) - needed
 
 
@@ -687,11 +683,10 @@ def read_distributions(root: Path) -> tuple[Distribution, ...]:
     """The distributions under root with their size on disk (every file under their top-level names)."""
     owners: dict[str, str] = {}
     dists = []
-    for dist_info in _dist_infos(root):
-        meta = _metadata(dist_info)
-        name = normalize(meta["Name"])
-        dists.append((name, meta["Version"], tuple(meta.get_all("Requires-Dist") or ())))
-        for relative in [*_record_paths(dist_info), f"{dist_info.name}/METADATA"]:
+    for dist_info, dist in _dist_infos(root):
+        name = _name(dist)
+        dists.append((name, dist.version, tuple(dist.requires or ())))
+        for relative in [*_record_paths(dist), f"{dist_info.name}/METADATA"]:
             owners.setdefault(relative.split("/", 1)[0], name)
     sizes: dict[str, int] = {}
     for path in _files(root):
@@ -753,7 +748,7 @@ def check_complete(function: BuiltFunction) -> None:
                 requirement = Requirement(line)
                 if requirement.marker is not None and not requirement.marker.evaluate({**env, "extra": ""}):
                     continue
-                name = normalize(requirement.name)
+                name = canonicalize_name(requirement.name)
                 if name in omitted:
                     continue
                 if name not in held:

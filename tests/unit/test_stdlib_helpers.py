@@ -1,5 +1,7 @@
-"""What the standard library (or `packaging`, already locked) does is not written again by hand (issue 18):
-a file's sha256 is hashlib.file_digest, read from the source with `ast` so a new hand-rolled loop fails here."""
+"""What the standard library (or `packaging`, already locked) does is not written again by hand (issue 18): a
+file's sha256 is hashlib.file_digest (read from the source with `ast`, so a new hand-rolled loop fails here), the
+local API Gateway's query string is urllib.parse's, and the layer builder reads dist-info with importlib.metadata
+and names distributions with packaging.utils.canonicalize_name."""
 
 from __future__ import annotations
 
@@ -64,3 +66,32 @@ def test_local_api_gateway_decodes_the_query_string():
     assert event["queryStringParameters"] == {"text": "café au lait", "tag": "a,b,c", "flag": "", "empty": "",
                                              "q": "a b"}
     assert "queryStringParameters" not in to_event("GET", "/predict", {}, b"", "127.0.0.1")
+
+
+def _install(root: Path, dir_name: str, name: str, files: dict[str, str], requires: tuple[str, ...] = ()) -> None:
+    """A distribution as pip leaves it: its files, and a dist-info whose RECORD is CSV (a comma quotes the path)."""
+    dist_info = root / f"{dir_name}.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n" + "".join(f"Requires-Dist: {r}\n" for r in requires))
+    rows = []
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+        rows.append(f'"{relative}",,{len(text)}\n' if "," in relative else f"{relative},,{len(text)}\n")
+    (dist_info / "RECORD").write_text("".join(rows) + f"{dist_info.name}/RECORD,,\n")
+
+
+def test_layer_builder_reads_dist_info_as_importlib_metadata_does(tmp_path):
+    """Names are PEP 503 (packaging.utils.canonicalize_name) and RECORD is CSV: a path holding a comma is quoted,
+    and the distribution's removal deletes that very file (a split on the first comma missed it)."""
+    from infra import layers
+
+    _install(tmp_path, "Zope_Odd-1.0", "Zope_Odd", {"zope_odd/__init__.py": "", "zope_odd/a,b.txt": "data"})
+    _install(tmp_path, "keeper-1.0", "Keeper", {"keeper.py": "x = 1\n"}, requires=("zope.odd>=1",))
+    found = {d.name: d for d in layers.read_distributions(tmp_path)}
+    assert set(found) == {"zope-odd", "keeper"} and found["keeper"].requires == ("zope.odd>=1",)
+    assert found["zope-odd"].bytes == (tmp_path / "zope_odd/a,b.txt").stat().st_size + sum(
+        p.stat().st_size for p in (tmp_path / "Zope_Odd-1.0.dist-info").iterdir())
+    assert layers.remove_distributions(tmp_path, {"zope-odd"}) == ["zope-odd"]
+    assert not (tmp_path / "zope_odd").exists() and (tmp_path / "keeper.py").is_file()
