@@ -653,7 +653,8 @@ def test_m2m100_result_json_has_the_same_settings_and_the_documented_fields(tmp_
     args = m2m100.parse_args(["--m2m-model", str(checkpoint), "--lang-pairs", "de-fr", "--dev-dir", str(dev),
                               "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"), "--batch-size", "8"])[0]
     done = [m2m100.PairResult("de-fr", 2, 10, 1.0, 12.0, "sig")]
-    result = m2m100.build_result(args, "cpu", False, {"checkpoint": checkpoint}, done, 1.0, {"run": "python run.py"})
+    result = m2m100.build_result(args, "cpu", False, {"checkpoint": checkpoint}, m2m100.dev_files(dev, [("de", "fr")]),
+                                 done, 1.0, {"run": "python run.py"})
     assert set(result) == TRANSLATION_DOCUMENTED - {"valid_bleu_per_epoch", "train_loss_per_epoch"} | {
         "mode", "beam", "pairs"}
     settings = result["settings"]

@@ -270,7 +270,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     mllog.end(constants.RUN_STOP, metadata={"status": constants.SUCCESS})
     mllog.close()
     seconds = sum(p.seconds for p in done)
-    result = build_result(args, accelerator, fp16, found, done, seconds, commands)
+    result = build_result(args, accelerator, fp16, found, files, done, seconds, commands)
     path = results.write(out, result)
     print(f"m2m100: mean spBLEU {result['eval']['value']:.2f} over {len(done)} pairs | "
           f"{result['samples_per_s']:.1f} sentences/s | {path}", flush=True)
@@ -278,8 +278,9 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def build_result(args: argparse.Namespace, accelerator: str, fp16: bool, found: dict[str, Path],
-                 done: list[PairResult], seconds: float, commands: dict[str, str]) -> dict:
-    """result.json (docs/workloads.md): throughput over every pair's generation time, spBLEU per pair and mean."""
+                 dev: dict[str, Path], done: list[PairResult], seconds: float, commands: dict[str, str]) -> dict:
+    """result.json (docs/workloads.md): throughput over every pair's generation time, spBLEU per pair and mean.
+    `dev`: the dev files the pairs were scored on (dev_files), the run's data."""
     import torch
 
     state = torch.load(found["checkpoint"], map_location="cpu", weights_only=False)
@@ -308,12 +309,10 @@ def build_result(args: argparse.Namespace, accelerator: str, fp16: bool, found: 
                    "spbleu": p.spbleu} for p in done],
         "time_to_target_s": None, "train_time_s": None,
         # Generation: a batch of --batch-size sentences, no updates; the data is the dev files of the pairs.
-        "settings": {**results.run_settings(
+        "settings": results.run_settings(
             processes=1, cpu_threads=0, accelerator=accelerator, micro_batch=args.batch_size,
             micro_batch_unit="sentences", update_freq=None, data_name=args.dev_dir.name, synthetic=False,
-            train_examples=None,
-            data_sha256=results.data_digest(list(dev_files(args.dev_dir.expanduser(), parse_pairs(args.lang_pairs))
-                                                 .values()))), "sentences_per_update": None},
+            train_examples=None, data_sha256=results.data_digest(list(dev.values()))),
         "versions": results.versions(), "command": commands["run"], "commands": commands, "error": None,
     }
 
