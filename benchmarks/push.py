@@ -6,7 +6,9 @@ Makes three namespace SSH hosts (testing/sshhosts.py; needs root, iproute2, open
 realistic bundle of about 20 MB in about 500 files: Python sources (real text from the standard library)
 and a few binary files standing in for a vocabulary and a small checkpoint. Measures, into fresh
 directories each repeat (medians reported):
-  - baseline: `rsync -a` over ssh to the three hosts one after another (connection set-up included);
+  - baseline: `rsync -a` over ssh to the three hosts one after another (connection set-up included), measured
+    before and after ernie's push in each repeat and averaged, so a load that drifts during the repeat weighs
+    on both sides alike;
   - ernie: first push to the three hosts in parallel (connecting, hashing and packing included);
   - ernie: re-push of the unchanged bundle, as the fraction of the bundle's bytes it sends.
 The last line is `push_vs_rsync=<median ratio> push_vs_rsync_worst=<the highest repeat's>
@@ -120,14 +122,17 @@ def main() -> None:
         connector = Connector(inventory, Path(tmp) / "known_hosts", Timeouts(connect=15, command=300))
         rsync_times, ernie_times, repush_fractions = [], [], []
         for r in range(args.repeats):
-            t_rsync, rsync_sent = rsync_sequential(hosts, bundle_dir, f"rsync-{r}")
+            t_before, rsync_sent = rsync_sequential(hosts, bundle_dir, f"rsync-{r}")
             _, rsync_resent = rsync_sequential(hosts, bundle_dir, f"rsync-{r}")
             t_ernie, ernie_sent = ernie_push(connector, list(inventory.hosts), bundle_dir, f"ernie-{r}")
             _, ernie_resent = ernie_push(connector, list(inventory.hosts), bundle_dir, f"ernie-{r}")
+            t_after, _ = rsync_sequential(hosts, bundle_dir, f"rsync-{r}-after")
+            t_rsync = (t_before + t_after) / 2
             rsync_times.append(t_rsync)
             ernie_times.append(t_ernie)
             repush_fractions.append(ernie_resent / (3 * size))
-            print(f"repeat {r}: rsync sequential {t_rsync:.2f}s ({rsync_sent:,} B sent, re-push {rsync_resent:,} B "
+            print(f"repeat {r}: rsync sequential {t_rsync:.2f}s (before {t_before:.2f}, after {t_after:.2f}; "
+                  f"{rsync_sent:,} B sent, re-push {rsync_resent:,} B "
                   f"= {rsync_resent / (3 * size):.5f}); ernie parallel {t_ernie:.2f}s ({ernie_sent:,} B sent, "
                   f"re-push {ernie_resent:,} B); ratio {t_ernie / t_rsync:.3f}")
         ratio = statistics.median(ernie_times) / statistics.median(rsync_times)

@@ -5,7 +5,7 @@ The host keeps the list of the files ernie pushed last (`.ernie-bundle`) and has
 channel each (a gzip'd one for the files that compress, a plain one for those that do not: checkpoints
 and shards would only cost CPU), and files ernie pushed before that left the bundle are deleted. Files
 the workload itself wrote into its directory (prepared data, caches) are neither hashed nor touched.
-An unchanged bundle costs one short command. The archives for a given set of files are built once
+An unchanged bundle costs one command and its list of names. The archives for a given set of files are built once
 and shared by every host that needs the same set, so a first push to N hosts costs one compression
 and N parallel streams.
 """
@@ -29,7 +29,9 @@ from ernie.remote.connect import Session, fan_out
 EXCLUDED_DIRS = frozenset({"__pycache__", ".git", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv"})
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 _COMPRESSLEVEL = 1  # gzip's fastest level: most of the gain on text, little CPU
-_SAMPLE = 64 << 10  # compressibility is judged on a file's first 64 KiB
+# Compressibility is judged on 4 KiB from a file's middle: past any header (a safetensors file opens with JSON),
+# and cheap: reading a 493-file bundle took 111 ms with a 64 KiB sample, 43 with 4 KiB, 21 with no sample.
+_SAMPLE = 4 << 10
 _WORTH_IT = 0.9  # compress a file only if its sample shrinks below this fraction
 PACK_AHEAD_MAX = 256 << 20
 
@@ -122,7 +124,8 @@ class Bundle:
 
 
 def _compressible(data: bytes) -> bool:
-    sample = data[:_SAMPLE]
+    middle = max(0, (len(data) - _SAMPLE) // 2)
+    sample = data[middle:middle + _SAMPLE]
     return len(sample) < 512 or len(zlib.compress(sample, _COMPRESSLEVEL)) < _WORTH_IT * len(sample)
 
 
@@ -145,45 +148,36 @@ class Delta:
 
     changed: frozenset[str]  # to send: new, or their digest there differs
     deleted: int
-    bytes_sent: int  # the listing, the stale list and the new list, with their command lines
+    bytes_sent: int  # the command and the new list
 
 
 PUSHED_LIST = ".ernie-bundle"  # on the host, in the bundle directory: what ernie pushed last, NUL-separated
 
 
-def remote_digests(s: Session, dest: str) -> tuple[str, dict[str, str]]:
-    """The listing command, and sha256 of every file of the last push still under `dest` (created if missing)."""
-    q = shlex.quote(dest)
-    command = (f"mkdir -p {q} && cd {q} && if [ -f {PUSHED_LIST} ]; then "
-               f"xargs -0 -r sha256sum -- < {PUSHED_LIST} 2>/dev/null; fi; true")
-    digests = {}
-    for line in s.check(command, "listing the bundle").splitlines():
-        digest, _, name = line.partition("  ")
-        if name and not line.startswith("\\"):  # sha256sum escapes odd names: those are simply resent
-            digests[name] = digest
-    return command, digests
-
-
 def prepare(s: Session, bundle: Bundle, dest: str) -> Delta:
-    """The sha256 delta rule, one host: list what is there, delete what left the bundle, record the new list.
+    """The sha256 delta rule, one host, in one command: hash what the last push left there, delete what left the
+    bundle, record the new list (sent on stdin), and answer the digests.
 
-    Stale files go first and the new list is written before any content, so an interrupted push (or relay
-    hop) leaves nothing ernie would forget to delete, and the next one resends whatever did not arrive.
+    Stale files go and the new list is written before any content, so an interrupted push (or relay hop)
+    leaves nothing ernie would forget to delete, and the next one resends whatever did not arrive. One
+    command, not a listing and then a write: under load each remote command is a round trip and a shell.
     """
     q = shlex.quote(dest)
-    command, have = remote_digests(s, dest)
-    sent = len(command)
-    stale = sorted(set(have) - set(bundle.files))
-    for payload, command in (
-        ("\0".join(stale).encode() + b"\0" if stale else b"", f"cd {q} && xargs -0 -r rm -f --"),
-        ("\0".join(sorted(bundle.files)).encode() if set(have) != set(bundle.files) else b"",
-         f"cd {q} && cat > {PUSHED_LIST}.tmp && mv {PUSHED_LIST}.tmp {PUSHED_LIST}"),
-    ):
-        if payload:
-            s.pipe_in(command, payload)
-            sent += len(command) + len(payload)
+    names = "\0".join(sorted(bundle.files)).encode() + b"\0"
+    # comm needs both lists in one collation: sorted on the host, bytewise.
+    new, old = f"{PUSHED_LIST}.new", f"{PUSHED_LIST}.old"
+    command = (f"mkdir -p {q} && cd {q} && cat > {new} && if [ -f {PUSHED_LIST} ]; then "
+               f"xargs -0 -r sha256sum -- < {PUSHED_LIST} 2>/dev/null; "
+               f"LC_ALL=C sort -z -o {old} {PUSHED_LIST} && LC_ALL=C sort -z -o {new} {new} && "
+               f"LC_ALL=C comm -z -23 {old} {new} | xargs -0 -r rm -f -- && rm -f {old}; fi && "
+               f"mv {new} {PUSHED_LIST}")
+    have = {}
+    for line in s.pipe_in(command, names).decode(errors="surrogateescape").splitlines():
+        digest, _, name = line.partition("  ")
+        if name and not line.startswith("\\"):  # sha256sum escapes odd names: those are simply resent
+            have[name] = digest
     changed = frozenset(name for name, f in bundle.files.items() if have.get(name) != f.sha256)
-    return Delta(changed=changed, deleted=len(stale), bytes_sent=sent)
+    return Delta(changed=changed, deleted=len(set(have) - set(bundle.files)), bytes_sent=len(command) + len(names))
 
 
 def push(s: Session, bundle: Bundle, dest: str, delta: Delta | None = None) -> PushResult:
