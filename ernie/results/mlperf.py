@@ -123,11 +123,6 @@ class Comparison:
         own = run_conformance(self.run)
         return tuple(d for d in self.differences if d not in own)
 
-    @property
-    def label(self) -> str:
-        """'like for like' or 'not like for like: ...' naming each difference."""
-        return "like for like" if self.like_for_like else "not like for like: " + "; ".join(self.differences)
-
 
 def run_conformance(run: RunSummary) -> tuple[str, ...]:
     """What keeps the run itself out of MLPerf's closed division, as result.json's `mlperf` block says; empty
