@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/embed_cpu.py [--rounds 8] [--requests 10] [--threads 1]
 
 One request = 8 sentences (first sentences of standard-library docstrings: real English, 6 to 30 tokens).
-ONNX side: the embed set built for this interpreter by infra/layers.py (onnxruntime + numpy, tokenizers,
+ONNX side: the embed set built for this interpreter by lambda_layers/ (onnxruntime + numpy, tokenizers,
 the int8 model), unpacked as Lambda unpacks it into /opt, and a `python -I -S` process whose sys.path is
 only the standard library, the layers and the function's code, answering payload 2.0 events through
 `embed.handler` (JSON in, tokenisation, the session, pooling, JSON out). PyTorch side: the same event's
@@ -30,14 +30,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import machine  # noqa: E402  (benchmarks/, the script's directory)
-from infra import layers  # noqa: E402
+from lambda_layers import harness  # noqa: E402
+from lambda_layers.build import build_function  # noqa: E402
+from lambda_layers.spec import load_functions  # noqa: E402
+from lambda_layers.target import Target  # noqa: E402
 
 MODULES = ("argparse", "calendar", "csv", "datetime", "decimal", "json", "logging", "pathlib", "pickle",
            "random", "shutil", "socket", "subprocess", "tempfile", "textwrap", "threading")
@@ -46,8 +48,7 @@ BATCH = 8
 # A long-lived worker: the event on the first line, then "<count>" lines: that many timed requests, their
 # [wall ms, CPU ms] out as one JSON line.
 ONNX_WORKER = """
-import json, sys, time
-sys.path[:] = [p for p in sys.path if 'site-packages' not in p] + sys.argv[1:]
+import json, time
 import embed
 event = json.loads(sys.stdin.readline())
 for line in sys.stdin:
@@ -146,21 +147,15 @@ class Worker:
 
 def main() -> None:
     args = parse_args()
-    built = layers.build_function(layers.load_functions()["embed"], layers.Target.host(),
-                                  log=lambda m: print(m, flush=True))
+    built = build_function(load_functions()["embed"], Target.host(), log=lambda m: print(m, flush=True))
     texts = sentences()
     body = {"instances": texts}
     threads = str(args.threads)
     env = {**os.environ, "ERNIE_EMBED_THREADS": threads, "OMP_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1"}
     with tempfile.TemporaryDirectory(prefix="embed-bench-") as tmp:
         root = Path(tmp)
-        for layer in built.layers:
-            with zipfile.ZipFile(layer.archive.path) as z:
-                z.extractall(root / "opt")
-        with zipfile.ZipFile(built.code.path) as z:
-            z.extractall(root / "function")
-        onnx = Worker([sys.executable, "-I", "-S", "-c", ONNX_WORKER, str(root / "opt" / "python"),
-                       str(root / "function")], json.dumps(embed_event(body)), env, root / "function")
+        unpacked = harness.unpack(built, root)
+        onnx = Worker(harness.command(ONNX_WORKER, unpacked), json.dumps(embed_event(body)), env, unpacked.function)
         torch = Worker([sys.executable, "-c", TORCH_WORKER, threads], json.dumps(embed_event(body)), env, root)
         try:
             for worker in (onnx, torch):  # warm-up: session and graph set up, first-call allocations

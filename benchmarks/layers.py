@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/layers.py [--runs 7]
 
 Both are built for this machine's interpreter so both can run here. The slimmed side is the tabular set as
-`infra/layers.py` builds it (deduplicated, slimmed, unchecked-hash bytecode), unpacked as Lambda unpacks it
+`lambda_layers/` builds it (deduplicated, slimmed, unchecked-hash bytecode), unpacked as Lambda unpacks it
 into /opt. The baseline is `pip install --target` of the same pinned requirements with pip's defaults
 (timestamp bytecode included) plus the same model package. Cold start = a fresh `python -I -S` whose
 sys.path is only the standard library, the layers and the function's code, from before `import handler` to
@@ -25,18 +25,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import machine  # noqa: E402  (benchmarks/, the script's directory)
-from infra import layers  # noqa: E402
+from catalog.lambda_runtime import UNZIPPED_LIMIT  # noqa: E402
+from lambda_layers import harness  # noqa: E402
+from lambda_layers.build import build_function, run_build_script  # noqa: E402
+from lambda_layers.spec import FunctionSpec, load_functions  # noqa: E402
+from lambda_layers.target import Target  # noqa: E402
 
 COLD_START = """
-import json, sys, time
-sys.path[:] = [p for p in sys.path if 'site-packages' not in p] + sys.argv[1:]
+import json, time
 event = json.loads(sys.stdin.read())
 wall, cpu = time.perf_counter(), time.process_time()
 import handler
@@ -64,7 +66,7 @@ def tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def plain_install(spec: layers.FunctionSpec, target: layers.Target, dest: Path) -> None:
+def plain_install(spec: FunctionSpec, target: Target, dest: Path) -> None:
     """pip's defaults into one --target, for the same platform, then the same model package."""
     requirements = [line for layer in spec.layers for line in layer.requirements]
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-conflicts",
@@ -76,31 +78,26 @@ def plain_install(spec: layers.FunctionSpec, target: layers.Target, dest: Path) 
     shutil.rmtree(dest / "bin", ignore_errors=True)
     for layer in spec.layers:
         if layer.build is not None:
-            layers.run_build_script(layer, dest)
+            run_build_script(layer, dest)
 
 
 def cold_start_ms(python_dir: Path, function_dir: Path) -> tuple[float, float]:
     """(CPU, wall) ms of one cold start. -B: /opt is read-only on Lambda, so no run leaves bytecode for the next."""
-    result = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", COLD_START, str(python_dir), str(function_dir)],
-                            input=json.dumps(EVENT), capture_output=True, text=True, timeout=300, check=True)
+    result = harness.run(COLD_START, harness.Unpacked(python_dir, function_dir), json.dumps(EVENT), flags=["-B"])
+    result.check_returncode()
     cpu, wall = result.stdout.split()
     return float(cpu), float(wall)
 
 
 def main() -> None:
     args = parse_args()
-    target = layers.Target.host()
-    spec = layers.load_functions()["tabular"]
+    target = Target.host()
+    spec = load_functions()["tabular"]
     with tempfile.TemporaryDirectory(prefix="ernie-bench-layers-") as tmp:
         work = Path(tmp)
-        built = layers.build_function(spec, target, work / "zips", log=print)
-        slim = work / "slim" / "opt"
-        for layer in built.layers:
-            with zipfile.ZipFile(layer.archive.path) as z:
-                z.extractall(slim)
-        function = work / "function"
-        with zipfile.ZipFile(built.code.path) as z:
-            z.extractall(function)
+        built = build_function(spec, target, work / "zips", log=print)
+        unpacked = harness.unpack(built, work / "slim")
+        slim, function = unpacked.opt_python.parent, unpacked.function
         plain = work / "plain" / "python"
         plain_install(spec, target, plain)
         no_bytecode = work / "no-bytecode" / "python"
@@ -108,7 +105,7 @@ def main() -> None:
 
         slim_bytes, plain_bytes = built.unzipped_bytes - built.code.unzipped_bytes, tree_bytes(plain)
         print(f"unzipped: slimmed layers {slim_bytes / 2**20:.1f} MiB, plain pip --target {plain_bytes / 2**20:.1f} MiB "
-              f"(Lambda's limit {layers.UNZIPPED_LIMIT / 2**20:.0f} MiB with the function)")
+              f"(Lambda's limit {UNZIPPED_LIMIT / 2**20:.0f} MiB with the function)")
 
         sides = {"slim": slim / "python", "plain": plain, "slim-no-bytecode": no_bytecode}
         for path in sides.values():  # one unmeasured start each: the files into the page cache, as on Lambda

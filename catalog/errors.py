@@ -1,6 +1,6 @@
 """The one exception type a user sees: a message that names the field and the fix, never a traceback.
 
-Defined here, below everything, so the layer builder (infra/layers.py) raises it without importing the driver;
+Defined here, below everything, so the layer builder (lambda_layers/) raises it without importing the driver;
 ernie.errors names the same class for the driver's modules."""
 
 

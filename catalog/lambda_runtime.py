@@ -1,5 +1,5 @@
 """AWS Lambda's runtimes, architectures and size limits that ernie's serving stack is built against: the one
-place the config validation (infra/config.py), the layer builder (infra/layers.py) and the serving commands read
+place the config validation (infra/config.py), the layer builder (lambda_layers/) and the serving commands read
 them from."""
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import contextvars
 import json
 import runpy
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from pulumi.runtime.stack import run_pulumi_func  # noqa: E402
 from pulumi.runtime.sync_await import _sync_await  # noqa: E402
 
 from ernie import mocks  # noqa: E402
+from infra import serving_layers  # noqa: E402
 from infra.config import ConfigError, parse  # noqa: E402
 from policy.rules import RULES, STACK_RULES, Finding, Limits, evaluate  # noqa: E402
 
@@ -58,6 +59,9 @@ class Plan:
     """What fails the check."""
     acknowledged: list[Finding]
     """Findings the config explicitly accepted (ernie:allowSshFromAnywhere): shown as warnings, not failures."""
+    unseen_layers: list[str] = field(default_factory=list)
+    """Serving functions whose built layers the check has not seen (no manifest, no entry, or stale), each with
+    the `ernie layers build` that makes them: warnings, since everything else was checked with stand-ins."""
 
 
 def stack_config_file(stack: str | None, config_file: Path | None) -> tuple[str, Path]:
@@ -130,6 +134,8 @@ _CLOSE_AT_EXIT: set[asyncio.AbstractEventLoop] = set()
 def _run_program(stack: str, path: Path, raw: dict[str, str], project: str) -> Plan:
     recorder = mocks.install(stack, project)
     pulumi.runtime.set_all_config(raw)
+    unseen: list[str] = []
+    serving_layers.UNSEEN.set(unseen)  # this run's own context (plan()): layers not built are reported, not fatal
     try:
         _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROGRAM_DIR), run_name="__main__")))
     except ConfigError as exc:
@@ -142,7 +148,7 @@ def _run_program(stack: str, path: Path, raw: dict[str, str], project: str) -> P
     findings = evaluate(((r.type, r.name, r.inputs) for r in recorder.resources), limits, stack)
     accepted = {ACKNOWLEDGED_BY_OPT_IN} if cfg.access.ssh_from_anywhere else set()
     return Plan(stack, path, recorder.resources, inventory, is_secret, limits,
-                [f for f in findings if f.rule not in accepted], [f for f in findings if f.rule in accepted])
+                [f for f in findings if f.rule not in accepted], [f for f in findings if f.rule in accepted], unseen)
 
 
 # What a reviewer looks at, per resource type: (label, path into the camelCase inputs).
@@ -226,6 +232,11 @@ def render(result: Plan, console: Console) -> None:
             console.print(f"  [red]{f.rule}[/] {escape(f'{f.resource_type} {f.resource_name}: {f.message}')}")
     else:
         console.print(f"guardrail findings: none ({', '.join(r.name for r in (*RULES, *STACK_RULES))})")
+    if result.unseen_layers:
+        console.print(f"[bold yellow]serving layers not seen: {len(result.unseen_layers)}[/] (warnings: the rest "
+                      "was checked with empty stand-ins; `pulumi up` refuses the stack until they are built)")
+        for line in result.unseen_layers:
+            console.print(f"  [yellow]{escape(line)}[/]")
     if result.acknowledged:
         console.print(f"[bold yellow]acknowledged by ernie:allowSshFromAnywhere: {len(result.acknowledged)}[/] "
                       "(warnings: they do not fail the check)")

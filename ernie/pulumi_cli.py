@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ernie.errors import ErnieError
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -62,9 +64,43 @@ class PulumiCli:
     def up(self, stack: str, replace: Sequence[str] = ()) -> None:
         """`pulumi up --yes --skip-preview -s STACK` (`--replace URN` for each of `replace`), output to the
         terminal."""
+        self.build_layers(stack)
         replacing = [arg for urn in replace for arg in ("--replace", urn)]
         self._run(self._argv("up", "--yes", "--skip-preview", "-s", stack, *replacing, *self._config()),
                   f"pulumi up -s {stack}")
+
+    def build_layers(self, stack: str) -> None:
+        """Before `up`: the Lambda layers the stack's config serves, built where the manifest of the last
+        `ernie layers build` lacks them or they are stale (the program reads them and builds nothing).
+
+        A config the program would refuse is left to `up`, which says what is wrong with it."""
+        from infra.config import ConfigError, parse
+        from infra.serving_layers import MANIFEST, wanted
+        from lambda_layers import manifest
+        from lambda_layers.errors import ManifestError
+        from lambda_layers.target import Target
+
+        path = self.config_file or self.project_dir / f"Pulumi.{stack}.yaml"
+        try:
+            values = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+            # As Pulumi hands them to the program; a secret (secure:) is never a serving setting.
+            raw = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in values.items()
+                   if not (isinstance(v, dict) and set(v) == {"secure"})}
+            serving = parse(raw, stack).serving
+        except (OSError, AttributeError, yaml.YAMLError, ConfigError):
+            return
+        if serving is None:
+            return
+        from rich.console import Console
+
+        from ernie.serve import build_layers
+
+        target = Target.lambda_runtime(serving.python_version, serving.architecture)
+        for function in wanted(serving):
+            try:
+                manifest.load(function.function_set, target, MANIFEST)
+            except ManifestError:
+                build_layers([function.function_set], target.python_version, target.arch, MANIFEST.parent, Console())
 
     def refresh(self, stack: str) -> None:
         """`pulumi refresh --yes --skip-preview -s STACK`: the state learns what the cloud deleted behind its back

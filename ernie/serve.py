@@ -13,7 +13,6 @@ import base64
 import importlib
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +20,6 @@ import traceback
 import urllib.error
 import urllib.request
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,10 +34,15 @@ from ernie.errors import ErnieError
 from ernie.terminal import clean, remote
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-if str(PROJECT_DIR) not in sys.path:  # infra/ is the Pulumi program's directory, not an installed package
+if str(PROJECT_DIR) not in sys.path:  # lambda_layers/ beside ernie/, for an install made before it existed
     sys.path.insert(0, str(PROJECT_DIR))
 
-from infra import layers  # noqa: E402
+from catalog.lambda_runtime import UNZIPPED_LIMIT  # noqa: E402
+from lambda_layers import harness, manifest  # noqa: E402
+from lambda_layers.build import build_function, run_build_script  # noqa: E402
+from lambda_layers.built import BuiltFunction  # noqa: E402
+from lambda_layers.spec import DEFAULT_OUT, FUNCTIONS_FILE, load_functions  # noqa: E402
+from lambda_layers.target import Target  # noqa: E402
 
 # API Gateway's own payload limit for HTTP APIs.
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
@@ -53,19 +56,22 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 def build_layers(functions: list[str] | None, python_version: str, arch: str, out: Path | None,
                  console: Console) -> None:
-    """Build every named function's layers (all by default) for a Lambda runtime and print their sizes."""
-    specs = layers.load_functions()
+    """Build every named function's layers (all by default) for a Lambda runtime, print their sizes, and record
+    each in the manifest beside the zips (`<out>/manifest.json`), which the Pulumi program reads."""
+    specs = load_functions()
     unknown = sorted(set(functions or ()) - set(specs))
     if unknown:
-        raise ErnieError(f"--function {', '.join(unknown)}: not in {layers.FUNCTIONS_FILE.name}; "
+        raise ErnieError(f"--function {', '.join(unknown)}: not in {FUNCTIONS_FILE.name}; "
                          f"known: {', '.join(specs)}")
-    target = layers.Target.lambda_runtime(python_version, arch)
+    target = Target.lambda_runtime(python_version, arch)
+    out = out or DEFAULT_OUT
     for name in functions or list(specs):
-        built = layers.build_function(specs[name], target, out or layers.DEFAULT_OUT, log=lambda m: console.print(m, highlight=False))
+        built = build_function(specs[name], target, out, log=lambda m: console.print(m, highlight=False))
+        manifest.write([built], out / manifest.MANIFEST_NAME)  # each set as it is built: a later failure keeps it
         console.print(build_table(built))
 
 
-def build_table(built: layers.BuiltFunction) -> Table:
+def build_table(built: BuiltFunction) -> Table:
     table = Table(title=f"{built.spec.name} for {built.target.name}", title_justify="left")
     for column in ("layer", "packages", "zipped", "unzipped", "upload", "bytecode"):
         table.add_column(column, justify="right" if column in ("zipped", "unzipped") else "left")
@@ -76,8 +82,8 @@ def build_table(built: layers.BuiltFunction) -> Table:
                       upload, layer.bytecode or "none")
     table.add_row("function", ", ".join(p.name for p in built.spec.code), _mib(built.code.zipped_bytes),
                   _mib(built.code.unzipped_bytes), "direct", "")
-    share = built.unzipped_bytes / layers.UNZIPPED_LIMIT
-    table.caption = (f"total {_mib(built.unzipped_bytes)} unzipped of Lambda's {_mib(layers.UNZIPPED_LIMIT)} "
+    share = built.unzipped_bytes / UNZIPPED_LIMIT
+    table.caption = (f"total {_mib(built.unzipped_bytes)} unzipped of Lambda's {_mib(UNZIPPED_LIMIT)} "
                      f"({share:.0%}); zips in {built.code.path.parent}")
     return table
 
@@ -187,9 +193,9 @@ def local_handler(function: str = "tabular") -> Iterator[Handler]:
     The packages the pip layers would hold come from this environment (the same pins; `ernie layers build`
     checks them); the code is copied so the source tree's model template cannot shadow the built model.
     """
-    specs = layers.load_functions()
+    specs = load_functions()
     if function not in specs:
-        raise ErnieError(f"--function {function}: not in {layers.FUNCTIONS_FILE.name}; known: {', '.join(specs)}")
+        raise ErnieError(f"--function {function}: not in {FUNCTIONS_FILE.name}; known: {', '.join(specs)}")
     spec = specs[function]
     module_name, attribute = spec.handler.rsplit(".", 1)
     with tempfile.TemporaryDirectory(prefix=f"ernie-serve-{function}-") as tmp:
@@ -200,7 +206,7 @@ def local_handler(function: str = "tabular") -> Iterator[Handler]:
         paths = [str(root / "function")]
         for layer in spec.layers:
             if layer.build is not None:
-                layers.run_build_script(layer, root / layer.name)
+                run_build_script(layer, root / layer.name)
                 paths.append(str(root / layer.name))
         sys.path[:0] = paths
         try:
@@ -288,9 +294,9 @@ def print_answer(status: int, body: Any, console: Console) -> int:
 
 # --- ernie demo -----------------------------------------------------------------------------------------
 
+# Runs in the bare interpreter (lambda_layers.harness): events on stdin, the handler's answers on stdout.
 _SMOKE = """
-import json, sys
-sys.path[:] = [p for p in sys.path if 'site-packages' not in p] + sys.argv[1:]
+import json
 import handler
 print(json.dumps([handler.handler(e, None) for e in json.load(sys.stdin)]))
 """
@@ -298,8 +304,7 @@ print(json.dumps([handler.handler(e, None) for e in json.load(sys.stdin)]))
 
 def check_from_layers(console: Console) -> str:
     """Build the tabular layers for this interpreter, unpack them, and serve a few events from them alone."""
-    built = layers.build_function(layers.load_functions()["tabular"], layers.Target.host(),
-                                  log=lambda m: console.print(m, highlight=False))
+    built = build_function(load_functions()["tabular"], Target.host(), log=lambda m: console.print(m, highlight=False))
     instance = {"age": 50, "sex": 2, "bmi": 25.3, "bp": 94.0, "s1": 180, "s2": 100.2, "s3": 48.0, "s4": 4.0,
                 "s5": 4.6, "s6": 91}
     requests = [("POST", "/predict", {"instances": [instance, {**instance, "sex": 1}]}),
@@ -307,15 +312,9 @@ def check_from_layers(console: Console) -> str:
     events = [to_event(m, p, {"content-type": "application/json"}, json.dumps(b).encode() if b else b"", "127.0.0.1")
               for m, p, b in requests]
     with tempfile.TemporaryDirectory(prefix="ernie-layers-") as tmp:
-        opt, function = Path(tmp) / "opt", Path(tmp) / "function"
-        for archive in [layer.archive for layer in built.layers]:
-            with zipfile.ZipFile(archive.path) as z:
-                z.extractall(opt)
-        with zipfile.ZipFile(built.code.path) as z:
-            z.extractall(function)
+        unpacked = harness.unpack(built, Path(tmp))
         start = time.monotonic()
-        result = subprocess.run([sys.executable, "-I", "-S", "-c", _SMOKE, str(opt / "python"), str(function)],
-                                input=json.dumps(events), capture_output=True, text=True, timeout=300)
+        result = harness.run(_SMOKE, unpacked, json.dumps(events))
         seconds = time.monotonic() - start
     if result.returncode != 0:
         raise ErnieError(f"the handler failed from the unpacked layers: {result.stderr.strip().splitlines()[-1:]}")
@@ -324,5 +323,5 @@ def check_from_layers(console: Console) -> str:
         raise ErnieError(f"unexpected answers from the layers: {predict[0]}, {refused[0]}, {health[0]}")
     predictions = json.loads(predict[2])["predictions"]
     return (f"{len(predictions)} predictions ({', '.join(f'{p:.1f}' for p in predictions)}) and a 400 for an unknown "
-            f"category from layers of {_mib(built.unzipped_bytes)} (limit {_mib(layers.UNZIPPED_LIMIT)}), "
+            f"category from layers of {_mib(built.unzipped_bytes)} (limit {_mib(UNZIPPED_LIMIT)}), "
             f"cold start and 3 requests in {seconds:.1f} s")

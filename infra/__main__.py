@@ -22,7 +22,7 @@ from catalog.gpu_catalog import (  # noqa: E402
     efa_container_options,
     uses_efa,
 )
-from infra import config, layers, startup  # noqa: E402
+from infra import config, serving_layers, startup  # noqa: E402
 from infra.aws_gpu import GpuFleet, GpuFleetArgs  # noqa: E402
 from infra.aws_serving import LambdaService, LambdaServiceArgs  # noqa: E402
 from infra.gcp_tpu import TpuSlice, TpuSliceArgs  # noqa: E402
@@ -32,6 +32,9 @@ from infra.naming import gcp_label, tpu_node_name  # noqa: E402
 TPU_SSH_USER = "ernie"
 
 cfg = config.load()
+# The serving functions' layers come built (`ernie layers build`); read before any resource is declared, so a
+# stack whose layers are missing or stale stops here, before `up` creates anything.
+served = [(f, serving_layers.read(f, cfg.serving)) for f in serving_layers.wanted(cfg.serving)] if cfg.serving else []
 labels = {"ernie-stack": gcp_label(cfg.stack), "ernie-ttl": f"{cfg.ttl_minutes}m"}
 
 if cfg.access.ssh_public_key is None:
@@ -72,29 +75,17 @@ else:
         "container": efa_container_options(gpu.instance) if uses_efa(gpu.instance, gpu.instance_count) else None,
     }
 
-# The Lambda serving stack (aws, ernie:serving) sets this to its HTTPS endpoint.
-serving_url: pulumi.Input[str] | None = None
-embed_url: pulumi.Input[str] | None = None  # and, with ernie:servingEmbed, this to the embedding endpoint
-if cfg.serving is not None:
+# The Lambda serving stack (aws, ernie:serving) sets serving_url to its HTTPS endpoint, and with
+# ernie:servingEmbed, embed_url to the embedding endpoint.
+urls: dict[str, pulumi.Output[str]] = {}
+for served_function, built in served:
     serving = cfg.serving
-
-    def lambda_service(name: str, function_set: str, config_key: str, memory_mb: int) -> pulumi.Output[str]:
-        """One serving function: its layers built (or taken from the cache) and checked against Lambda's limits
-        before any deploy, then the LambdaService; returns its URL."""
-        target = layers.Target.lambda_runtime(serving.python_version, serving.architecture)
-        try:
-            function = layers.build_function(layers.load_functions()[function_set], target, log=pulumi.log.info)
-        except layers.LayerError as exc:
-            raise config.ConfigError(f"ernie:{config_key}: {exc}") from None
-        return LambdaService(name, LambdaServiceArgs(
-            function=function, stack=cfg.stack, memory_mb=memory_mb, timeout_seconds=serving.timeout_seconds,
-            log_retention_days=serving.log_retention_days, throttle_rate=serving.throttle_rate,
-            throttle_burst=serving.throttle_burst, reserved_concurrency=serving.reserved_concurrency,
-            ttl_minutes=cfg.ttl_minutes, tags={**labels, "ernie-ttl": str(cfg.ttl_minutes)})).url
-
-    serving_url = lambda_service("serving", "tabular", "serving", serving.memory_mb)
-    if serving.embed_memory_mb is not None:  # the sentence-embedding function, beside the tabular one
-        embed_url = lambda_service("embedding", "embed", "servingEmbed", serving.embed_memory_mb)
+    urls[served_function.name] = LambdaService(served_function.name, LambdaServiceArgs(
+        function=built, stack=cfg.stack, memory_mb=served_function.memory_mb, timeout_seconds=serving.timeout_seconds,
+        log_retention_days=serving.log_retention_days, throttle_rate=serving.throttle_rate,
+        throttle_burst=serving.throttle_burst, reserved_concurrency=serving.reserved_concurrency,
+        ttl_minutes=cfg.ttl_minutes, tags={**labels, "ernie-ttl": str(cfg.ttl_minutes)})).url
+serving_url, embed_url = urls.get("serving"), urls.get("embedding")
 
 pulumi.export("inventory", pulumi.Output.all(
     hosts=machines.hosts, bucket=machines.bucket_uri, ssh_private_key=ssh_private_key, serving_url=serving_url,

@@ -1,8 +1,9 @@
 """LambdaService: one Lambda function with its layers behind an HTTP API, throttled, logging to its own group.
 
-The layers and the code zip come built and checked by infra/layers.py (`build_function`); this component
-only publishes them. Instantiate it once per function (the tabular model, an embedding model...): every
-name it makes carries the component's name and the function's.
+The layers and the code zip come built and checked by `ernie layers build` (lambda_layers/), read from its
+manifest (infra/serving_layers.py); this component only publishes them. Instantiate it once per function
+(the tabular model, an embedding model...): every name it makes carries the component's name and the
+function's.
 
 The HTTP API is what the console's quick create makes (an `AWS_PROXY` integration with payload format 2.0,
 a `$default` route and an auto-deployed `$default` stage), spelled out because quick create's implicit stage
@@ -21,15 +22,15 @@ import pulumi_aws as aws
 from infra.aws_storage import private_bucket
 from infra.config import SERVING_DEFAULT_RESERVED_CONCURRENCY
 from infra.grants import render_assume_role_policy
-from infra.layers import BuiltFunction, BuiltLayer
 from infra.naming import lambda_function_name, lambda_stack_part
+from lambda_layers.built import BuiltFunction, BuiltLayer
 
 LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 
 
 @dataclass(frozen=True)
 class LambdaServiceArgs:
-    """Everything a LambdaService needs; validated by config.py and built by infra/layers.py before it gets here."""
+    """Everything a LambdaService needs; validated by config.py and built by `ernie layers build` before it gets here."""
 
     function: BuiltFunction
     """The code zip and the layers, in order; its target gives the runtime and the architecture."""

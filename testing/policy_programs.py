@@ -2,8 +2,9 @@
 
 Each plan is `ernie check`'s: the committed stack file (with some values changed) through infra/. The serving
 plan runs the whole aws program with `ernie:serving` and `ernie:servingEmbed` on; the layers of both functions
-are small real zips standing in for the ones infra/layers.py builds (tested in test_layers.py), one of each
-function's sized over the direct-upload limit so its private layer bucket is declared too.
+are small real zips standing in for the ones `ernie layers build` makes (testing/lambda_stand_ins.py), named by
+a manifest as the program reads it, one of each function's sized over the direct-upload limit so its private
+layer bucket is declared too.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import yaml
 
 from ernie.check import Plan, plan
 from ernie.mocks import RecordedResource
-from infra import layers
 from catalog.limits import MAX_TTL_MINUTES
-from infra.layers import Archive, BuiltFunction, BuiltLayer, Distribution, Target
+from lambda_layers.target import Target
 from policy import rules
+from testing.lambda_stand_ins import use_manifest, write_stand_in_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,29 +51,16 @@ def pulumi_config_env(name: str) -> str:
     return json.dumps({k: v if isinstance(v, str) else json.dumps(v) for k, v in stack_values(name).items()})
 
 
-def _stand_in_function(workdir: Path, spec: layers.FunctionSpec, target: Target) -> BuiltFunction:
-    root = workdir / spec.name
-    root.mkdir(exist_ok=True)
-    source = root / "stub.py"
-    source.write_text("x = 1\n")
-    built = []
-    for index, layer in enumerate(spec.layers):
-        archive = layers.write_zip([(f"python/{layer.name.replace('-', '_')}.py", source)], root / f"{layer.name}.zip")
-        if index == 0:  # as a zip over the direct-upload limit would be: it goes through the layer bucket
-            archive = Archive(archive.path, archive.sha256, layers.DIRECT_UPLOAD_LIMIT + 1, archive.unzipped_bytes)
-        built.append(BuiltLayer(layer.name, archive, (Distribution(layer.name, "1.0", (), 6),), None))
-    code = layers.write_zip([("handler.py", source)], root / "function.zip")
-    return BuiltFunction(spec, target, code, tuple(built))
-
-
 @cache
 def program_plan(name: str, workdir: Path) -> Plan:
     """`ernie check` of one configuration in PROGRAMS."""
     path = workdir / f"Pulumi.{name}.yaml"
     path.write_text(yaml.safe_dump({"config": stack_values(name)}))
+    layers = workdir / "layers"
+    if not layers.exists():
+        write_stand_in_manifest(layers, [Target.lambda_runtime()], s3_first_layer=True)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(layers, "build_function",
-                      lambda spec, target, log=None: _stand_in_function(workdir, spec, target))
+        use_manifest(patch, layers / "manifest.json")
         return plan(config_file=path)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from testing.cpu_line import cpu_line
 
-from infra.layers import SERVING_DIR
+from lambda_layers.spec import SERVING_DIR
 
 # The function's modules as Lambda imports them, from its own directory (kept off the path afterwards: the
 # directory also holds the tabular model's source template, which must not shadow a built model elsewhere).

@@ -1,7 +1,7 @@
 """The /embed endpoint run from the built embed layers alone, as Lambda runs it, against PyTorch fp32.
 
 The embed set (onnxruntime + numpy, tokenizers, the int8 model) is built for this interpreter with real pip
-through infra/layers.py and unpacked; a fresh `python -I -S` process whose sys.path is the standard library,
+through lambda_layers/ and unpacked; a fresh `python -I -S` process whose sys.path is the standard library,
 the unpacked layers (Lambda's /opt/python) and the function's own zip imports `embed` and answers payload
 2.0 events. The same runs with the fp32 export in place of the model layer. The reference is computed here,
 from the package's weights with transformers in fp32, with its own pooling: nothing is shared with the code
@@ -26,10 +26,15 @@ import torch
 from testing.cpu_line import cpu_line
 from transformers import AutoModel, AutoTokenizer
 
-from infra import layers
-from infra.layers import FunctionSpec, LayerSpec, Target
+from lambda_layers import harness
+from lambda_layers.build import build_function
+from lambda_layers.built import BuiltFunction
+from lambda_layers.errors import LayerError
+from lambda_layers.harness import Unpacked
+from lambda_layers.spec import SERVING_DIR, FunctionSpec, LayerSpec, load_functions
+from lambda_layers.target import Target
 
-SERVING = Path(layers.SERVING_DIR)
+SERVING = Path(SERVING_DIR)
 # Held out from export_onnx.py's own check (standard-library docstrings): everyday and technical English,
 # five words to a long paragraph. (One- and two-word texts fall short with the int8 model: "Thank you!"
 # reaches 0.966-0.975 and "Yes." 0.974-0.985, as per-batch activation scales are coarse for a text whose
@@ -56,9 +61,7 @@ SENTENCES = [
 
 # Runs inside the fresh interpreter: events on stdin (one JSON list), responses on stdout.
 DRIVER = """
-import json, sys
-stdlib = [p for p in sys.path if 'site-packages' not in p]
-sys.path[:] = stdlib + sys.argv[1:]
+import json
 import embed, embed_model, onnxruntime, tokenizers
 events = json.load(sys.stdin)
 responses = [embed.handler(event, None) for event in events]
@@ -68,22 +71,8 @@ print(json.dumps({"responses": responses, "modules": sorted(sys.modules),
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> layers.BuiltFunction:
-    return layers.build_function(layers.load_functions()["embed"], Target.host(), tmp_path_factory.mktemp("out"))
-
-
-def unpack(built: layers.BuiltFunction, root: Path, model_dir: Path | None = None) -> tuple[Path, Path]:
-    """(/opt/python, function dir); `model_dir` (an export's output) takes the place of the model layer."""
-    for spec, layer in zip(built.spec.layers, built.layers):  # in order, as Lambda extracts them into /opt
-        if model_dir is not None and spec.build is not None:
-            continue
-        with zipfile.ZipFile(layer.archive.path) as z:
-            z.extractall(root / "opt")
-    if model_dir is not None:
-        shutil.copytree(model_dir, root / "opt" / "python", dirs_exist_ok=True)
-    with zipfile.ZipFile(built.code.path) as z:
-        z.extractall(root / "function")
-    return root / "opt" / "python", root / "function"
+def built(tmp_path_factory: pytest.TempPathFactory) -> BuiltFunction:
+    return build_function(load_functions()["embed"], Target.host(), tmp_path_factory.mktemp("out"))
 
 
 def event(method: str, path: str, body: Any = None) -> dict[str, Any]:
@@ -96,9 +85,8 @@ def event(method: str, path: str, body: Any = None) -> dict[str, Any]:
     }
 
 
-def serve(dirs: tuple[Path, Path], events: list[dict[str, Any]]) -> dict[str, Any]:
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", DRIVER, *map(str, dirs)], input=json.dumps(events),
-                            capture_output=True, text=True, timeout=300, cwd=dirs[1])
+def serve(dirs: Unpacked, events: list[dict[str, Any]]) -> dict[str, Any]:
+    result = harness.run(DRIVER, dirs, json.dumps(events))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
 
@@ -122,7 +110,7 @@ def reference() -> np.ndarray:
     return torch.nn.functional.normalize(pooled, dim=1).numpy()
 
 
-def test_embed_set_fits_and_holds_no_torch(built: layers.BuiltFunction) -> None:
+def test_embed_set_fits_and_holds_no_torch(built: BuiltFunction) -> None:
     assert [layer.name for layer in built.layers] == ["onnxruntime", "tokenizers", "embed-model"]
     held = {d.name: layer.name for layer in built.layers for d in layer.distributions}
     assert held["onnxruntime"] == held["numpy"] == "onnxruntime"
@@ -134,15 +122,15 @@ def test_embed_set_fits_and_holds_no_torch(built: layers.BuiltFunction) -> None:
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp32"])
-def test_embeddings_from_layers_match_pytorch(built: layers.BuiltFunction, reference: np.ndarray, precision: str,
+def test_embeddings_from_layers_match_pytorch(built: BuiltFunction, reference: np.ndarray, precision: str,
                                               tmp_path: Path) -> None:
     if precision == "int8":
-        dirs = unpack(built, tmp_path)
+        dirs = harness.unpack(built, tmp_path)
     else:
         export = subprocess.run([sys.executable, str(SERVING / "export_onnx.py"), "--out", str(tmp_path / "fp32"),
                                  "--precision", "fp32"], capture_output=True, text=True, timeout=300, cwd=SERVING)
         assert export.returncode == 0, export.stderr[-3000:]
-        dirs = unpack(built, tmp_path, model_dir=tmp_path / "fp32")
+        dirs = harness.unpack(built, tmp_path, model_dir=tmp_path / "fp32")
     served = serve(dirs, [event("POST", "/embed", {"instances": SENTENCES}), event("GET", "/health")])
     assert not [m for m in served["modules"] if m == "torch" or m.startswith(("torch.", "transformers"))]
     assert all(path.startswith(str(dirs[0])) for path in served["files"].values()), served["files"]
@@ -163,7 +151,7 @@ def test_embeddings_from_layers_match_pytorch(built: layers.BuiltFunction, refer
         f"on {cpu_line()}: {check}")
 
 
-def test_bad_requests_from_layers_get_400_or_413(built: layers.BuiltFunction, tmp_path: Path) -> None:
+def test_bad_requests_from_layers_get_400_or_413(built: BuiltFunction, tmp_path: Path) -> None:
     long_text = " ".join(["word"] * 300)
     bodies = [
         {"instances": ["fine", ""]},
@@ -175,7 +163,7 @@ def test_bad_requests_from_layers_get_400_or_413(built: layers.BuiltFunction, tm
         {"texts": ["fine"]},
         ["fine"],
     ]
-    served = serve(unpack(built, tmp_path), [event("POST", "/embed", b) for b in bodies]
+    served = serve(harness.unpack(built, tmp_path), [event("POST", "/embed", b) for b in bodies]
                    + [event("POST", "/embed"), event("GET", "/embed")])
     expected = [
         (400, "instances[1] is empty"),
@@ -203,18 +191,18 @@ def small_spec(tmp_path: Path, **layer: Any) -> FunctionSpec:
 
 
 def test_omitted_distribution_is_left_out_and_not_required(tmp_path: Path) -> None:
-    function = layers.build_function(small_spec(tmp_path, omit=("six",)), Target.host(), tmp_path / "out",
+    function = build_function(small_spec(tmp_path, omit=("six",)), Target.host(), tmp_path / "out",
                                      cache_dir=tmp_path / "cache")
     assert [d.name for d in function.layers[0].distributions] == ["python-dateutil"]
-    plain = layers.build_function(small_spec(tmp_path), Target.host(), tmp_path / "out2", cache_dir=tmp_path / "cache")
+    plain = build_function(small_spec(tmp_path), Target.host(), tmp_path / "out2", cache_dir=tmp_path / "cache")
     assert {d.name for d in plain.layers[0].distributions} == {"python-dateutil", "six"}
 
 
 def test_drop_pattern_that_matches_nothing_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(layers.LayerError, match=r"drop pattern 'dateutil/no-such-\*' matches no file"):
-        layers.build_function(small_spec(tmp_path, drop=("dateutil/no-such-*",)), Target.host(), tmp_path / "out",
+    with pytest.raises(LayerError, match=r"drop pattern 'dateutil/no-such-\*' matches no file"):
+        build_function(small_spec(tmp_path, drop=("dateutil/no-such-*",)), Target.host(), tmp_path / "out",
                               cache_dir=tmp_path / "cache")
-    function = layers.build_function(small_spec(tmp_path, drop=("dateutil/zoneinfo/*.tar.gz",)), Target.host(),
+    function = build_function(small_spec(tmp_path, drop=("dateutil/zoneinfo/*.tar.gz",)), Target.host(),
                                      tmp_path / "out2", cache_dir=tmp_path / "cache")
     with zipfile.ZipFile(function.layers[0].archive.path) as z:
         assert not [n for n in z.namelist() if n.endswith(".tar.gz")]
@@ -236,9 +224,9 @@ def degrade(package: Path, scale: float) -> None:
     onnx.save(model, str(package / "model.onnx"))
 
 
-def test_a_model_that_fails_its_self_check_is_never_served(built: layers.BuiltFunction, tmp_path: Path) -> None:
+def test_a_model_that_fails_its_self_check_is_never_served(built: BuiltFunction, tmp_path: Path) -> None:
     """What a host whose int8 kernels spoil the model looks like: 503 on /health with the figure, 503 on /embed."""
-    dirs = unpack(built, tmp_path)
+    dirs = harness.unpack(built, tmp_path)
     degrade(dirs[0] / "embed_model", scale=0.5)
     served = serve(dirs, [event("GET", "/health"), event("POST", "/embed", {"instances": SENTENCES[:2]}),
                           event("POST", "/embed", {"instances": ["fine", ""]})])
@@ -254,13 +242,13 @@ def test_a_model_that_fails_its_self_check_is_never_served(built: layers.BuiltFu
     assert answer(served, 2)[0] == 400
 
 
-def test_one_long_text_is_refused_before_padding(built: layers.BuiltFunction, tmp_path: Path) -> None:
+def test_one_long_text_is_refused_before_padding(built: BuiltFunction, tmp_path: Path) -> None:
     """A 1 MB request whose one text is 200,000 tokens: 413 naming it, and the process grows by little.
 
     Padding before the length check built (64, 500002) int64 arrays three times over and grew the process by
     3.9 GB; the bound asserted here is 300 MB over the loaded model (measured: about 60 MB, the tokenizer's
     encodings of the long text)."""
-    dirs = unpack(built, tmp_path)
+    dirs = harness.unpack(built, tmp_path)
     long_text = " ".join(["word"] * 199_998)  # about 1 MB, one token a word
     driver = DRIVER.replace("responses = [", "import resource\nembed._embedder(); embed._self_check()\n"
                             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nresponses = [")
@@ -269,8 +257,7 @@ def test_one_long_text_is_refused_before_padding(built: layers.BuiltFunction, tm
                             'print(json.dumps({"grown_kib": grown, "responses": responses,')
     events = [event("POST", "/embed", {"instances": ["short"] * 63 + [long_text]})]
     assert len(events[0]["body"]) <= 1024 * 1024
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", driver, *map(str, dirs)], input=json.dumps(events),
-                            capture_output=True, text=True, timeout=300, cwd=dirs[1])
+    result = harness.run(driver, dirs, json.dumps(events))
     assert result.returncode == 0, result.stderr[-3000:]
     served = json.loads(result.stdout)
     status, body = answer(served, 0)
@@ -280,9 +267,7 @@ def test_one_long_text_is_refused_before_padding(built: layers.BuiltFunction, tm
 
 # Runs inside the emulated CPU: the package's self-check as served, and without the session option that serves it.
 KERNELS_DRIVER = """
-import json, sys
-stdlib = [p for p in sys.path if 'site-packages' not in p]
-sys.path[:] = stdlib + sys.argv[1:]
+import json
 from pathlib import Path
 import embed, embed_model
 package = Path(embed_model.__file__).parent
@@ -292,7 +277,7 @@ print(json.dumps({**checks, "served_config": embed.session_config()}))
 """
 
 
-def test_int8_model_holds_on_a_cpu_without_vnni(built: layers.BuiltFunction, tmp_path: Path) -> None:
+def test_int8_model_holds_on_a_cpu_without_vnni(built: BuiltFunction, tmp_path: Path) -> None:
     """The served int8 model passes its self-check on an AVX2 CPU without VNNI, as well as on this one.
 
     onnxruntime chooses its int8 kernels by CPUID and has no switch to choose another family, so the AVX2
@@ -306,9 +291,8 @@ def test_int8_model_holds_on_a_cpu_without_vnni(built: layers.BuiltFunction, tmp
         pytest.skip(f"the emulated CPU is x86-64; this host is {platform.machine()}")
     qemu = shutil.which("qemu-x86_64")
     assert qemu, "qemu-x86_64 is missing: install Debian's qemu-user (.ci/run does)"
-    dirs = unpack(built, tmp_path)
-    result = subprocess.run([qemu, "-cpu", "Haswell", sys.executable, "-I", "-S", "-c", KERNELS_DRIVER,
-                             *map(str, dirs)], capture_output=True, text=True, timeout=900, cwd=dirs[1])
+    dirs = harness.unpack(built, tmp_path)
+    result = harness.run(KERNELS_DRIVER, dirs, timeout=900, wrapper=[qemu, "-cpu", "Haswell"])
     assert result.returncode == 0, result.stderr[-3000:]
     checks = json.loads(result.stdout)
     # embed.session_config reads CPUID, as onnxruntime does: the emulated CPU has no VNNI, so it needs the option.

@@ -14,8 +14,6 @@ import os
 import pickle
 import re
 import subprocess
-import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +21,18 @@ import jsonschema
 import pandas as pd
 import pytest
 
-from infra import layers
-from infra.layers import Target
+from lambda_layers import harness
+from lambda_layers.build import build_function
+from lambda_layers.harness import Unpacked
+from lambda_layers.spec import SERVING_DIR, load_functions
+from lambda_layers.target import Target
 
-SERVING = Path(layers.SERVING_DIR)
+SERVING = Path(SERVING_DIR)
 VALID = {"age": 50, "sex": 2, "bmi": 25.3, "bp": 94.0, "s1": 180, "s2": 100.2, "s3": 48.0, "s4": 4.0, "s5": 4.6, "s6": 91}
 
-# Runs inside the fresh interpreter: events on stdin (one JSON list), responses on stdout.
+# Runs inside the bare interpreter (lambda_layers.harness): events on stdin (one JSON list), responses on stdout.
 DRIVER = """
-import json, sys
-stdlib = [p for p in sys.path if 'site-packages' not in p]
-sys.path[:] = stdlib + sys.argv[1:]
+import json
 import handler, numpy, sklearn, importlib.metadata
 events = json.load(sys.stdin)
 responses = [handler.handler(event, None) for event in events]
@@ -43,16 +42,10 @@ print(json.dumps({"responses": responses, "sys_path": sys.path, "numpy": numpy._
 
 
 @pytest.fixture(scope="module")
-def lambda_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def lambda_dirs(tmp_path_factory: pytest.TempPathFactory) -> Unpacked:
     """(/opt/python, function dir) unpacked from freshly built (or cached) zips."""
-    built = layers.build_function(layers.load_functions()["tabular"], Target.host(), tmp_path_factory.mktemp("out"))
-    root = tmp_path_factory.mktemp("lambda")
-    for layer in built.layers:  # in order, as Lambda extracts them into /opt
-        with zipfile.ZipFile(layer.archive.path) as z:
-            z.extractall(root / "opt")
-    with zipfile.ZipFile(built.code.path) as z:
-        z.extractall(root / "function")
-    return root / "opt" / "python", root / "function"
+    built = build_function(load_functions()["tabular"], Target.host(), tmp_path_factory.mktemp("out"))
+    return harness.unpack(built, tmp_path_factory.mktemp("lambda"))
 
 
 def event(method: str, path: str, body: Any = None, *, raw: str | None = None, b64: bool = False) -> dict[str, Any]:
@@ -68,9 +61,8 @@ def event(method: str, path: str, body: Any = None, *, raw: str | None = None, b
     }
 
 
-def serve(dirs: tuple[Path, Path], events: list[dict[str, Any]]) -> dict[str, Any]:
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", DRIVER, *map(str, dirs)], input=json.dumps(events),
-                            capture_output=True, text=True, timeout=300, cwd=dirs[1])
+def serve(dirs: Unpacked, events: list[dict[str, Any]]) -> dict[str, Any]:
+    result = harness.run(DRIVER, dirs, json.dumps(events))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
 
@@ -122,12 +114,12 @@ GOOD_REQUESTS = [
 
 
 @pytest.fixture(scope="module")
-def served(lambda_dirs: tuple[Path, Path]) -> dict[str, Any]:
+def served(lambda_dirs: Unpacked) -> dict[str, Any]:
     """Every event of this module answered by one fresh interpreter (each start imports the whole stack)."""
     return serve(lambda_dirs, GOOD_REQUESTS + [e for _, e, _, _ in BAD_REQUESTS])
 
 
-def test_predictions_from_the_layers_alone(lambda_dirs: tuple[Path, Path], served: dict[str, Any]) -> None:
+def test_predictions_from_the_layers_alone(lambda_dirs: Unpacked, served: dict[str, Any]) -> None:
     opt, _ = lambda_dirs
     assert not [p for p in served["sys_path"] if "site-packages" in p]
     assert served["numpy"].startswith(str(opt)), "numpy must come from the layers"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ernie.serve import make_server
-from infra.layers import SERVING_DIR
+from lambda_layers.spec import SERVING_DIR
 
 sys.path.insert(0, str(SERVING_DIR))
 import apigw  # noqa: E402

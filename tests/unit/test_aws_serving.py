@@ -1,7 +1,8 @@
 """LambdaService under Pulumi mocks: layers in order, runtime and architecture, least privilege, API wiring.
 
-The component is given small real zips standing in for built layers (infra/layers.py is tested on its own in
-test_layers.py), so what is checked here is only what the component declares.
+The component is given small real zips standing in for built layers (testing/lambda_stand_ins.py; lambda_layers/
+is tested on its own in test_layers.py), so what is checked here is only what the component declares. The whole
+program reads them through a manifest, as it reads the last `ernie layers build`'s, and builds nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from pulumi.runtime.sync_await import _sync_await
 from ernie.check import Plan, plan
 from ernie.errors import ErnieError
 from ernie.mocks import ErnieMocks, RecordedResource
-from infra import layers
 from infra.aws_serving import LambdaService, LambdaServiceArgs, lambda_layer_name, render_logs_policy
-from infra.layers import Archive, BuiltFunction, BuiltLayer, Distribution, Target
+from lambda_layers.built import BuiltFunction
+from lambda_layers.spec import FunctionSpec, load_functions
+from lambda_layers.target import Target
+from testing.lambda_stand_ins import stand_in_function, use_manifest, write_stand_in_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 FUNCTION = "aws:lambda/function:Function"
@@ -30,18 +33,7 @@ TAGS = {"ernie-stack": "aws", "ernie-ttl": "180"}
 
 
 def built_function(tmp_path: Path, target: Target, s3_layer: str | None = None) -> BuiltFunction:
-    spec = layers.load_functions()["tabular"]
-    source = tmp_path / "stub.py"
-    source.write_text("x = 1\n")
-    built = []
-    for layer in spec.layers:
-        archive = layers.write_zip([(f"python/{layer.name.replace('-', '_')}.py", source)],
-                                   tmp_path / f"{layer.name}.zip")
-        if layer.name == s3_layer:  # as a zip over the direct-upload limit would be
-            archive = Archive(archive.path, archive.sha256, layers.DIRECT_UPLOAD_LIMIT + 1, archive.unzipped_bytes)
-        built.append(BuiltLayer(layer.name, archive, (Distribution(layer.name, "1.0", (), 6),), None))
-    code = layers.write_zip([("handler.py", source)], tmp_path / "function.zip")
-    return BuiltFunction(spec, target, code, tuple(built))
+    return stand_in_function(tmp_path, load_functions()["tabular"], target, s3_layer)
 
 
 def declare(mocks: ErnieMocks, function: BuiltFunction, name: str = "serving") -> list[RecordedResource]:
@@ -144,7 +136,7 @@ def test_two_services_do_not_collide(pulumi_mocks: ErnieMocks, tmp_path: Path) -
     declare(pulumi_mocks, built_function(tmp_path, target), "serving")
     (tmp_path / "embed").mkdir()
     other = built_function(tmp_path / "embed", target)
-    renamed = BuiltFunction(layers.FunctionSpec("embed", "", "embed.handler", other.spec.code, other.spec.layers),
+    renamed = BuiltFunction(FunctionSpec("embed", "", "embed.handler", other.spec.code, other.spec.layers),
                             target, other.code, other.layers)
     resources = declare(pulumi_mocks, renamed, "embedding")
     names = [(r.type, r.name) for r in resources]
@@ -160,6 +152,12 @@ def test_logs_policy_renders_one_scoped_statement() -> None:
 
 
 
+@pytest.fixture(autouse=True)
+def stand_in_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The program reads a manifest of stand-in zips for python3.12 x86_64, never infra/build/layers."""
+    return use_manifest(monkeypatch, write_stand_in_manifest(tmp_path / "layers"))
+
+
 def aws_plan(tmp_path: Path, changes: dict[str, object]) -> Plan:
     """`ernie check` of the committed aws stack file with serving turned on and some values changed."""
     config = yaml.safe_load((REPO / "Pulumi.aws.yaml").read_text())["config"]
@@ -170,7 +168,7 @@ def aws_plan(tmp_path: Path, changes: dict[str, object]) -> Plan:
 
 
 def test_stack_with_serving_exports_the_url(tmp_path: Path) -> None:
-    """The whole program: real layers for python3.12 (cached by requirements hash), the service, the inventory."""
+    """The whole program: the manifest's layers for python3.12, the service, the inventory."""
     result = aws_plan(tmp_path, {"ernie:servingMemoryMb": 2048})
     (api,) = [r for r in result.resources if r.type == "aws:apigatewayv2/api:Api"]
     assert result.inventory["serving_url"] == api.outputs["apiEndpoint"]

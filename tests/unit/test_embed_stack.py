@@ -1,8 +1,9 @@
 """The embedding function in the aws stack, under Pulumi mocks: its layers, memory and endpoint as configured.
 
 The whole program runs through `ernie check`'s plan with the committed Pulumi.aws.yaml, serving and
-`ernie:servingEmbed` turned on: the embed layers are really built for python3.12 (cached by their inputs),
-then declared beside the tabular function.
+`ernie:servingEmbed` turned on: the embed layers come from a manifest of stand-in zips for python3.12
+(testing/lambda_stand_ins.py), as the program reads the last `ernie layers build`'s, declared beside the
+tabular function.
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ import yaml
 
 from ernie.check import Plan, plan
 from ernie.errors import ErnieError
+from testing.lambda_stand_ins import use_manifest, write_stand_in_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 FUNCTION = "aws:lambda/function:Function"
 LAYER = "aws:lambda/layerVersion:LayerVersion"
+
+
+@pytest.fixture(autouse=True)
+def stand_in_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return use_manifest(monkeypatch, write_stand_in_manifest(tmp_path / "layers"))
 
 
 def aws_plan(tmp_path: Path, changes: dict[str, object]) -> Plan:
@@ -42,7 +49,7 @@ def test_embedding_function_has_its_layers_and_memory(tmp_path: Path) -> None:
     assert [layer_versions[name].inputs["layerName"] for name in order] == \
         ["ernie-aws-embed_onnxruntime", "ernie-aws-embed_tokenizers", "ernie-aws-embed_embed_model"]
     assert all(layer_versions[name].inputs["compatibleArchitectures"] == ["x86_64"] for name in order)
-    assert "onnxruntime 1.32.0" in layer_versions["embedding-onnxruntime"].inputs["description"]
+    assert layer_versions["embedding-onnxruntime"].inputs["description"] == "onnxruntime 1.0 ernie-ttl=180"
     apis = {r.name: r for r in result.resources if r.type == "aws:apigatewayv2/api:Api"}
     assert result.inventory["embed_url"] == apis["embedding-api"].outputs["apiEndpoint"]
     assert result.inventory["serving_url"] == apis["serving-api"].outputs["apiEndpoint"]

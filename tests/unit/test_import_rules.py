@@ -3,7 +3,9 @@ what is below it, so the Pulumi program and the policy pack never pull in the dr
 
     catalog/     pure data and contracts: none of infra, ernie, policy, workloads, tests, testing, nor pulumi
     policy/      catalog only (plus the standard library and third-party packages)
-    infra/       no ernie, policy, tests, testing
+    infra/       no ernie, policy, tests, testing; of lambda_layers/ only its reading side (the manifest and what it
+                 returns), never build, tree or harness: the program reads what `ernie layers build` made
+    lambda_layers/  neither infra nor ernie (nor policy, tests, testing, pulumi): catalog only
     workloads/   none of ernie, infra, catalog, policy, tests, testing
     benchmarks/  no tests (shared test equipment lives in testing/)
     ernie/       infra and pulumi only in check.py, mocks.py and pulumi_cli.py (the Pulumi seam), and the named
@@ -19,15 +21,17 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PARTS = ("catalog", "policy", "infra", "ernie", "workloads", "benchmarks")
+PARTS = ("catalog", "policy", "infra", "lambda_layers", "ernie", "workloads", "benchmarks")
 TESTS_MODULES = frozenset(p.stem for p in (REPO / "tests").rglob("*.py"))
 """tests/ is no package: its modules import by bare name once their folder is on sys.path, so those names count."""
 
 FORBIDDEN: dict[str, frozenset[str]] = {
-    "catalog": frozenset({"infra", "ernie", "policy", "workloads", "tests", "testing", "pulumi"}),
-    "policy": frozenset({"infra", "ernie", "workloads", "benchmarks", "tests", "testing"}),
-    "infra": frozenset({"ernie", "policy", "tests", "testing"}),
-    "workloads": frozenset({"ernie", "infra", "catalog", "policy", "tests", "testing"}),
+    "catalog": frozenset({"infra", "ernie", "policy", "workloads", "tests", "testing", "pulumi", "lambda_layers"}),
+    "policy": frozenset({"infra", "ernie", "workloads", "benchmarks", "tests", "testing", "lambda_layers"}),
+    "infra": frozenset({"ernie", "policy", "tests", "testing", "lambda_layers.build", "lambda_layers.tree",
+                        "lambda_layers.harness"}),
+    "lambda_layers": frozenset({"infra", "ernie", "policy", "workloads", "tests", "testing", "pulumi"}),
+    "workloads": frozenset({"ernie", "infra", "catalog", "policy", "tests", "testing", "lambda_layers"}),
     "benchmarks": frozenset({"tests"}),
     "ernie": frozenset({"infra", "pulumi", "tests", "testing"}),
 }
@@ -38,9 +42,6 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # The pack reads the running stack's ceiling with the program's own config parser, so the guardrail and
     # `pulumi up` cannot read ernie:maxUsdPerHour differently; infra.config imports pulumi and catalog only.
     ("policy/pack.py", "infra.config"): "the stack's config parser",
-    # `ernie serve` builds and shows the Lambda layers with the layer builder, which still lives in
-    # infra/layers.py until it becomes its own tool (issue 18, lambda_layers/).
-    ("ernie/serve.py", "infra.layers"): "the layer builder",
 }
 
 
@@ -71,7 +72,8 @@ def _forbidden(rel: str, part: str, name: str, beside: frozenset[str]) -> bool:
         return False
     if top in TESTS_MODULES and top not in beside and "tests" in FORBIDDEN[part]:
         return True  # a bare tests/ module, reached by putting tests/ on sys.path
-    return top in FORBIDDEN[part]
+    # A rule may name a part's module (lambda_layers.build): it covers the module and what is imported from it.
+    return top in FORBIDDEN[part] or any(name == m or name.startswith(m + ".") for m in FORBIDDEN[part] if "." in m)
 
 
 def violations() -> tuple[list[str], set[tuple[str, str]]]:
@@ -108,7 +110,7 @@ def test_the_check_sees_a_broken_rule(tmp_path: Path) -> None:
                        "import pulumi_aws\nfrom infra import layers\nimport sshhosts\n")
     got = imports(planted)
     assert (4, "ernie.errors.ErnieError") in got and (5, "pulumi_aws") in got and (6, "infra.layers") in got
-    assert _excepted("ernie/serve.py", "infra.layers.Target") and not _excepted("ernie/serve.py", "infra.config")
+    assert _excepted("policy/pack.py", "infra.config.parse") and not _excepted("policy/pack.py", "infra.naming")
     assert _forbidden("catalog/x.py", "catalog", "ernie.errors.ErnieError", frozenset())
     assert _forbidden("catalog/x.py", "catalog", "pulumi_aws", frozenset())
     assert _forbidden("ernie/run.py", "ernie", "infra.layers", frozenset())
@@ -117,6 +119,13 @@ def test_the_check_sees_a_broken_rule(tmp_path: Path) -> None:
     assert _forbidden("benchmarks/x.py", "benchmarks", "conftest", frozenset())  # a tests/ module by bare name
     assert not _forbidden("benchmarks/x.py", "benchmarks", "machine", frozenset({"machine"}))
     assert not _forbidden("policy/rules.py", "policy", "catalog.pricing", frozenset())
+    assert _forbidden("lambda_layers/x.py", "lambda_layers", "infra.config", frozenset())
+    assert _forbidden("lambda_layers/x.py", "lambda_layers", "ernie.errors.ErnieError", frozenset())
+    assert not _forbidden("lambda_layers/x.py", "lambda_layers", "catalog.errors.ErnieError", frozenset())
+    assert _forbidden("infra/x.py", "infra", "lambda_layers.build.build_function", frozenset())
+    assert _forbidden("infra/x.py", "infra", "lambda_layers.harness", frozenset())
+    assert not _forbidden("infra/x.py", "infra", "lambda_layers.manifest", frozenset())
+    assert not _forbidden("infra/x.py", "infra", "lambda_layers.built.BuiltFunction", frozenset())
 
 
 EQUIPMENT_FIXTURES = frozenset({"ssh_hosts", "container_hosts"})

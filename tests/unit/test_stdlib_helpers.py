@@ -12,7 +12,7 @@ from pathlib import Path
 from ernie.remote.collect import sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
-PARTS = ("ernie", "infra", "catalog", "workloads", "benchmarks", "policy", "testing")
+PARTS = ("ernie", "infra", "catalog", "workloads", "benchmarks", "policy", "testing", "lambda_layers")
 
 
 def _is_sha256(call: ast.AST) -> bool:
@@ -85,13 +85,13 @@ def _install(root: Path, dir_name: str, name: str, files: dict[str, str], requir
 def test_layer_builder_reads_dist_info_as_importlib_metadata_does(tmp_path):
     """Names are PEP 503 (packaging.utils.canonicalize_name) and RECORD is CSV: a path holding a comma is quoted,
     and the distribution's removal deletes that very file (a split on the first comma missed it)."""
-    from infra import layers
+    from lambda_layers import tree
 
     _install(tmp_path, "Zope_Odd-1.0", "Zope_Odd", {"zope_odd/__init__.py": "", "zope_odd/a,b.txt": "data"})
     _install(tmp_path, "keeper-1.0", "Keeper", {"keeper.py": "x = 1\n"}, requires=("zope.odd>=1",))
-    found = {d.name: d for d in layers.read_distributions(tmp_path)}
+    found = {d.name: d for d in tree.read_distributions(tmp_path)}
     assert set(found) == {"zope-odd", "keeper"} and found["keeper"].requires == ("zope.odd>=1",)
     assert found["zope-odd"].bytes == (tmp_path / "zope_odd/a,b.txt").stat().st_size + sum(
         p.stat().st_size for p in (tmp_path / "Zope_Odd-1.0.dist-info").iterdir())
-    assert layers.remove_distributions(tmp_path, {"zope-odd"}) == ["zope-odd"]
+    assert tree.remove_distributions(tmp_path, {"zope-odd"}) == ["zope-odd"]
     assert not (tmp_path / "zope_odd").exists() and (tmp_path / "keeper.py").is_file()
