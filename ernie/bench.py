@@ -19,7 +19,9 @@ from rich.console import Console
 from ernie.errors import ErnieError
 from ernie.inventory import Inventory, parse_inventory
 from ernie.pulumi_cli import PulumiCli
-from ernie.run import TIMELINE, RunOptions, RunRecord, Timeline, collect_run, new_run_id, run_workload, stop_run
+from ernie.control import stop_run
+from ernie.run import RunOptions, collect_run, run_workload
+from ernie.rundir import TIMELINE, RunRecord, Timeline, new_run_id
 from ernie.terminal import remote
 from ernie.workload import find_workload, resolve
 

@@ -71,7 +71,7 @@ def demo(
     raise typer.Exit(run_demo(results, out, SafeConsole(), wide=wide))
 
 
-# --- remote runs (ernie/run.py, ernie/bench.py): run, status, logs, collect, stop, bench ---
+# --- remote runs (ernie/run.py, ernie/control.py, ernie/bench.py): run, status, logs, collect, stop, bench ---
 _STACK = typer.Option(None, "-s", "--stack", help="Hosts from this Pulumi stack's inventory output.")
 _INVENTORY = typer.Option(None, "--inventory", help="Hosts from an inventory file (docs/inventory.md's shape).")
 _LOCAL = typer.Option(False, "--local", help="This machine as the only host.")
@@ -115,7 +115,8 @@ def run(
 def status(run_id: str = _RUN_ID, stack: str = _STACK, inventory: Path = _INVENTORY, local: bool = _LOCAL,
            results: Path = _RESULTS, wait_ssh: float = _WAIT_LATER) -> None:
     """Each worker of a run: running, exited (with its code) or unreachable."""
-    from ernie.run import load_run, options, status_run
+    from ernie.control import load_run, status_run
+    from ernie.run import options
 
     status_run(*load_run(run_id, stack, inventory, local, results), options(results, wait_ssh), out_console)
 
@@ -125,7 +126,8 @@ def logs(run_id: str = _RUN_ID, worker: int = typer.Option(0, "--worker", help="
          follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the worker ends."),
          stack: str = _STACK, inventory: Path = _INVENTORY, local: bool = _LOCAL, results: Path = _RESULTS) -> None:
     """Print a worker's stdout from its host."""
-    from ernie.run import load_run, logs_run, options
+    from ernie.control import load_run, logs_run
+    from ernie.run import options
 
     record, inv = load_run(run_id, stack, inventory, local, results)
     logs_run(record, inv, options(results), worker, follow,
@@ -136,7 +138,8 @@ def logs(run_id: str = _RUN_ID, worker: int = typer.Option(0, "--worker", help="
 def collect(run_id: str = _RUN_ID, stack: str = _STACK, inventory: Path = _INVENTORY, local: bool = _LOCAL,
             results: Path = _RESULTS, wait_ssh: float = _WAIT_LATER) -> None:
     """Collect a run's output from every worker again (only what is missing or changed) and rewrite its manifest."""
-    from ernie.run import collect_run, load_run, options
+    from ernie.control import load_run
+    from ernie.run import collect_run, options
 
     record, inv = load_run(run_id, stack, inventory, local, results)
     raise typer.Exit(collect_run(record, inv, options(results, wait_ssh), out_console))
@@ -146,7 +149,8 @@ def collect(run_id: str = _RUN_ID, stack: str = _STACK, inventory: Path = _INVEN
 def stop(run_id: str = _RUN_ID, stack: str = _STACK, inventory: Path = _INVENTORY, local: bool = _LOCAL,
          results: Path = _RESULTS, wait_ssh: float = _WAIT_LATER) -> None:
     """End a run's process group on every worker."""
-    from ernie.run import load_run, options, stop_run
+    from ernie.control import load_run, stop_run
+    from ernie.run import options
 
     stop_run(*load_run(run_id, stack, inventory, local, results), options(results, wait_ssh), out_console)
 

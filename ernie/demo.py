@@ -27,8 +27,8 @@ from ernie.report import report_runs
 from ernie.report.console import print_summary
 from ernie.report.tables import short_id
 from ernie.results import read_run, summarize
-from ernie.results.rundir import is_run_dir
-from ernie.run import RunOptions, inventory_source, new_run_id, run_workload
+from ernie.run import RunOptions, run_workload
+from ernie.rundir import inventory_source, is_run_dir, new_run_id
 from ernie.workload import find_workload, resolve
 
 

@@ -23,19 +23,11 @@ from rich.console import Console
 from ernie.errors import ErnieError
 from ernie.inventory import Inventory
 from ernie.pulumi_cli import PulumiCli
-from ernie.remote.connect import Session, fan_out
+from ernie.remote.connect import Session, closing_sessions, fan_out
 from ernie.remote.layout import Layout
 from ernie.remote.runners import Probe, probe
-from ernie.run import (
-    TIMELINE,
-    RunOptions,
-    RunRecord,
-    Timeline,
-    connect_all,
-    execute,
-    recorded_inventory,
-    stop_workers,
-)
+from ernie.run import RunOptions, connect_all, execute, stop_workers
+from ernie.rundir import RUN_FILE, TIMELINE, RunRecord, Timeline, recorded_inventory
 
 CHECKPOINTS = "checkpoints"
 """Where a workload keeps what `--resume` continues from, under $ERNIE_OUTPUT_DIR (docs/workloads.md)."""
@@ -80,7 +72,7 @@ def lost_since(steps: list[dict[str, Any]], checkpoint: Checkpoint | None) -> fl
 def _prepare(record: RunRecord, inventory: Inventory, opts: RunOptions, console: Console) -> Checkpoint | None:
     """Check the run can be resumed, stop what is left of it, and find its newest checkpoint."""
     sessions, unreachable = connect_all(record, inventory, opts, opts.timeouts.wait_ssh)
-    try:
+    with closing_sessions(sessions):
         if unreachable:
             hosts = "; ".join(f"{name}: {why}" for name, why in sorted(unreachable.items()))
             raise ErnieError(f"run {record.run_id}: every worker must be back to resume it, and these are not: "
@@ -105,9 +97,6 @@ def _prepare(record: RunRecord, inventory: Inventory, opts: RunOptions, console:
             stop_workers(record, inventory, running, console)
         found = fan_out(lambda s: newest_checkpoint(s, record.layout(s.host.name)), sessions.values(),
                         timeout=opts.timeouts.command, name=lambda s: s.host.name)
-    finally:
-        for s in sessions.values():
-            s.close()
     failed = {name: o.error for name, o in found.items() if not o.ok}
     if failed:
         raise ErnieError(f"run {record.run_id}: could not look for checkpoints on {failed}")
@@ -150,7 +139,7 @@ def resume_command(run_id: str, workload: str | None, sets: list[str], stack: st
         raise ErnieError(f"--resume {run_id} restarts a recorded run with its own workload: drop {workload!r}")
     if sets:
         raise ErnieError(f"--set {sets[0]}: a resumed run keeps the parameters its checkpoints were made with "
-                         f"({opts.results_root / run_id / 'run.json'}); start a new run to change them")
+                         f"({opts.results_root / run_id / RUN_FILE}); start a new run to change them")
     record = RunRecord.load(opts.results_root, run_id)
     source = record.inventory_source
     if stack or (not inventory_file and not local and source["kind"] == "stack"):

@@ -18,7 +18,8 @@ from types import FrameType
 
 from ernie.errors import ErnieError
 from ernie.remote.connect import Timeouts
-from ernie.run import TIMELINE, RunOptions, Timeline, run_workload
+from ernie.run import RunOptions, run_workload
+from ernie.rundir import TIMELINE, Timeline
 from ernie.terminal import SafeConsole, remote
 
 

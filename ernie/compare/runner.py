@@ -31,7 +31,8 @@ from ernie.compare.plan import Cell, ComparePlan
 from ernie.errors import ErnieError
 from ernie.pulumi_cli import PulumiCli
 from ernie.results import read_run, summarize
-from ernie.run import TIMELINE, RunOptions, new_run_id
+from ernie.run import RunOptions
+from ernie.rundir import TIMELINE, new_run_id
 from ernie.terminal import remote
 
 COMPARE_DIR = "compare"

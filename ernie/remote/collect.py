@@ -30,8 +30,9 @@ from pathlib import Path
 from ernie.names import UnsafeName, path_under
 from ernie.remote.connect import RemoteError, Session
 from ernie.remote.layout import Layout
+from ernie.rundir import EXIT_CODE, STDERR_LOG, STDOUT_LOG
 
-RUNNER_FILES = ("stdout.log", "stderr.log", "exit_code")  # always collected, whatever the globs say
+RUNNER_FILES = (STDOUT_LOG, STDERR_LOG, EXIT_CODE)  # always collected, whatever the globs say
 # Between the sizes and the digests: an entry of its own that starts with `/`, which neither a size entry
 # ("SIZE NAME") nor a name find prints with %P can be, so no file name can be taken for it.
 _SEPARATOR = "/ernie-digests"

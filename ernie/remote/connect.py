@@ -11,7 +11,8 @@ import shlex
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -192,6 +193,23 @@ class Session:
     def close(self) -> None:
         if self.is_ssh:
             self.c.close()
+
+
+@contextmanager
+def closing_sessions(sessions: dict[str, Session]) -> Iterator[dict[str, Session]]:
+    """Close every session `sessions` holds on leaving: the dict as it is then, so a session a caller swapped in
+    (a reconnect) is closed too, and one that was swapped out is the caller's to close."""
+    try:
+        yield sessions
+    finally:
+        close_all(sessions.values())
+
+
+def close_all(sessions: Iterable[Session]) -> None:
+    """Close each session; one that fails to close does not leave the others open (its error is raised last)."""
+    with ExitStack() as stack:
+        for s in sessions:
+            stack.callback(s.close)
 
 
 class Connector:

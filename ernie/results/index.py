@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ernie.errors import ErnieError
 from ernie.results.figures import RunSummary, summarize
-from ernie.results.rundir import is_run_dir, read_run
+from ernie.results.rundir import read_run
+from ernie.rundir import is_run_dir
 
 DB_NAME = "ernie.db"
 #: Bump when RunSummary or a derivation changes: every run is then read again from its files.

@@ -1,4 +1,7 @@
-"""Read one collected run directory (docs/workloads.md, "What ernie writes") into plain facts.
+"""Read one collected run directory (docs/workloads.md, "What ernie writes") into plain facts, for reports.
+
+The directory's names and layout are `ernie.rundir`'s; this reader differs from the driver's in what it does
+with a file it cannot read: the driver refuses it, a report records it and goes on.
 
 Nothing here derives a figure: it reads `manifest.json`, `timeline.json`, worker 0's `result.json` and the
 `:::MLLOG` lines, and records every file it expected but could not read, so a report can say what is missing
@@ -16,13 +19,8 @@ from typing import Any
 # The line parser of the latest training ruleset; the line format is the same in every round.
 from mlperf_logging.compliance_checker.mlp_parser.ruleset_610 import TOKEN, string_to_logline
 
-from ernie.names import HOST_NAME, UnsafeName, path_under
-
-MANIFEST = "manifest.json"
-TIMELINE = "timeline.json"
-RESULT = "result.json"
-MLPERF_LOG = "mlperf.log"
-STDOUT_LOG = "stdout.log"
+from ernie.names import UnsafeName, path_under
+from ernie.rundir import COMPLETE, FAILED, MANIFEST, MISSING, MLPERF_LOG, RESULT, STDOUT_LOG, TIMELINE, host_dir
 
 
 @dataclass(frozen=True)
@@ -65,11 +63,6 @@ class RunFiles:
         return self.manifest.get("inventory") or {}
 
 
-def is_run_dir(path: Path) -> bool:
-    """A directory ernie wrote for a run: it holds a manifest or a timeline."""
-    return path.is_dir() and ((path / MANIFEST).is_file() or (path / TIMELINE).is_file())
-
-
 def read_run(path: Path) -> RunFiles:
     """Read the run directory `path`; never raises for a missing or unreadable file, records it instead."""
     run = RunFiles(run_id=path.name, path=path)
@@ -101,14 +94,12 @@ def _workers(run: RunFiles) -> list[Worker]:
                 run.problems.append(f"manifest.json: host {name!r} has no integer 'worker'; it is not read")
                 continue
             try:
-                if not HOST_NAME.fullmatch(name):
-                    raise UnsafeName("not a plain host name")
-                directory = path_under(run.path, name)
+                directory = host_dir(run.path, name)
             except UnsafeName as exc:
                 run.problems.append(f"manifest.json: host {name!r} is not a directory of the run ({exc}); "
                                     "it is not read")
                 continue
-            workers.append(Worker(name=name, worker=h["worker"], state=str(h.get("state", "missing")),
+            workers.append(Worker(name=name, worker=h["worker"], state=str(h.get("state", MISSING)),
                                   exit_code=h.get("exit_code"), directory=directory, reason=h.get("reason")))
         return sorted(workers, key=lambda w: w.worker)
     found = sorted(p for p in run.path.iterdir() if p.is_dir() and not p.is_symlink())
@@ -116,18 +107,18 @@ def _workers(run: RunFiles) -> list[Worker]:
         return []
     # Without a manifest nobody verified these files: the run cannot count as complete, but its logs still read.
     run.problems.append(f"manifest.json names no hosts; read {len(found)} host director(ies) as found")
-    return [Worker(p.name, i, "missing", None, p) for i, p in enumerate(found)]
+    return [Worker(p.name, i, MISSING, None, p) for i, p in enumerate(found)]
 
 
 def _check_worker(run: RunFiles, w: Worker) -> None:
     """Record a worker that failed, could not be collected, or lost a file the manifest lists."""
     where = f"worker {w.worker} ({w.name})"
     why = f": {w.reason}" if w.reason else ""
-    if w.state == "missing":
-        run.problems.append(f"{where} was not collected (state 'missing'){why}")
-    elif w.state == "failed":
+    if w.state == MISSING:
+        run.problems.append(f"{where} was not collected (state '{MISSING}'){why}")
+    elif w.state == FAILED:
         run.problems.append(f"{where} failed with exit code {w.exit_code}{why}")
-    elif w.state != "complete":
+    elif w.state != COMPLETE:
         run.problems.append(f"{where} has unknown state {w.state!r}")
     host = (run.manifest.get("hosts") or {}).get(w.name) or {}
     for rel in host.get("files") or {}:

@@ -24,7 +24,8 @@ from ernie.remote.connect import Connector, Timeouts
 from ernie.remote.layout import Layout
 from ernie.remote.runners import Probe
 from ernie.results.rundir import read_run
-from ernie.run import RunOptions, RunRecord, _still_verified, collect_run
+from ernie.run import RunOptions, collect_run
+from ernie.rundir import RunRecord, still_verified
 
 LAYOUT = Layout(base="/home/ernie/ernie", workload="w", run_id="r")
 
@@ -199,7 +200,7 @@ def test_names_read_back_from_a_manifest_are_checked_like_a_hosts(tmp_path: Path
              "../../../outside/victim.txt": {"size": 20, "sha256": sha256_file(outside)},
              str(outside): {"size": 20, "sha256": sha256_file(outside)},
              "link.txt": {"size": 20, "sha256": sha256_file(outside)}}
-    assert _still_verified(dest, files) == {"ok.txt": files["ok.txt"]}
+    assert still_verified(dest, files) == {"ok.txt": files["ok.txt"]}
 
     run_dir = dest.parent
     (run_dir / "manifest.json").write_text(json.dumps({"hosts": {

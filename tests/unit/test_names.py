@@ -11,7 +11,7 @@ import pytest
 from ernie.errors import ErnieError
 from ernie.inventory import parse_inventory
 from ernie.remote.layout import Layout
-from ernie.run import RunRecord
+from ernie.rundir import RunRecord
 from ernie.workload import load_workload, resolve
 
 PEM = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-material\n-----END OPENSSH PRIVATE KEY-----\n"

@@ -124,7 +124,7 @@ def test_a_user_error_quoting_a_host_prints_as_text(monkeypatch: pytest.MonkeyPa
 
 def test_ernie_logs_prints_a_workers_stdout_as_text(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """`ernie logs` hands each chunk of the remote stdout to the CLI's writer."""
-    import ernie.run
+    import ernie.control
     from typer.testing import CliRunner
 
     def fake_load_run(*_):
@@ -134,8 +134,8 @@ def test_ernie_logs_prints_a_workers_stdout_as_text(monkeypatch: pytest.MonkeyPa
         write(HOSTILE[:20])  # an escape cut between two reads is removed too
         write(HOSTILE[20:] + "\n")
 
-    monkeypatch.setattr(ernie.run, "load_run", fake_load_run)
-    monkeypatch.setattr(ernie.run, "logs_run", fake_logs_run)
+    monkeypatch.setattr(ernie.control, "load_run", fake_load_run)
+    monkeypatch.setattr(ernie.control, "logs_run", fake_logs_run)
     result = CliRunner().invoke(cli.app, ["logs", "r1", "--local", "--results", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert_safe(result.output)  # the CLI's own console writes to stdout, which the runner captures
