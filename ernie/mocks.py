@@ -104,11 +104,16 @@ def _tpu_endpoints(name: str, accelerator_type: str) -> list[dict]:
 def _outputs_for(typ: str, name: str, inputs: dict) -> tuple[str, dict]:
     """The id and the provider-computed outputs a real create would return."""
     h = _digest(typ, name)
-    a, b = _octets(typ, name)
-    region = _region(inputs)
+    for answer in (_gcp_outputs, _ec2_outputs, _aws_service_outputs):
+        found = answer(typ, name, inputs, h)
+        if found is not None:
+            return found
+    return f"{name}-{h[:7]}", {}
+
+
+def _gcp_outputs(typ: str, name: str, inputs: dict, h: str) -> tuple[str, dict] | None:
     project = inputs.get("project") or "ernie-mock-project"
     match typ:
-        # Google Cloud
         case "gcp:tpu/v2Vm:V2Vm":
             node = inputs.get("name") or f"{name}-{h[:7]}"
             zone = inputs.get("zone") or "us-central2-b"
@@ -133,7 +138,13 @@ def _outputs_for(typ: str, name: str, inputs: dict) -> tuple[str, dict]:
         case "gcp:projects/iAMCustomRole:IAMCustomRole":
             role = f"projects/{project}/roles/{inputs['roleId']}"
             return role, {"name": role}
-        # AWS
+    return None
+
+
+def _ec2_outputs(typ: str, name: str, inputs: dict, h: str) -> tuple[str, dict] | None:
+    a, b = _octets(typ, name)
+    region = _region(inputs)
+    match typ:
         case "aws:ec2/instance:Instance":
             rid = f"i-{h}"
             return rid, {"arn": f"arn:aws:ec2:{region}:{ACCOUNT_ID}:instance/{rid}",
@@ -152,6 +163,20 @@ def _outputs_for(typ: str, name: str, inputs: dict) -> tuple[str, dict]:
             key_name = inputs.get("keyName") or f"{name}-{h[:7]}"
             return key_name, {"keyName": key_name, "keyPairId": f"key-{h}",
                               "arn": f"arn:aws:ec2:{region}:{ACCOUNT_ID}:key-pair/{key_name}"}
+    if typ.startswith("aws:ec2/") or typ.startswith("aws:vpc/"):
+        prefix = {"vpc": "vpc", "subnet": "subnet", "internetGateway": "igw", "routeTable": "rtb",
+                  "routeTableAssociation": "rtbassoc", "securityGroup": "sg",
+                  "securityGroupIngressRule": "sgr", "securityGroupEgressRule": "sgr"}
+        kind = typ.split("/", 1)[1].split(":", 1)[0]
+        rid = f"{prefix.get(kind, kind.lower())}-{h}"
+        return rid, {"arn": f"arn:aws:ec2:{region}:{ACCOUNT_ID}:{kind.lower()}/{rid}", "ownerId": ACCOUNT_ID}
+    return None
+
+
+def _aws_service_outputs(typ: str, name: str, inputs: dict, h: str) -> tuple[str, dict] | None:
+    """S3, IAM, logs, Lambda, API Gateway (and the tls key the stacks generate); any other aws: type generically."""
+    region = _region(inputs)
+    match typ:
         case "aws:s3/bucket:Bucket":
             bucket = inputs.get("bucket") or f"{name}-{h[:7]}"
             return bucket, {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}",
@@ -184,16 +209,9 @@ def _outputs_for(typ: str, name: str, inputs: dict) -> tuple[str, dict]:
             private, public = _ssh_key()
             return f"tls-{h}", {"privateKeyOpenssh": private, "privateKeyPem": private,
                                 "publicKeyOpenssh": public, "publicKeyFingerprintSha256": f"SHA256:{h}"}
-    if typ.startswith("aws:ec2/") or typ.startswith("aws:vpc/"):
-        prefix = {"vpc": "vpc", "subnet": "subnet", "internetGateway": "igw", "routeTable": "rtb",
-                  "routeTableAssociation": "rtbassoc", "securityGroup": "sg",
-                  "securityGroupIngressRule": "sgr", "securityGroupEgressRule": "sgr"}
-        kind = typ.split("/", 1)[1].split(":", 1)[0]
-        rid = f"{prefix.get(kind, kind.lower())}-{h}"
-        return rid, {"arn": f"arn:aws:ec2:{region}:{ACCOUNT_ID}:{kind.lower()}/{rid}", "ownerId": ACCOUNT_ID}
     if typ.startswith("aws:"):
         return f"{name}-{h[:7]}", {"arn": f"arn:aws:{typ.split(':')[1].split('/')[0]}:{region}:{ACCOUNT_ID}:{name}"}
-    return f"{name}-{h[:7]}", {}
+    return None
 
 
 def _get_ami(args: dict) -> dict:

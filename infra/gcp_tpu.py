@@ -84,10 +84,26 @@ class TpuSlice(pulumi.ComponentResource):
     def __init__(self, name: str, args: TpuSliceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ernie:gcp:TpuSlice", name, {}, opts)
         _check_offered(args)
-        child = pulumi.ResourceOptions(parent=self)
-        labels = dict(args.labels)
         tag = gcp_name(args.node_name)
+        network, subnet = self._network(name, args, tag)
+        account, account_email, bucket, grants = self._workload_access(name, args)
+        teardown_email, teardown_grant = self._teardown_access(name, args)
+        node = self._node(name, args, tag, network, subnet, account_email, grants)
+        teardown = self._teardown_job(name, args, node, teardown_email, teardown_grant)
 
+        self.hosts = node.network_endpoints.apply(
+            lambda endpoints: tpu_hosts(args.node_name, args.accelerator_type, args.chips, endpoints))
+        self.bucket_uri = bucket.url
+        self.service_account_email = account.email
+        self.teardown_schedule = teardown.schedule
+        self.register_outputs({"hosts": self.hosts, "bucket_uri": self.bucket_uri,
+                               "service_account_email": self.service_account_email,
+                               "teardown_schedule": self.teardown_schedule})
+
+    def _network(self, name: str, args: TpuSliceArgs,
+                 tag: str) -> tuple[gcp.compute.Network, gcp.compute.Subnetwork]:
+        """The slice's own VPC: SSH from the allowed ranges, and traffic between its workers, nothing else."""
+        child = pulumi.ResourceOptions(parent=self)
         network = gcp.compute.Network(f"{name}-net", project=args.project, auto_create_subnetworks=False,
                                       description=f"ernie TPU slice {args.node_name}", opts=child)
         subnet = gcp.compute.Subnetwork(f"{name}-subnet", project=args.project, region=args.region,
@@ -103,7 +119,12 @@ class TpuSlice(pulumi.ComponentResource):
                              allows=[{"protocol": "tcp"}, {"protocol": "udp"}, {"protocol": "icmp"}],
                              source_tags=[tag], target_tags=[tag],
                              description="traffic between the slice's workers", opts=child)
+        return network, subnet
 
+    def _workload_access(self, name: str, args: TpuSliceArgs) -> tuple[
+            gcp.serviceaccount.Account, pulumi.Output[str], gcp.storage.Bucket, list[pulumi.Resource]]:
+        """The account the workers run as (settled), the run's bucket, and the grants the workload needs."""
+        child = pulumi.ResourceOptions(parent=self)
         account = gcp.serviceaccount.Account(f"{name}-sa", project=args.project,
                                              account_id=_account_id(args.node_name),
                                              display_name=f"ernie TPU slice {args.node_name}", opts=child)
@@ -115,7 +136,7 @@ class TpuSlice(pulumi.ComponentResource):
             uniform_bucket_level_access=True, public_access_prevention="enforced", force_destroy=True,
             # Results are collected to the user's machine; what stays behind expires.
             lifecycle_rules=[{"action": {"type": "Delete"}, "condition": {"age": 30}}],
-            labels=labels, opts=child)
+            labels=dict(args.labels), opts=child)
         grants = [
             gcp.storage.BucketIAMMember(f"{name}-bucket-writer", bucket=bucket.name, role=TPU_BUCKET_ROLE,
                                         member=account_member, opts=child),
@@ -123,11 +144,17 @@ class TpuSlice(pulumi.ComponentResource):
                                      project=args.project, role=role, member=account_member, opts=child)
               for role in TPU_PROJECT_ROLES),
         ]
+        return account, account_email, bucket, grants
 
-        # The TTL teardown runs outside the slice (catalog/teardown.py): tpu.nodes.delete reaches every node of the
-        # project (no IAM condition can name one TPU node), so the slice's own account, whose token every
-        # workload on it can read, never holds it. A teardown account does; only this slice's teardown workflow
-        # runs as it (tpu.nodes.delete and .get, to wait for the 404).
+    def _teardown_access(self, name: str, args: TpuSliceArgs) -> tuple[pulumi.Output[str], gcp.projects.IAMMember]:
+        """The teardown account (settled) and its grant of the custom role that may delete this slice's node.
+
+        The TTL teardown runs outside the slice (catalog/teardown.py): tpu.nodes.delete reaches every node of the
+        project (no IAM condition can name one TPU node), so the slice's own account, whose token every
+        workload on it can read, never holds it. A teardown account does; only this slice's teardown workflow
+        runs as it (tpu.nodes.delete and .get, to wait for the 404).
+        """
+        child = pulumi.ResourceOptions(parent=self)
         teardown_account = gcp.serviceaccount.Account(
             f"{name}-teardown-sa", project=args.project, account_id=_account_id(args.node_name, "td"),
             display_name=f"ernie TPU teardown {args.node_name}",
@@ -144,8 +171,13 @@ class TpuSlice(pulumi.ComponentResource):
         teardown_grant = gcp.projects.IAMMember(f"{name}-teardown", project=args.project, role=teardown_role.name,
                                                 member=teardown_email.apply(lambda e: f"serviceAccount:{e}"),
                                                 opts=child)
+        return teardown_email, teardown_grant
 
-        node = gcp.tpu.V2Vm(
+    def _node(self, name: str, args: TpuSliceArgs, tag: str, network: gcp.compute.Network,
+              subnet: gcp.compute.Subnetwork, account_email: pulumi.Output[str],
+              grants: list[pulumi.Resource]) -> gcp.tpu.V2Vm:
+        """The TPU VM node, one resource however many workers it spans, running as the workload account."""
+        return gcp.tpu.V2Vm(
             f"{name}-tpu", name=args.node_name, project=args.project, zone=args.zone,
             accelerator_type=args.accelerator_type, runtime_version=args.runtime_version,
             scheduling_config={"spot": True} if args.spot else None,
@@ -156,14 +188,20 @@ class TpuSlice(pulumi.ComponentResource):
                     lambda key: f"{args.ssh_user}:{key.strip()}"),
                 "enable-oslogin": "FALSE",
             },
-            labels=labels, tags=[tag],
+            labels=dict(args.labels), tags=[tag],
             # The workload may write results and logs as soon as it starts.
             opts=pulumi.ResourceOptions(parent=self, depends_on=grants))
 
-        # The scheduler job only starts the teardown workflow, which runs as the teardown account and retries
-        # with backoff until the node is gone (catalog/teardown.py). The job signs in as a caller account that may
-        # only start workflows: the provider has no per-workflow IAM member, so roles/workflows.invoker is granted
-        # on the project, to an account nothing else uses.
+    def _teardown_job(self, name: str, args: TpuSliceArgs, node: gcp.tpu.V2Vm, teardown_email: pulumi.Output[str],
+                      teardown_grant: gcp.projects.IAMMember) -> gcp.cloudscheduler.Job:
+        """The scheduler job that starts the teardown workflow at the TTL.
+
+        The job only starts the workflow, which runs as the teardown account and retries with backoff until
+        the node is gone (catalog/teardown.py). The job signs in as a caller account that may only start
+        workflows: the provider has no per-workflow IAM member, so roles/workflows.invoker is granted on the
+        project, to an account nothing else uses.
+        """
+        child = pulumi.ResourceOptions(parent=self)
         workflow = gcp.workflows.Workflow(
             f"{name}-teardown-wf", project=args.project, region=scheduler_region(args.region),
             name=args.node_name, description=f"ernie: delete TPU node {args.node_name} until gone",
@@ -180,7 +218,7 @@ class TpuSlice(pulumi.ComponentResource):
         invoker = gcp.projects.IAMMember(f"{name}-teardown-invoker", project=args.project,
                                          role=TEARDOWN_INVOKER_ROLE,
                                          member=caller_email.apply(lambda e: f"serviceAccount:{e}"), opts=child)
-        teardown = gcp.cloudscheduler.Job(
+        return gcp.cloudscheduler.Job(
             f"{name}-ttl", project=args.project, region=scheduler_region(args.region), name=f"{args.node_name}-ttl",
             description=f"ernie: delete TPU node {args.node_name} at ernie:ttlMinutes ({args.ttl_minutes})",
             # Counted from when the node exists, which only its outputs mark; each `pulumi up` re-arms it.
@@ -193,15 +231,6 @@ class TpuSlice(pulumi.ComponentResource):
                 lambda wf: workflow_executions_url(args.project, scheduler_region(args.region), wf)), "http_method": "POST",
                          "oauth_token": {"service_account_email": caller_email, "scope": TEARDOWN_SCOPE}},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[invoker], delete_before_replace=True))
-
-        self.hosts = node.network_endpoints.apply(
-            lambda endpoints: tpu_hosts(args.node_name, args.accelerator_type, args.chips, endpoints))
-        self.bucket_uri = bucket.url
-        self.service_account_email = account.email
-        self.teardown_schedule = teardown.schedule
-        self.register_outputs({"hosts": self.hosts, "bucket_uri": self.bucket_uri,
-                               "service_account_email": self.service_account_email,
-                               "teardown_schedule": self.teardown_schedule})
 
 
 def _check_offered(args: TpuSliceArgs) -> None:

@@ -289,17 +289,31 @@ class _Relay:
     def run(self, deltas: dict[str, Delta]) -> dict[str, Outcome[PushResult]]:
         """Every host's outcome (`deltas`: what each lacks, by `prepare`): the seed's stream, then hops from
         whichever workers have the bundle, a new seed when none is left."""
-        results: dict[str, Outcome[PushResult]] = {}
         order = sorted(deltas, key=lambda n: self.sessions[n].host.worker)
+        results = self._unchanged(order, deltas)
+        if not self.deltas:
+            return results
+        self._install_all(results)
+        targets = [n for n in order if n not in results]
+        sources = self._seed(targets, results)
+        if targets:
+            _Hops(self, targets, sources, results).run()
+        return results
+
+    def _unchanged(self, order: list[str], deltas: dict[str, Delta]) -> dict[str, Outcome[PushResult]]:
+        """The outcomes of the hosts that lack nothing (no hop, no key); the others' deltas are kept to send."""
+        results: dict[str, Outcome[PushResult]] = {}
         for name in order:
-            if not deltas[name].changed:  # nothing to send: no hop, no key
+            if not deltas[name].changed:
                 results[name] = Outcome(value=PushResult(host=name, files_sent=0, content_bytes=0,
                                                          bytes_sent=deltas[name].bytes_sent,
                                                          files_deleted=deltas[name].deleted))
             else:
                 self.deltas[name] = deltas[name]
-        if not self.deltas:
-            return results
+        return results
+
+    def _install_all(self, results: dict[str, Outcome[PushResult]]) -> None:
+        """The relay key on every host that lacks something; one where that fails gets its outcome now."""
         # Each worker's host key as this run's connections recorded it: the hops verify whom they reach.
         for name in self.deltas:
             transport = self.sessions[name].c.transport
@@ -310,10 +324,12 @@ class _Relay:
         for name, o in installed.items():
             if not o.ok:
                 results[name] = Outcome(error=RemoteError(f"{name}: preparing the relay failed: {o.error}"))
-        targets = [n for n in order if n not in results]
+
+    def _seed(self, targets: list[str], results: dict[str, Outcome[PushResult]]) -> dict[str, int]:
+        """Push the first of `targets` that takes it from here, streaming on to those that lack what it lacks;
+        those leave `targets`. A seed that fails is named, and the next worker is tried. The workers that have
+        the bundle now, as relay sources (each with no hop yet)."""
         sources: dict[str, int] = {}  # source -> hops it serves now
-        # The seed: the first worker that takes the push from here; those that lack what it lacks get the
-        # stream as it passes. A seed that fails is named, and the next worker is tried.
         while targets and not sources:
             seed, streamed = targets.pop(0), []
             try:
@@ -338,66 +354,7 @@ class _Relay:
                     files_deleted=d.deleted, via=seed, relayed_bytes=sum(self.bundle.files[n].size for n in d.changed)))
                 sources[t] = 0
                 targets.remove(t)
-        pending = deque(targets)
-        if not pending:
-            return results
-        failures: dict[str, int] = {t: 0 for t in targets}
-        from_here: set[str] = set()  # targets no worker could serve: this machine is the last source they try
-        cond = threading.Condition()
-        active = 0
-
-        def hop(source: str | None, target: str) -> None:
-            nonlocal active
-            result, error, hop_failed, source_lost = None, None, False, False
-            try:
-                result = self._hop(source, target) if source else push(
-                    self.sessions[target], self.bundle, self.dests[target], self.deltas.pop(target, None))
-            except _HopFailed as exc:
-                error, hop_failed = exc.__cause__, True
-                source_lost = not self._answers(source)
-            except Exception as exc:  # noqa: BLE001 - the target's own failure: named like a direct push's
-                error = exc
-            with cond:
-                active -= 1
-                if source in sources:
-                    sources[source] -= 1
-                if result is not None:
-                    results[target] = Outcome(value=result)
-                    sources[target] = 0  # it has the bundle now: it serves others
-                elif source_lost:
-                    sources.pop(source, None)
-                    self.notes.append(f"{source} stopped answering as a relay source ({error}); "
-                                      "its targets get the bundle from another")
-                    pending.appendleft(target)
-                elif hop_failed and failures[target] + 1 < MAX_ATTEMPTS:
-                    failures[target] += 1
-                    pending.append(target)
-                elif hop_failed:
-                    self.notes.append(f"{target}: {MAX_ATTEMPTS} hops failed (last from {source}: {error}); "
-                                      "it is pushed directly")
-                    from_here.add(target)
-                    pending.append(target)
-                else:
-                    via = f" (last from {source})" if source else ""
-                    results[target] = Outcome(error=RemoteError(f"{target}: could not get the bundle{via}: {error}")
-                                              if source else error)
-                cond.notify_all()
-
-        with cond:
-            while pending or active:
-                free = [n for n, busy in sources.items() if busy < FANOUT]
-                if pending and (free or pending[0] in from_here or (not sources and not active)):
-                    target = pending.popleft()
-                    source = min(free, key=lambda n: sources[n]) if free and target not in from_here else None
-                    if source is None and target not in from_here:
-                        self.notes.append(f"no relay source left: {target} is pushed directly as the new seed")
-                    elif source is not None:
-                        sources[source] += 1
-                    active += 1
-                    threading.Thread(target=hop, args=(source, target), daemon=True).start()
-                    continue
-                cond.wait()
-        return results
+        return sources
 
     def clean_up(self) -> None:
         """The relay key and its authorized_keys entry off every worker that answers; the others are noted."""
@@ -413,6 +370,81 @@ class _Relay:
             if not o.ok:
                 self.notes.append(f"{name}: the relay key could not be removed ({o.error}); it is accepted nowhere "
                                   f"after {self.expires:%Y-%m-%d %H:%M} UTC")
+
+
+class _Hops:
+    """The hops after the seed: each target from the least busy source (at most FANOUT hops each), a target
+    whose hop failed retried from another, a source that stopped answering dropped; a target no worker could
+    serve is pushed from here, as is every target once no source is left."""
+
+    def __init__(self, relay: _Relay, targets: list[str], sources: dict[str, int],
+                 results: dict[str, Outcome[PushResult]]) -> None:
+        self.relay, self.sources, self.results = relay, sources, results
+        self.pending = deque(targets)
+        self.failures: dict[str, int] = {t: 0 for t in targets}
+        self.from_here: set[str] = set()  # targets no worker could serve: this machine is the last source they try
+        self.cond = threading.Condition()
+        self.active = 0
+
+    def run(self) -> None:
+        with self.cond:
+            while self.pending or self.active:
+                free = [n for n, busy in self.sources.items() if busy < FANOUT]
+                pending = self.pending
+                if pending and (free or pending[0] in self.from_here or (not self.sources and not self.active)):
+                    target = pending.popleft()
+                    source = (min(free, key=lambda n: self.sources[n])
+                              if free and target not in self.from_here else None)
+                    if source is None and target not in self.from_here:
+                        self.relay.notes.append(f"no relay source left: {target} is pushed directly as the new seed")
+                    elif source is not None:
+                        self.sources[source] += 1
+                    self.active += 1
+                    threading.Thread(target=self._hop, args=(source, target), daemon=True).start()
+                    continue
+                self.cond.wait()
+
+    def _hop(self, source: str | None, target: str) -> None:
+        relay = self.relay
+        result, error, hop_failed, source_lost = None, None, False, False
+        try:
+            result = relay._hop(source, target) if source else push(
+                relay.sessions[target], relay.bundle, relay.dests[target], relay.deltas.pop(target, None))
+        except _HopFailed as exc:
+            error, hop_failed = exc.__cause__, True
+            source_lost = not relay._answers(source)
+        except Exception as exc:  # noqa: BLE001 - the target's own failure: named like a direct push's
+            error = exc
+        with self.cond:
+            self.active -= 1
+            if source in self.sources:
+                self.sources[source] -= 1
+            self._settle(source, target, result, error, hop_failed, source_lost)
+            self.cond.notify_all()
+
+    def _settle(self, source: str | None, target: str, result: PushResult | None, error: BaseException | None,
+                hop_failed: bool, source_lost: bool) -> None:
+        """A hop's end (under the lock): the target's outcome, or where it goes next."""
+        notes = self.relay.notes
+        if result is not None:
+            self.results[target] = Outcome(value=result)
+            self.sources[target] = 0  # it has the bundle now: it serves others
+        elif source_lost:
+            self.sources.pop(source, None)
+            notes.append(f"{source} stopped answering as a relay source ({error}); "
+                         "its targets get the bundle from another")
+            self.pending.appendleft(target)
+        elif hop_failed and self.failures[target] + 1 < MAX_ATTEMPTS:
+            self.failures[target] += 1
+            self.pending.append(target)
+        elif hop_failed:
+            notes.append(f"{target}: {MAX_ATTEMPTS} hops failed (last from {source}: {error}); it is pushed directly")
+            self.from_here.add(target)
+            self.pending.append(target)
+        else:
+            via = f" (last from {source})" if source else ""
+            self.results[target] = Outcome(error=RemoteError(f"{target}: could not get the bundle{via}: {error}")
+                                           if source else error)
 
 
 # After `SENDER | ssh ...`: the hop succeeded when ssh (the target's tar) did and the sender either ended well
