@@ -21,13 +21,11 @@ batch is recorded on its own (step_times.tsv), as tf_pretrain.py does.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import re
-import shlex
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -39,27 +37,24 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from mlperf_logging.mllog import constants as mlc
 
 import checkpoint_tf1
+import common
 import data
 import flops
 import formats
 import jax_data
 import jax_placement
 import keras_optim
-import recipe
 import results
 from cluster import cpu_name
 from keras_model import build_pretrainer, masked_lm_counts, precision_policy, pretraining_loss
 from mlperf import MLPerfLogger
-from presets import get_preset
-from recipe_args import conformance, recipe_fingerprint
+from presets import Preset
+from recipe_args import recipe_fingerprint
 
 WORKLOAD = "bert-jax"
-CHECKPOINTS = "checkpoints"
-KEEP_CHECKPOINTS = 2
-TIMINGS = "step_times.tsv"
+PROG = "train_tf.py --backend jax"
 _TWO_CORES_A_CHIP = ("TPU v2", "TPU v3")  # JAX's devices are TensorCores there, chips elsewhere
 
 
@@ -67,7 +62,7 @@ class TrainingError(SystemExit):
     """A run that cannot go on: the message names what and what to do."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(f"train_tf.py --backend jax: error: {message}")
+        super().__init__(f"{PROG}: error: {message}")
 
 
 # Everything a step reads and writes, as arrays (Keras's variables stay untouched after the build):
@@ -111,11 +106,11 @@ def resolve_policy(requested: str, placement: jax_placement.Placement) -> str:
 
 
 def checkpoint_path(out: Path, step: int) -> Path:
-    return out / CHECKPOINTS / f"step-{step:08d}.npz"
+    return out / common.CHECKPOINTS / f"step-{step:08d}.npz"
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    found = sorted((out / CHECKPOINTS).glob("step-*.npz"))
+    found = sorted((out / common.CHECKPOINTS).glob("step-*.npz"))
     return found[-1] if found else None
 
 
@@ -133,7 +128,7 @@ def save_checkpoint(out: Path, step: int, state: State, fingerprint: dict) -> Pa
     with tmp.open("wb") as f:  # np.savez on a file object keeps the name as given
         np.savez(f, step=np.int64(step), fingerprint=np.array(json.dumps(fingerprint, sort_keys=True)), **arrays)
     tmp.replace(path)
-    for old in sorted(path.parent.glob("step-*.npz"))[:-KEEP_CHECKPOINTS]:
+    for old in sorted(path.parent.glob("step-*.npz"))[:-common.KEEP_CHECKPOINTS]:
         old.unlink()
     return path
 
@@ -186,8 +181,20 @@ def resume_state(args: argparse.Namespace, placement: jax_placement.Placement, s
 # ---------------------------------------------------------------------------------------------- the run
 
 
-def run(args: argparse.Namespace, placement: jax_placement.Placement) -> None:
-    """Train as `args` says over every device of every worker; the chief writes the logs and results."""
+@dataclass(frozen=True)
+class Mesh:
+    """Every device of every worker on one axis, "batch": a global batch is split along it, the state replicated."""
+
+    devices: list
+    replicated: NamedSharding
+    split: NamedSharding
+
+    def replicate(self, value) -> jax.Array:
+        value = np.asarray(value)
+        return jax.make_array_from_callback(value.shape, self.replicated, lambda index: value[index])
+
+
+def make_mesh(args: argparse.Namespace) -> Mesh:
     devices = jax.devices()
     if args.global_batch % len(devices):
         raise TrainingError(
@@ -195,15 +202,26 @@ def run(args: argparse.Namespace, placement: jax_placement.Placement) -> None:
             f"({jax.process_count()} worker(s) x {jax.local_device_count()}): each device takes an equal share"
         )
     mesh = jax.make_mesh((len(devices),), ("batch",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
-    replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
+    return Mesh(devices=devices, replicated=NamedSharding(mesh, P()), split=NamedSharding(mesh, P("batch")))
 
-    def replicate(value) -> jax.Array:
-        value = np.asarray(value)
-        return jax.make_array_from_callback(value.shape, replicated, lambda index: value[index])
 
-    preset = get_preset(args.preset)
-    if args.dropout is not None:
-        preset = dataclasses.replace(preset, dropout=args.dropout)
+@dataclass
+class Model:
+    """The Keras model and optimizer (built once, then used statelessly), and the facts the logs report."""
+
+    preset: Preset
+    policy: str  # the Keras dtype policy
+    name: str  # the device's, as flops.peak_flops_for reads it
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    schedule: keras_optim.WarmupLinearDecay  # the optimizer's, for the log
+    params: int
+
+
+def build_model(args: argparse.Namespace, placement: jax_placement.Placement, mesh: Mesh) -> tuple[Model, State]:
+    """The model with the same initial weights and dropout seeds on every worker (--init-checkpoint's
+    weights when given), its optimizer, and their state replicated over the mesh."""
+    preset = common.recipe_preset(args)
     policy = resolve_policy(args.precision, placement)
     keras.mixed_precision.set_global_policy(policy)
     name = device_name(placement)
@@ -215,69 +233,53 @@ def run(args: argparse.Namespace, placement: jax_placement.Placement) -> None:
         epsilon=args.eps, start_warmup_step=args.start_warmup_step, power=args.poly_power,
     )
     schedule = keras_optim.WarmupLinearDecay(args.lr, args.warmup_steps, args.max_steps, args.start_warmup_step,
-                                             args.poly_power)  # the optimizer's, for the log
-    if args.init_checkpoint is not None:  # the reference's phase-1 weights (a resumed run replaces them below)
+                                             args.poly_power)
+    if args.init_checkpoint is not None:  # the reference's phase-1 weights (a resumed run replaces them later)
         try:
             checkpoint_tf1.load_keras(model, args.init_checkpoint, preset)
         except checkpoint_tf1.CheckpointError as exc:
             raise TrainingError(f"--init-checkpoint: {exc}") from None
     params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     state: State = {
-        "trainable": [replicate(v.value) for v in model.trainable_variables],
-        "non_trainable": [replicate(v.value) for v in model.non_trainable_variables],
-        "optimizer": [replicate(v.value) for v in optimizer.variables],
+        "trainable": [mesh.replicate(v.value) for v in model.trainable_variables],
+        "non_trainable": [mesh.replicate(v.value) for v in model.non_trainable_variables],
+        "optimizer": [mesh.replicate(v.value) for v in optimizer.variables],
     }
-    start_step, resume_from, state = resume_state(args, placement, state, replicate)
-    mllog = MLPerfLogger(args.out, rank=jax.process_index(), append=resume_from is not None)
+    return Model(preset=preset, policy=policy, name=name, model=model, optimizer=optimizer, schedule=schedule,
+                 params=params), state
 
-    # The eval set's size and the run's conformance come from the shards' headers: no example is read before
-    # run_start (the rules' clock starts before the data is touched).
-    try:
-        eval_source = formats.open_source(args.eval_data or args.data_dir, "auto" if args.eval_data else args.data_format,
-                                          split="eval", seq_len=args.seq_len, max_predictions=args.max_predictions)
-        eval_count = min(args.eval_samples, eval_source.examples)
-    except data.DataError as exc:
-        raise TrainingError(f"--eval-data: {exc}") from None
-    standing = conformance(args, eval_count)
-    last_step = args.max_steps
-    if args.max_samples_termination is not None:
-        last_step = min(last_step, -(-args.max_samples_termination // args.global_batch))
-    if resume_from is None:
-        mllog.open_run(args, platform=f"{len(devices)}x{name}", eval_size=eval_count, accumulation=1,
-                       division=standing.division)
-    else:
-        mllog.event(mlc.INIT_CHECKPOINT_STEP, start_step)
-    run_start = time.time()
 
+def open_train(args: argparse.Namespace, split: NamedSharding):
+    """(make_batch, size for the log): global batch `step` of the training data, split over the mesh; ernie's
+    own format in memory, the reference's shards streamed."""
     if args.data_format == "ernie":
-        train_arrays = data.load_split(args.data_dir, "train")
-        train_size = str(len(train_arrays["input_ids"]))
-        make_batch = jax_data.in_memory(
-            train_arrays, jax_data.Order(len(train_arrays["input_ids"]), args.global_batch, args.seed), split)
-    else:
-        train_source = formats.open_source(args.data_dir, args.data_format, seq_len=args.seq_len)
-        train_size = "streamed"
-        make_batch = jax_data.Streamed(train_source, args.global_batch, args.seed, split).batch
-    try:
-        eval_arrays = formats.read_examples(eval_source, limit=eval_count)
-        formats.check_vocab(eval_arrays, vocab_size=preset.vocab_size, cls_id=data.CLS_ID,
-                            where=str(args.eval_data or args.data_dir))
-    except data.DataError as exc:
-        raise TrainingError(f"--eval-data: {exc}") from None
-    eval_arrays = data.pad_to_batches(eval_arrays, args.global_batch)
-    if placement.is_chief:
-        print(
-            f"bert-jax: preset {preset.name} ({params / 1e6:.1f}M params), {len(devices)} device(s) on "
-            f"{jax.process_count()} host(s) ({jax.local_device_count()} each), {name}, {policy}\n"
-            f"  global batch {args.global_batch} = {len(devices)} x {args.global_batch // len(devices)}; seq "
-            f"{args.seq_len}, {args.max_predictions} predictions\n"
-            f"  {args.optimizer} lr {args.lr} warm-up {args.warmup_steps}, steps {start_step}..{last_step}, "
-            f"{train_size} train ({args.data_format}) / {eval_count} eval examples; jax {jax.__version__}, "
-            f"keras {keras.__version__}, keras-hub {keras_hub.__version__}\n  MLPerf {standing.division} division"
-            + "".join(f"\n    open: {why}" for why in standing.differences)
-            + (f"\n  resuming from {resume_from}" if resume_from else ""),
-            flush=True,
-        )
+        arrays = data.load_split(args.data_dir, "train")
+        size = len(arrays["input_ids"])
+        return jax_data.in_memory(arrays, jax_data.Order(size, args.global_batch, args.seed), split), str(size)
+    source = formats.open_source(args.data_dir, args.data_format, seq_len=args.seq_len)
+    return jax_data.Streamed(source, args.global_batch, args.seed, split).batch, "streamed"
+
+
+def config_block(args: argparse.Namespace, m: Model, mesh: Mesh, start_step: int, last_step: int, train_size: str,
+                 eval_set: common.EvalSet, resume_from: Path | None) -> str:
+    """The resolved configuration, printed once by worker 0 before the first step."""
+    devices = len(mesh.devices)
+    return (
+        f"bert-jax: preset {m.preset.name} ({m.params / 1e6:.1f}M params), {devices} device(s) on "
+        f"{jax.process_count()} host(s) ({jax.local_device_count()} each), {m.name}, {m.policy}\n"
+        f"  global batch {args.global_batch} = {devices} x {args.global_batch // devices}; seq "
+        f"{args.seq_len}, {args.max_predictions} predictions\n"
+        f"  {args.optimizer} lr {args.lr} warm-up {args.warmup_steps}, steps {start_step}..{last_step}, "
+        f"{train_size} train ({args.data_format}) / {eval_set.count} eval examples; jax {jax.__version__}, "
+        f"keras {keras.__version__}, keras-hub {keras_hub.__version__}"
+        + common.standing_lines(eval_set.standing, resume_from)
+    )
+
+
+def compile_steps(args: argparse.Namespace, m: Model, mesh: Mesh, state: State, eval_arrays: dict[str, np.ndarray]):
+    """(step_fn, evaluate): the whole optimizer step as one jit program, state -> (state, losses), the state
+    donated; the masked-LM accuracy of a state over the eval examples."""
+    model, optimizer = m.model, m.optimizer
 
     def forward(trainable, non_trainable, batch, training: bool):
         return model.stateless_call(trainable, non_trainable, {k: batch[k] for k in jax_data.FEATURES},
@@ -289,8 +291,6 @@ def run(args: argparse.Namespace, placement: jax_placement.Placement) -> None:
                                   jnp.float32(batch["input_ids"].shape[0]))
         return losses["loss"], (losses, non_trainable)
 
-    state_shardings = {group: [replicated] * len(values) for group, values in state.items()}
-
     def train_step(state: State, batch):
         grads, (losses, non_trainable) = jax.grad(loss_fn, has_aux=True)(state["trainable"], state["non_trainable"], batch)
         if args.clip_grad_norm > 0:  # as tf.clip_by_global_norm
@@ -300,121 +300,105 @@ def run(args: argparse.Namespace, placement: jax_placement.Placement) -> None:
         trainable, optimizer_state = optimizer.stateless_apply(state["optimizer"], grads, state["trainable"])
         return {"trainable": trainable, "non_trainable": non_trainable, "optimizer": optimizer_state}, losses
 
-    step_fn = jax.jit(train_step, in_shardings=(state_shardings, split), out_shardings=(state_shardings, replicated),
-                      donate_argnums=(0,))
+    state_shardings = {group: [mesh.replicated] * len(values) for group, values in state.items()}
+    step_fn = jax.jit(train_step, in_shardings=(state_shardings, mesh.split),
+                      out_shardings=(state_shardings, mesh.replicated), donate_argnums=(0,))
 
     @jax.jit
     def eval_counts(trainable, non_trainable, batch):
         outputs, _ = forward(trainable, non_trainable, batch, training=False)
         return masked_lm_counts(outputs, batch)
 
-    def evaluate() -> float:
+    def evaluate(state: State) -> float:
         counts = np.zeros(2)
-        for batch in jax_data.eval_batches(eval_arrays, args.global_batch, split):
+        for batch in jax_data.eval_batches(eval_arrays, args.global_batch, mesh.split):
             counts += [float(host_copy(c)) for c in eval_counts(state["trainable"], state["non_trainable"], batch)]
         return float(counts[0] / counts[1])
 
-    feeder = jax_data.Feeder(make_batch, start_step, last_step)
+    return step_fn, evaluate
 
-    # ---- the training loop
-    step_times: list[float] = []
-    input_waits: list[float] = []
-    accuracy: float | None = None
-    time_to_target: float | None = None
-    step = start_step
+
+def train(args: argparse.Namespace, m: Model, timeline: common.Timeline, feeder: jax_data.Feeder, state: State,
+          step_fn, evaluate, *, is_chief: bool, initial_eval: bool) -> None:
+    """The training loop, to the last step or the target accuracy; `initial_eval`: evaluate the starting
+    checkpoint first (--init-checkpoint). Worker 0 writes the checkpoints."""
+    if initial_eval:  # the checkpoint's own accuracy
+        timeline.evaluate(0, lambda: evaluate(state))
+    timeline.begin_block()
+    while timeline.running:
+        t0 = time.perf_counter()
+        batch = feeder.next()
+        t1 = time.perf_counter()
+        state, losses = step_fn(state, batch)
+        loss = float(host_copy(losses["loss"]))  # the host waits here for every device to finish the step
+        timeline.record(t0, t1)
+        timeline.check_loss(loss, PROG)
+        step = timeline.step
+        if timeline.log_due():
+            timeline.tracked_stats(
+                loss=round(loss, 6),
+                mlm_loss=round(float(host_copy(losses["mlm_loss"])), 6),
+                nsp_loss=round(float(host_copy(losses["nsp_loss"])), 6),
+                lr=float(m.schedule(step)),  # the next step's, as the other trainers log it
+            )
+        reached = timeline.end_of_step(lambda: evaluate(state))
+        if is_chief and (reached or step % args.checkpoint_every == 0 or step == timeline.last_step):
+            save_checkpoint(args.out, step, state, recipe_fingerprint(args))
+        if reached:
+            break
+
+
+def write_outputs(args: argparse.Namespace, m: Model, placement: jax_placement.Placement, mesh: Mesh,
+                  timeline: common.Timeline, standing) -> None:
+    """Worker 0's result.json and step_times.tsv, and the run's summary line."""
+    result = common.write_result(
+        args, standing, timeline,
+        workload=WORKLOAD, framework="jax", framework_version=jax.__version__,
+        preset=m.preset, params=m.params, accelerator=placement.accelerator, device_name=m.name,
+        chips=chips(placement, m.name), hosts=jax.process_count(),
+        precision="bf16" if m.policy == "mixed_bfloat16" else "fp32",
+        settings=results.run_settings(
+            processes=jax.process_count(), intra_op_threads=xla_threads(), inter_op_threads=1,
+            micro_batch=args.global_batch // len(mesh.devices), compile_mode="xla", data_dir=args.data_dir),
+        peak_flops_per_device=flops.peak_flops_for(m.name) if placement.accelerator != "cpu" else None,
+        versions={"jax": jax.__version__, "jaxlib": jaxlib.__version__, "keras": keras.__version__,
+                  "keras_hub": keras_hub.__version__},
+    )
+    wait_share = common.write_timings(args.out, timeline)
+    print(common.summary("bert-jax", timeline, result, wait_share), flush=True)
+
+
+def run(args: argparse.Namespace, placement: jax_placement.Placement) -> None:
+    """Train as `args` says over every device of every worker; the chief writes the logs and results."""
+    mesh = make_mesh(args)
+    m, state = build_model(args, placement, mesh)
+    start_step, resume_from, state = resume_state(args, placement, state, mesh.replicate)
+    mllog = MLPerfLogger(args.out, rank=jax.process_index(), append=resume_from is not None)
+
+    # The eval set's size and the run's conformance come from the shards' headers: no example is read before
+    # run_start (the rules' clock starts before the data is touched).
+    eval_set = common.open_eval(args, PROG)
+    timeline = common.Timeline(mllog, args, start_step)
+    timeline.open(resumed=resume_from is not None, platform=f"{len(mesh.devices)}x{m.name}",
+                  eval_size=eval_set.count, accumulation=1, division=eval_set.standing.division)
+    make_batch, train_size = open_train(args, mesh.split)
+    eval_arrays = data.pad_to_batches(common.read_eval(args, eval_set, m.preset.vocab_size, PROG), args.global_batch)
+    if placement.is_chief:
+        print(config_block(args, m, mesh, start_step, timeline.last_step, train_size, eval_set, resume_from), flush=True)
+
+    step_fn, evaluate = compile_steps(args, m, mesh, state, eval_arrays)
+    feeder = jax_data.Feeder(make_batch, start_step, timeline.last_step)
     try:
-        if resume_from is None and args.init_checkpoint is not None:  # the checkpoint's own accuracy
-            mllog.start(mlc.EVAL_START, metadata={"epoch_num": 0})
-            mllog.event(mlc.EVAL_ACCURACY, evaluate(), metadata={"epoch_num": 0})
-            mllog.end(mlc.EVAL_STOP, metadata={"epoch_num": 0})
-        mllog.start(mlc.BLOCK_START, metadata={"samples_count": step * args.global_batch})
-        while step < last_step:
-            t0 = time.perf_counter()
-            batch = feeder.next()
-            t1 = time.perf_counter()
-            state, losses = step_fn(state, batch)
-            loss = float(host_copy(losses["loss"]))  # the host waits here for every device to finish the step
-            step += 1
-            step_times.append(time.perf_counter() - t0)
-            input_waits.append(t1 - t0)
-            if not np.isfinite(loss):
-                mllog.end(mlc.RUN_STOP, metadata={"status": mlc.ABORTED})
-                raise TrainingError(f"step {step}: the loss is {loss}; lower --lr or check the data")
-
-            if step % args.log_every == 0 or step == last_step:
-                recent = step_times[-args.log_every :]
-                mllog.tracked_stats(
-                    step,
-                    loss=round(loss, 6),
-                    mlm_loss=round(float(host_copy(losses["mlm_loss"])), 6),
-                    nsp_loss=round(float(host_copy(losses["nsp_loss"])), 6),
-                    lr=float(schedule(step)),  # the next step's, as the other trainers log it
-                    samples_per_s=round(len(recent) * args.global_batch / sum(recent), 2),
-                    input_wait=round(sum(input_waits[-args.log_every :]) / sum(recent), 4),
-                )
-            reached = False
-            if args.eval_every_samples:
-                due = recipe.eval_due((step - 1) * args.global_batch, step * args.global_batch, args.eval_every_samples)
-            else:
-                due = step % args.eval_every == 0
-            if due or step == last_step:
-                samples = step * args.global_batch
-                mllog.end(mlc.BLOCK_STOP, metadata={"samples_count": samples})
-                mllog.start(mlc.EVAL_START, metadata={"epoch_num": samples})
-                accuracy = evaluate()
-                mllog.event(mlc.EVAL_ACCURACY, accuracy, metadata={"epoch_num": samples})
-                mllog.end(mlc.EVAL_STOP, metadata={"epoch_num": samples})
-                reached = accuracy >= args.target_accuracy
-                if reached:
-                    time_to_target = time.time() - run_start
-                elif step < last_step:
-                    mllog.start(mlc.BLOCK_START, metadata={"samples_count": samples})
-            if placement.is_chief and (reached or step % args.checkpoint_every == 0 or step == last_step):
-                save_checkpoint(args.out, step, state, recipe_fingerprint(args))
-            if reached:
-                break
+        train(args, m, timeline, feeder, state, step_fn, evaluate, is_chief=placement.is_chief,
+              initial_eval=resume_from is None and args.init_checkpoint is not None)
     except jax.errors.JaxRuntimeError as exc:  # a collective or the coordination service lost a worker
         peer = jax_placement.peer_named(str(exc))
         who = f"worker {peer}" if peer is not None else "another worker"
-        raise TrainingError(f"step {step + 1}: {who} stopped answering ({str(exc).strip().splitlines()[0]}); "
+        raise TrainingError(f"step {timeline.step + 1}: {who} stopped answering ({str(exc).strip().splitlines()[0]}); "
                             "the run cannot go on without it: resume it (`ernie run --resume RUN_ID`)") from exc
     finally:
         feeder.close()
-
-    mllog.samples(train=step * args.global_batch)  # the samples to converge (or trained, if it did not)
-    mllog.end(mlc.RUN_STOP, metadata={"status": mlc.SUCCESS if time_to_target is not None else mlc.ABORTED})
+    timeline.stop()
     mllog.close()
-    train_time = time.time() - run_start
-    if not placement.is_chief:
-        return
-
-    warmup = min(args.timing_warmup, len(step_times) - 1)
-    throughput = results.summarize_steps(
-        step_times, warmup_steps=warmup, global_batch_size=args.global_batch, seq_len=args.seq_len
-    )
-    result = results.write_result(
-        args.out / "result.json",
-        workload=WORKLOAD, framework="jax", framework_version=jax.__version__,
-        preset=preset, params=params, accelerator=placement.accelerator, device_name=name,
-        chips=chips(placement, name), hosts=jax.process_count(),
-        global_batch_size=args.global_batch, seq_len=args.seq_len, max_predictions=args.max_predictions,
-        precision="bf16" if policy == "mixed_bfloat16" else "fp32", steps=step, throughput=throughput,
-        settings=results.run_settings(
-            processes=jax.process_count(), intra_op_threads=xla_threads(), inter_op_threads=1,
-            micro_batch=args.global_batch // len(devices), compile_mode="xla", data_dir=args.data_dir),
-        peak_flops_per_device=flops.peak_flops_for(name) if placement.accelerator != "cpu" else None,
-        eval_value=accuracy, eval_target=args.target_accuracy, time_to_target_s=time_to_target,
-        train_time_s=train_time,
-        versions={"jax": jax.__version__, "jaxlib": jaxlib.__version__, "keras": keras.__version__,
-                  "keras_hub": keras_hub.__version__},
-        command=shlex.join([Path(sys.executable).name, *sys.argv]),
-        mlperf={"division": standing.division, "differences": list(standing.differences), "ruleset": recipe.RULESET},
-    )
-    (args.out / TIMINGS).write_text("".join(f"{s:.6f}\t{w:.6f}\n" for s, w in zip(step_times, input_waits)))
-    wait_share = sum(input_waits[warmup:]) / sum(step_times[warmup:])
-    print(
-        f"bert-jax: {step} steps in {train_time:.1f}s, {result['samples_per_s']} samples/s "
-        f"(p50 {result['step_time_ms_p50']} ms/step), input wait {wait_share:.2%}, eval accuracy {accuracy:.4f}, "
-        f"mfu {result['mfu']}",
-        flush=True,
-    )
+    if placement.is_chief:
+        write_outputs(args, m, placement, mesh, timeline, eval_set.standing)
