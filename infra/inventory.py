@@ -1,15 +1,16 @@
 """The inventory: the one output every stack exports, and the contract with ernie's remote runs.
 
-Its shape is docs/inventory.md; ernie/inventory.py parses it (tests/unit/test_inventory_contract.py goes from this
-to that). Built by a pure function so the same shape comes from every stack, and tests can read it without Pulumi.
+Its shape is docs/inventory.md and its schema catalog/inventory.py, which this checks what it builds against and
+ernie/inventory.py parses with (tests/unit/test_inventory_contract.py goes from this to that). Built by a pure function so the same shape comes from every stack, and tests can read it without Pulumi.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from catalog.inventory import Runner
+from catalog.inventory import Inventory, Runner
 from catalog.pricing import Quote
+from catalog.schema import SchemaError, read
 
 
 def build_inventory(*, cloud: str, stack: str, runner: Runner, ssh_user: str, hosts: list[dict[str, Any]],
@@ -39,4 +40,8 @@ def build_inventory(*, cloud: str, stack: str, runner: Runner, ssh_user: str, ho
         inventory["serving_url"] = serving_url
     if embed_url is not None:
         inventory["embed_url"] = embed_url
+    try:  # the consumer's own schema: what it would refuse fails here, in the program, before any host waits
+        read(Inventory, inventory)
+    except SchemaError as exc:
+        raise ValueError(f"the program's inventory breaks its contract (docs/inventory.md): {exc}") from None
     return inventory

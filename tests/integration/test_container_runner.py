@@ -250,15 +250,15 @@ def test_python3_venv_is_installed_when_the_image_lacks_it(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("bootstrap", {"failed_file": "/var/lib/ernie/failed"}, "bootstrap.done_file: missing"),
+    ("bootstrap", {"failed_file": "/var/lib/ernie/failed"}, "bootstrap.done_file: required"),
     ("bootstrap", {"done_file": "ready; rm -rf ~"}, "not a plain absolute path"),
     ("bootstrap", {"done_file": "/r", "timeout_s": 0}, "bootstrap.timeout_s"),
-    ("registry_login", {"registry": "r.example:5000", "username": "AWS"}, "registry_login.password_command: missing"),
+    ("registry_login", {"registry": "r.example:5000", "username": "AWS"}, "registry_login.password_command: required"),
     ("registry_login", {"registry": "r.example/x y", "username": "u", "password_command": "c"}, "host[:port]"),
     ("container", {"devices": ["/dev/infiniband/uverbs0 --privileged"]}, "container.devices"),
     ("container", {"ulimits": ["memlock=-1 --privileged"]}, "NAME=SOFT[:HARD]"),
     ("container", {"env": {"FI PROVIDER": "efa"}}, "container.env.FI PROVIDER"),
-    ("container", {"volumes": ["/:/host"]}, "container.volumes: unknown field"),
+    ("container", {"volumes": ["/:/host"]}, "container.volumes: unknown key"),
 ])
 def test_inventory_refuses_bad_host_and_container_settings(field: str, value: dict, message: str) -> None:
     from ernie.errors import ErnieError

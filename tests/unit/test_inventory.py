@@ -116,3 +116,27 @@ def test_pulumi_failures_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(ErnieError, match="`pulumi destroy -s gcp` failed with exit status 255"):
         cli.destroy("gcp")
     assert os.path.exists(tmp_path / "calls")
+
+
+def test_one_schema_words_every_problem_and_the_producer_is_held_to_it() -> None:
+    """catalog/schema.py: the path as a user writes it, the closest known key, no coercion; and infra's producer
+    refuses what the consumer would (the same models, catalog/inventory.py)."""
+    from catalog.pricing import Quote
+    from infra.inventory import build_inventory
+
+    cases = [
+        ({"bootstrap": {"done_file": "/r", "tmeout_s": 3}},
+         "bootstrap.tmeout_s: unknown key; did you mean timeout_s? known: done_file, failed_file, log_file, timeout_s"),
+        ({"hosts": [{"name": "w0", "address": "a", "worker": "0"}]}, "hosts[0].worker: expected a whole number, got '0'"),
+        ({"price_per_hour_usd": True}, "price_per_hour_usd: expected a number, got True"),
+        ({"cloud": "azure"}, "cloud: 'azure' is not one of gcp, aws, local"),
+        ({"hosts": [{"name": "w0", "address": "", "worker": 0}]}, "hosts[0].address: required: the address ernie"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ErnieError) as err:
+            parse_inventory(good(**change), source="f")
+        assert str(err.value).startswith(f"f: {message}")
+    hosts = [{"name": "w0", "address": "a", "worker": 0}, {"name": "w1", "address": "b", "worker": 0}]
+    with pytest.raises(ValueError, match=r"breaks its contract .*hosts\[\]\.worker: expected each of 0\.\.1 exactly"):
+        build_inventory(cloud="gcp", stack="gcp", runner="tpu-vm", ssh_user="ernie", hosts=hosts, bucket="gs://b",
+                        price=Quote(1.0, "test"), ttl_minutes=60, ssh_private_key=PEM)

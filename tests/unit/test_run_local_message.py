@@ -40,6 +40,6 @@ def test_the_local_runner_does_not_claim_to_wait_for_ssh(tmp_path: Path) -> None
 
 
 def test_an_ssh_runner_still_says_what_it_waits_for(tmp_path: Path) -> None:
-    remote = dataclasses.replace(local_inventory(), cloud="aws", stack="s", runner="docker", image="img")
+    remote = local_inventory().model_copy(update={"cloud": "aws", "stack": "s", "runner": "docker", "image": "img"})
     printed, _ = _waited(remote, tmp_path)
     assert "waiting for SSH on 1 host(s) (at most" in printed

@@ -1,0 +1,127 @@
+"""Documents read against a pydantic model, with one error formatter: `field: problem`, naming what is accepted.
+
+Every document ernie reads from a user or a host (the inventory, a workload spec) is declared as a `Schema`
+and read by `read()`. Pydantic reports every problem; the first is turned into one line that names the
+field as a user writes it (`hosts[0].name`, `setup.requirements`), the value, and what would be accepted:
+the field's `description` for a missing one, the known keys (and the closest) for an unknown one.
+A validator that needs its own words raises `ValueError("...")`, or `Problem(field, "...")` to name
+another field of its model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import typing
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+M = TypeVar("M", bound="Schema")
+
+# What a user wrote wrong, by pydantic's error type: the kind of value the field takes.
+_KINDS = {
+    "string_type": "a string", "int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
+    "list_type": "a list", "tuple_type": "a list", "dict_type": "an object", "model_type": "an object",
+    "int_from_float": "a whole number",
+}
+
+
+class Schema(BaseModel):
+    """A document's shape: unknown keys refused, no coercion (`"4"` is not 4, `true` is not 1), immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Problem(ValueError):
+    """Raised by a model validator to name one of the model's fields (dotted, relative to the model)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field, self.problem = field, problem
+
+
+class SchemaError(Exception):
+    """The first problem of a document: `field` as a user writes it, and what is wrong with it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem = field, problem
+
+
+def read(model: type[M], data: Any, **context: Any) -> M:
+    """`data` (parsed JSON or TOML) as `model`; raises SchemaError. Validated as JSON is: a list is a tuple."""
+    try:
+        return model.model_validate_json(json.dumps(data), context=context or None)
+    except ValidationError as exc:
+        raise explain(exc, model) from None
+
+
+def explain(exc: ValidationError, model: type[BaseModel]) -> SchemaError:
+    """The first error of `exc` in a user's words."""
+    err = exc.errors(include_url=False)[0]
+    loc, kind, value = list(err["loc"]), err["type"], err.get("input")
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, Problem):
+        return SchemaError(_path([*loc, *cause.field.split(".")]), cause.problem)
+    if kind == "value_error":
+        return SchemaError(_path(loc), str(cause))
+    if kind == "missing":
+        field = _field(model, loc)
+        what = field.description if field is not None and field.description else "see the documentation"
+        return SchemaError(_path(loc), f"required: {what}")
+    if kind == "extra_forbidden":
+        known = list(_owner(model, loc[:-1]).model_fields)
+        near = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        return SchemaError(_path(loc), f"unknown key; {hint}known: {', '.join(known)}")
+    if kind == "literal_error":
+        field = _field(model, loc)
+        choices = [c for c in typing.get_args(field.annotation) if c is not None] if field else []
+        return SchemaError(_path(loc), f"{value!r} is not one of {', '.join(map(str, choices))}")
+    if kind in ("greater_than_equal", "greater_than"):
+        bound = err["ctx"].get("ge", err["ctx"].get("gt"))
+        sign = ">=" if kind == "greater_than_equal" else ">"
+        return SchemaError(_path(loc), f"expected {_kind_of(model, loc)} {sign} {bound}, got {value!r}")
+    if kind == "too_short":
+        return SchemaError(_path(loc), f"expected a non-empty list, got {value!r}")
+    if kind in _KINDS:
+        return SchemaError(_path(loc), f"expected {_KINDS[kind]}, got {value!r}")
+    return SchemaError(_path(loc), err["msg"])
+
+
+def _path(loc: list[Any]) -> str:
+    """('hosts', 0, 'name') -> hosts[0].name; a part written '[]' (a Problem's 'hosts[].worker') joins as is."""
+    out = ""
+    for part in loc:
+        part = f"[{part}]" if isinstance(part, int) else str(part)
+        out += part if not out or part.startswith("[") else f".{part}"
+    return out
+
+
+def _kind_of(model: type[BaseModel], loc: list[Any]) -> str:
+    field = _field(model, loc)
+    return "a whole number" if field is not None and int in _types(field.annotation) else "a number"
+
+
+def _types(annotation: Any) -> list[Any]:
+    args = typing.get_args(annotation)
+    return [t for a in args for t in _types(a)] if args else [annotation]
+
+
+def _owner(model: type[BaseModel], loc: list[Any]) -> type[BaseModel]:
+    """The model that holds the field at `loc` (its parent's path)."""
+    owner = model
+    for part in loc:
+        if isinstance(part, int) or part not in owner.model_fields:
+            continue
+        sub = [t for t in _types(owner.model_fields[part].annotation)
+               if isinstance(t, type) and issubclass(t, BaseModel)]
+        if sub:
+            owner = sub[0]
+    return owner
+
+
+def _field(model: type[BaseModel], loc: list[Any]):
+    fields = _owner(model, loc[:-1]).model_fields
+    return fields.get(loc[-1]) if loc and isinstance(loc[-1], str) else None
