@@ -16,9 +16,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -271,13 +273,30 @@ def device_of(accelerator: str) -> str:
     return instance.gpu if instance is not None else accelerator.split("-", 1)[0]
 
 
+_LOADING = threading.Lock()
+
+
 @cache
 def _bert(name: str) -> ModuleType:
-    """A module of workloads/bert (flops.py, presets.py). Workloads ship standalone and import their neighbours by
-    plain name, so their directory goes on the path (last: it shadows nothing) rather than being installed."""
-    if str(BERT_DIR) not in sys.path:
-        sys.path.append(str(BERT_DIR))
-    return __import__(name)
+    """A module of workloads/bert (flops.py, presets.py), loaded from its file under a private name. Workloads ship
+    standalone, not installed; their directory on sys.path would let any bare import in this process find its
+    data.py, results.py or common.py."""
+    neighbours = {"presets": _bert("presets")} if name == "flops" else {}  # flops.py: `from presets import Preset`
+    spec = importlib.util.spec_from_file_location(f"_ernie_workloads_bert_{name}", BERT_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    with _LOADING:
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        previous = {n: sys.modules.get(n) for n in neighbours}
+        sys.modules.update(neighbours)  # only while the module runs its imports
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            for n, before in previous.items():
+                if before is None:
+                    sys.modules.pop(n, None)
+                else:
+                    sys.modules[n] = before
+    return module
 
 
 @dataclass(frozen=True)
