@@ -75,14 +75,13 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def load(function: str, target: Target, path: Path = DEFAULT_MANIFEST,
-         specs: dict[str, FunctionSpec] | None = None) -> BuiltFunction:
+def load(function: str, target: Target, path: Path = DEFAULT_MANIFEST) -> BuiltFunction:
     """The built function the manifest records for `target`, checked (complete, within Lambda's budget).
 
     Raises ManifestError, naming the build command that fixes it, when the manifest is missing, has no entry
     for the function and target, is stale, or a zip it names is gone; LayerError when the set fails a check.
     """
-    specs = load_functions() if specs is None else specs
+    specs = load_functions()
     if function not in specs:
         raise ManifestError(f"no function {function!r} in {FUNCTIONS_FILE.name}; known: {', '.join(specs)}")
     spec, fix = specs[function], build_command(function, target)

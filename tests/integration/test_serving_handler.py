@@ -21,7 +21,7 @@ import jsonschema
 import pandas as pd
 import pytest
 
-from lambda_layers import harness
+from lambda_layers import harness, manifest
 from lambda_layers.build import build_function
 from lambda_layers.harness import Unpacked
 from lambda_layers.spec import SERVING_DIR, load_functions
@@ -272,6 +272,9 @@ def test_layers_build_prints_sizes_against_the_limit(ernie_cmd: list[str], tmp_p
     assert re.search(r"total [\d.]+ MiB unzipped of Lambda's 250\.0 MiB", result.stdout)
     zips = sorted(p.name for p in (tmp_path / "python3.12-x86_64-glibc2.34" / "tabular").iterdir())
     assert zips == ["1-numpy-scipy.zip", "2-pandas.zip", "3-scikit-learn.zip", "4-model.zip", "function.zip"]
+    # The manifest beside them names the same zips, as the Pulumi program reads them.
+    built = manifest.load("tabular", Target.lambda_runtime("3.12", "x86_64"), tmp_path / "manifest.json")
+    assert [layer.archive.path.name for layer in built.layers] == zips[:4] and built.code.path.name == "function.zip"
     bad = subprocess.run([*ernie_cmd, "layers", "build", "--arch", "amd64"], capture_output=True, text=True)
     assert bad.returncode == 2 and "'amd64' is not a Lambda architecture" in bad.stderr
     old = subprocess.run([*ernie_cmd, "layers", "build", "--python-version", "3.9", "--out", str(tmp_path / "old")],
