@@ -255,7 +255,8 @@ def tpu_hosts(node: str, accelerator_type: str, chips: int, endpoints: Sequence[
     hosts = []
     for worker, endpoint in enumerate(endpoints):
         external = [c.external_ip for c in (endpoint.access_configs or ()) if c.external_ip]
-        hosts.append({"name": f"{node}-w{worker}", "address": external[0] if external else endpoint.ip_address,
+        # `<node>-wN`, cut with a digest where a long node name leaves no room: the driver's host names are 63 at most.
+        hosts.append({"name": gcp_name(node, f"w{worker}"), "address": external[0] if external else endpoint.ip_address,
                       "private_address": endpoint.ip_address, "worker": worker,
                       "accelerator": accelerator_type, "chips": chips // len(endpoints)})
     return hosts

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from rich.console import Console
 
+from catalog.inventory import HOST_NAME
 from ernie.check import Plan, plan, render
 from ernie.errors import ErnieError
 from infra import naming
@@ -84,6 +85,8 @@ def test_tpu_names_are_valid_for_any_stack_name(tmp_path, stack: str) -> None:
     result = stack_plan(tmp_path, stack, "gcp")
     (node,) = of_type(result, "gcp:tpu/v2Vm:V2Vm")
     assert TPU_NODE.fullmatch(node.inputs["name"]) and len(node.inputs["name"]) <= 63
+    hosts = [h["name"] for h in result.inventory["hosts"]]  # they name directories under results/RUN_ID/
+    assert all(HOST_NAME.fullmatch(h) for h in hosts) and len(set(hosts)) == len(hosts), hosts
     for account in of_type(result, "gcp:serviceaccount/account:Account"):
         assert TPU_NODE.fullmatch(account.inputs["accountId"]) and 6 <= len(account.inputs["accountId"]) <= 30
     for firewall in of_type(result, "gcp:compute/firewall:Firewall"):
