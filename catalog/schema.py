@@ -52,9 +52,18 @@ class SchemaError(Exception):
 def read(model: type[M], data: Any, **context: Any) -> M:
     """`data` (parsed JSON or TOML) as `model`; raises SchemaError. Validated as JSON is: a list is a tuple."""
     try:
-        return model.model_validate_json(json.dumps(data), context=context or None)
+        text = json.dumps(data, default=_not_json)
+    except TypeError as exc:
+        raise SchemaError("document", str(exc)) from None
+    try:
+        return model.model_validate_json(text, context=context or None)
     except ValidationError as exc:
         raise explain(exc, model) from None
+
+
+def _not_json(value: Any) -> Any:
+    """What TOML has and JSON has not (dates and times) is refused by its value, not by a traceback."""
+    raise TypeError(f"{value!r} (a {type(value).__name__}) is not accepted; write it as a quoted string")
 
 
 def explain(exc: ValidationError, model: type[BaseModel]) -> SchemaError:

@@ -12,8 +12,11 @@ import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, Field, model_validator
+
+from catalog.schema import Problem, Schema, SchemaError, read
 from ernie.errors import ErnieError
 from ernie.names import WORKLOAD_NAME
 
@@ -23,10 +26,49 @@ SPEC_SUFFIX = ".workload.toml"
 DEFAULT_COLLECT = ("**/*",)
 # `{name}` is a placeholder; `${NAME}` is the shell's and is left alone.
 _PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SECTIONS: dict[str, set[str]] = {"setup": {"requirements"}, "collect": {"paths"}, "progress": {"total", "regex"}}
-_TOP_LEVEL = {"name", "command", "description", "params", *_SECTIONS}
 
 Param = str | int | float | bool
+
+
+_REQUIRED = "a non-empty string (see docs/workloads.md)"
+
+
+def _text(what: str):
+    def check(value: str) -> str:
+        if not value.strip():
+            raise ValueError(f"required: {what}")
+        return value
+    return AfterValidator(check)
+
+
+def _plain_name(name: str) -> str:
+    if not WORKLOAD_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a plain name (letters, digits, . _ -; at most 64)")
+    return name
+
+
+def _param(value: Any) -> Param:
+    if not isinstance(value, (str, int, float, bool)):
+        raise ValueError(f"expected a string, number or boolean, got {type(value).__name__}")
+    return value
+
+
+def _total(value: Any) -> str | None:
+    """A number, or a template of [params] (`{max_steps}`), kept as text until resolve()."""
+    if value is not None and (not isinstance(value, (str, int, float)) or isinstance(value, bool)):
+        raise ValueError(f"expected a number or a template like '{{max_steps}}', got {value!r}")
+    return None if value is None else str(value)
+
+
+def _step_regex(regex: str | None) -> str | None:
+    if regex is not None:
+        try:
+            groups = re.compile(regex).groups
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from None
+        if groups < 1:
+            raise ValueError("needs a group that captures the step, e.g. '\\| num_updates (\\d+)'")
+    return regex
 
 
 @dataclass(frozen=True)
@@ -59,6 +101,43 @@ class ResolvedWorkload:
     progress_total: int | None
 
 
+class _Setup(Schema):
+    requirements: str | None = None  # relative to the bundle directory
+
+
+class _Collect(Schema):
+    paths: tuple[Annotated[str, _text("a glob under $ERNIE_OUTPUT_DIR")], ...] = Field(
+        DEFAULT_COLLECT, min_length=1, description="a non-empty list of globs under $ERNIE_OUTPUT_DIR")
+
+
+class _Progress(Schema):
+    total: Annotated[Any, AfterValidator(_total)] = None
+    regex: Annotated[str | None, AfterValidator(_step_regex)] = None
+
+
+class _Spec(Schema):
+    """A spec file's shape (docs/workloads.md)."""
+
+    name: Annotated[str, _text(_REQUIRED), AfterValidator(_plain_name)] = Field(description=_REQUIRED)
+    command: Annotated[str, _text(_REQUIRED)] = Field(description=_REQUIRED)
+    description: str = ""
+    params: dict[str, Annotated[Any, AfterValidator(_param)]] = Field(default_factory=dict)
+    setup: _Setup = _Setup()
+    collect: _Collect = _Collect()
+    progress: _Progress = _Progress()
+
+    @model_validator(mode="after")
+    def _placeholders_have_defaults(self) -> _Spec:
+        for field, template in (("command", self.command), ("progress.total", self.progress.total)):
+            for placeholder in _PLACEHOLDER.findall(template or ""):
+                if placeholder not in self.params:
+                    raise Problem(field, f"{{{placeholder}}} has no default in [params]")
+        unsafe = unquoted_placeholder_problem(self.command)
+        if unsafe:
+            raise Problem("command", unsafe)
+        return self
+
+
 def load_workload(spec_file: Path) -> Workload:
     """Read and validate one spec file; errors name the file and the field."""
     try:
@@ -67,64 +146,17 @@ def load_workload(spec_file: Path) -> Workload:
         raise ErnieError(f"{spec_file}: cannot read it ({exc.strerror})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ErnieError(f"{spec_file}: not valid TOML ({exc})") from exc
-
-    def fail(key: str, problem: str) -> ErnieError:
-        return ErnieError(f"{spec_file}: {key}: {problem}")
-
-    for key in data:
-        if key not in _TOP_LEVEL:
-            raise fail(key, f"unknown key; the keys are {', '.join(sorted(_TOP_LEVEL))}")
-    for key in ("name", "command"):
-        if not isinstance(data.get(key), str) or not data[key].strip():
-            raise fail(key, "required: a non-empty string (see docs/workloads.md)")
-    if not WORKLOAD_NAME.fullmatch(data["name"]):
-        raise fail("name", f"{data['name']!r} is not a plain name (letters, digits, . _ -; at most 64)")
-    sections: dict[str, dict[str, Any]] = {}
-    for section, allowed in _SECTIONS.items():
-        table = data.get(section, {})
-        if not isinstance(table, dict):
-            raise fail(section, "expected a table")
-        for key in table:
-            if key not in allowed:
-                raise fail(f"{section}.{key}", f"unknown key; [{section}] takes {', '.join(sorted(allowed))}")
-        sections[section] = table
-
-    params = data.get("params", {})
-    if not isinstance(params, dict):
-        raise fail("params", "expected a table of defaults")
-    for key, value in params.items():
-        if not isinstance(value, (str, int, float, bool)):
-            raise fail(f"params.{key}", f"expected a string, number or boolean, got {type(value).__name__}")
-    for placeholder in _PLACEHOLDER.findall(data["command"]):
-        if placeholder not in params:
-            raise fail("command", f"{{{placeholder}}} has no default in [params]")
-    unsafe = unquoted_placeholder_problem(data["command"])
-    if unsafe:
-        raise fail("command", unsafe)
-
-    requirements = sections["setup"].get("requirements")
+    try:
+        spec = read(_Spec, data)
+    except SchemaError as exc:
+        raise ErnieError(f"{spec_file}: {exc}") from None
+    requirements = spec.setup.requirements
     if requirements is not None and not (spec_file.parent / requirements).is_file():
-        raise fail("setup.requirements", f"{requirements} is not a file in {spec_file.parent}")
-    paths = sections["collect"].get("paths", list(DEFAULT_COLLECT))
-    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
-        raise fail("collect.paths", "expected a non-empty list of globs under $ERNIE_OUTPUT_DIR")
-    total = sections["progress"].get("total")
-    if total is not None:
-        total = str(total)
-        for placeholder in _PLACEHOLDER.findall(total):
-            if placeholder not in params:
-                raise fail("progress.total", f"{{{placeholder}}} has no default in [params]")
-    regex = sections["progress"].get("regex")
-    if regex is not None:
-        try:
-            if re.compile(regex).groups < 1:
-                raise fail("progress.regex", "needs a group that captures the step, e.g. '\\| num_updates (\\d+)'")
-        except re.error as exc:
-            raise fail("progress.regex", f"not a valid regular expression ({exc})") from exc
+        raise ErnieError(f"{spec_file}: setup.requirements: {requirements} is not a file in {spec_file.parent}")
     return Workload(
-        name=data["name"], command=data["command"], spec_file=spec_file.resolve(),
-        description=data.get("description", ""), params=dict(params), requirements=requirements,
-        collect_paths=tuple(paths), progress_total=total, progress_regex=regex,
+        name=spec.name, command=spec.command, spec_file=spec_file.resolve(), description=spec.description,
+        params=dict(spec.params), requirements=requirements, collect_paths=spec.collect.paths,
+        progress_total=spec.progress.total, progress_regex=spec.progress.regex,
     )
 
 
