@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -38,27 +36,27 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from mlperf_logging.mllog import constants as mlc
 from torch.nn.parallel import DistributedDataParallel
 
-import cpu_dropout
 import checkpoint_tf1
+import common
+import cpu_dropout
 import data
 import formats
 import recipe
+from cluster import cpu_name
 from flops import peak_flops_for
 from lamb import Lamb
 from master_weights import MasterWeights
 from mlperf import MLPerfLogger
-from presets import get_preset
-from recipe_args import add_recipe_arguments, bind_data, check_recipe, conformance
-from results import run_settings, summarize_steps, write_result
+from presets import Preset, get_preset
+from recipe_args import add_recipe_arguments, bind_data, check_recipe, recipe_fingerprint
+from results import run_settings
 from torch_model import BertPretraining, PretrainingStep, bert_config, unique_parameter_count
 from torch_shards import ShardedExamples
 
 WORKLOAD = "bert-torch"
-CHECKPOINTS = "checkpoints"
-KEEP_CHECKPOINTS = 2
+PROG = "train_torch.py"
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -128,13 +126,8 @@ def init_launch() -> Launch:
 
 
 def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
+    """The accelerator's name as flops.peak_flops_for reads it: the GPU's, or the CPU's model."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
@@ -148,7 +141,7 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested == "auto":
         return native
     if requested == "fp16" and device.type != "cuda":
-        raise SystemExit("train_torch.py: error: --precision fp16 needs a GPU; use bf16 or fp32 on a CPU")
+        common.fail(PROG, "--precision fp16 needs a GPU; use bf16 or fp32 on a CPU")
     return requested
 
 
@@ -332,20 +325,15 @@ def evaluate(model: torch.nn.Module, eval_data: dict[str, torch.Tensor], launch:
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_fingerprint(args: argparse.Namespace) -> dict:
-    """What must not change between a run and its resumption."""
-    return {k: getattr(args, k) for k in ("preset", "global_batch", "seq_len", "seed", "optimizer", "max_steps")}
-
-
 def save_checkpoint(out: Path, step: int, t: Training) -> None:
-    directory = out / CHECKPOINTS
+    directory = out / common.CHECKPOINTS
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step-{step:08d}.pt"
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
             "step": step,
-            "fingerprint": checkpoint_fingerprint(t.args),
+            "fingerprint": recipe_fingerprint(t.args),
             "model": t.model_state(),
             "optimizer": t.optimizer.state_dict(),
             "scheduler": t.scheduler.state_dict(),
@@ -354,16 +342,131 @@ def save_checkpoint(out: Path, step: int, t: Training) -> None:
         tmp,
     )
     tmp.replace(path)  # a checkpoint is either whole or absent, even if the host is preempted mid-write
-    for old in sorted(directory.glob("step-*.pt"))[:-KEEP_CHECKPOINTS]:
+    for old in sorted(directory.glob("step-*.pt"))[:-common.KEEP_CHECKPOINTS]:
         old.unlink()
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    found = sorted((out / CHECKPOINTS).glob("step-*.pt"))
+    found = sorted((out / common.CHECKPOINTS).glob("step-*.pt"))
     return found[-1] if found else None
 
 
 # ---------------------------------------------------------------------------------------------- main
+
+
+def restore(args: argparse.Namespace, t: Training, preset: Preset) -> tuple[int, Path | None, bool]:
+    """(start step, the checkpoint resumed from, resumed?): rank 0's last checkpoint in --out with --resume,
+    checked against this run's settings; else step 0, from --init-checkpoint's weights when given."""
+    resume_from = latest_checkpoint(args.out) if args.resume else None
+    state = torch.load(resume_from, map_location="cpu", weights_only=False) if resume_from else None
+    if t.launch.world > 1:  # only rank 0 writes checkpoints (on its own host): every rank resumes from its state
+        shared = [state if t.launch.is_main else None]
+        dist.broadcast_object_list(shared, src=0)
+        state = shared[0]
+    if state is None:
+        if args.init_checkpoint is not None:  # initialisation, before the clock: the reference's phase-1 weights
+            load_init_checkpoint(args, t, preset)
+        return 0, resume_from, False
+    if state["fingerprint"] != recipe_fingerprint(args):
+        common.fail(PROG, f"--resume: {resume_from} was written with {state['fingerprint']}, "
+                          f"this run has {recipe_fingerprint(args)}; use another --out or the same settings")
+    t.load_model_state(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.scheduler.load_state_dict(state["scheduler"])
+    t.scaler.load_state_dict(state["scaler"])
+    return state["step"], resume_from, True
+
+
+def load_init_checkpoint(args: argparse.Namespace, t: Training, preset: Preset) -> None:
+    """The reference's TF1 checkpoint (--init-checkpoint) as the model's weights."""
+    try:
+        converted = checkpoint_tf1.torch_state(checkpoint_tf1.read_reference(args.init_checkpoint, preset), preset)
+    except checkpoint_tf1.CheckpointError as exc:
+        common.fail(PROG, f"--init-checkpoint: {exc}")
+    model_state = t.model_state()
+    unknown = sorted(set(converted) - set(model_state))
+    if unknown:
+        common.fail(PROG, f"--init-checkpoint: {unknown[0]} is not a parameter of the model")
+    t.load_model_state({**model_state, **{k: torch.from_numpy(v) for k, v in converted.items()}})
+
+
+def open_train(args: argparse.Namespace, launch: Launch) -> ExampleStream | ShardedExamples:
+    """The training examples: ernie's own format in memory, the reference's shards streamed."""
+    if args.data_format == "ernie":
+        return ExampleStream(data.load_split(args.data_dir, "train"), args.global_batch, args.seed,
+                             pin=launch.device.type == "cuda")
+    return ShardedExamples(formats.open_source(args.data_dir, args.data_format, seq_len=args.seq_len),
+                           global_batch=args.global_batch, micro_batch=args.micro_batch,
+                           accumulation=args.accumulation, rank=launch.rank, world=launch.world, seed=args.seed)
+
+
+def config_block(args: argparse.Namespace, launch: Launch, *, preset: Preset, params: int, name: str, precision: str,
+                 start_step: int, train_size: int | None, eval_set: common.EvalSet, resume_from: Path | None) -> str:
+    """The resolved configuration, printed once by rank 0 before the first step."""
+    return (
+        f"bert-torch: preset {preset.name} ({params / 1e6:.1f}M params), {launch.world} process(es) on "
+        f"{launch.hosts} host(s), {name}, {precision}\n"
+        f"  global batch {args.global_batch} = {launch.world} x micro-batch {args.micro_batch} x "
+        f"{args.accumulation} accumulation step(s); seq {args.seq_len}, {args.max_predictions} predictions\n"
+        f"  {args.optimizer} lr {args.lr} warm-up {args.warmup_steps}, steps {start_step}..{args.max_steps}, "
+        f"{train_size if train_size is not None else 'streamed'} train ({args.data_format}) / {eval_set.count} eval "
+        f"examples, compile {args.compile}"
+        + common.standing_lines(eval_set.standing, resume_from)
+    )
+
+
+def train(args: argparse.Namespace, t: Training, timeline: common.Timeline, examples, eval_data: dict[str, torch.Tensor],
+          initial_eval: bool) -> None:
+    """The training loop, to the last step or the target accuracy; `initial_eval`: evaluate the starting
+    checkpoint first (--init-checkpoint). Rank 0 writes the checkpoints."""
+    launch = t.launch
+
+    def accuracy() -> float:
+        return evaluate(t.model, eval_data, launch, args.micro_batch, t.autocast)
+
+    if initial_eval:  # the checkpoint's own accuracy (about 0.34 for MLPerf's)
+        timeline.evaluate(0, accuracy)
+    timeline.begin_block()
+    while timeline.running:
+        t0 = time.perf_counter()
+        step_loss = train_step(t, examples, timeline.step)
+        timeline.record(t0)
+        step = timeline.step
+        if timeline.log_due():
+            if launch.world > 1:
+                dist.all_reduce(step_loss)
+            timeline.tracked_stats(loss=round(float(step_loss), 6), lr=t.scheduler.get_last_lr()[0])
+        if timeline.end_of_step(accuracy):
+            break
+        if launch.is_main and (step % args.checkpoint_every == 0 or step == timeline.last_step):
+            save_checkpoint(args.out, step, t)
+    if timeline.time_to_target is not None and launch.is_main:
+        save_checkpoint(args.out, timeline.step, t)
+    timeline.stop()
+
+
+def write_outputs(args: argparse.Namespace, t: Training, timeline: common.Timeline, standing: recipe.Conformance, *,
+                  preset: Preset, params: int, name: str, precision: str) -> None:
+    """Rank 0's result.json and the run's summary line."""
+    import transformers  # only for its version
+
+    launch = t.launch
+    cuda = launch.device.type == "cuda"
+    result = common.write_result(
+        args, standing, timeline,
+        workload=WORKLOAD, framework="pytorch", framework_version=torch.__version__.split("+")[0],
+        preset=preset, params=params, accelerator="gpu" if cuda else "cpu", device_name=name,
+        chips=launch.world, hosts=launch.hosts, precision=precision,
+        settings=run_settings(
+            processes=launch.world, intra_op_threads=torch.get_num_threads(),
+            inter_op_threads=torch.get_num_interop_threads(), micro_batch=args.micro_batch,
+            compile_mode="torch.compile" if args.compile else "eager", data_dir=args.data_dir),
+        peak_flops_per_device=peak_flops_for(name) if cuda else None,
+        versions={"torch": torch.__version__, "transformers": transformers.__version__,
+                  "cuda": torch.version.cuda, "nccl": _nccl_version() if cuda else None,
+                  "driver": _driver_version() if cuda else None},
+    )
+    print(common.summary("bert-torch", timeline, result), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,177 +479,28 @@ def main(argv: list[str] | None = None) -> int:
     if launch.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers (softmax, loss) on tensor cores
         torch.backends.cudnn.allow_tf32 = True
-
     training = build_training(args, launch, precision)
-    model, optimizer, scheduler, scaler = training.model, training.optimizer, training.scheduler, training.scaler
-    params = unique_parameter_count(model)
-    autocast = training.autocast
-
-    start_step = 0
-    resume_from = latest_checkpoint(args.out) if args.resume else None
-    state = torch.load(resume_from, map_location="cpu", weights_only=False) if resume_from else None
-    if launch.world > 1:  # only rank 0 writes checkpoints (on its own host): every rank resumes from its state
-        shared = [state if launch.is_main else None]
-        dist.broadcast_object_list(shared, src=0)
-        state = shared[0]
-    if state is not None:
-        if state["fingerprint"] != checkpoint_fingerprint(args):
-            raise SystemExit(
-                f"train_torch.py: error: --resume: {resume_from} was written with {state['fingerprint']}, "
-                f"this run has {checkpoint_fingerprint(args)}; use another --out or the same settings"
-            )
-        training.load_model_state(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_step = state["step"]
-    elif args.init_checkpoint is not None:  # initialisation, before the clock: the reference's phase-1 weights
-        try:
-            converted = checkpoint_tf1.torch_state(checkpoint_tf1.read_reference(args.init_checkpoint, preset), preset)
-        except checkpoint_tf1.CheckpointError as exc:
-            raise SystemExit(f"train_torch.py: error: --init-checkpoint: {exc}") from None
-        model_state = training.model_state()
-        unknown = sorted(set(converted) - set(model_state))
-        if unknown:
-            raise SystemExit(f"train_torch.py: error: --init-checkpoint: {unknown[0]} is not a parameter of the model")
-        training.load_model_state({**model_state, **{k: torch.from_numpy(v) for k, v in converted.items()}})
+    params = unique_parameter_count(training.model)
+    start_step, resume_from, resumed = restore(args, training, preset)
 
     # The eval set's size and the run's conformance come from the shards' headers: no example is read before
     # run_start (the rules' clock starts before the data is touched).
-    try:
-        eval_source = formats.open_source(args.eval_data or args.data_dir, "auto" if args.eval_data else args.data_format,
-                                          split="eval", seq_len=args.seq_len, max_predictions=args.max_predictions)
-        eval_count = min(args.eval_samples, eval_source.examples)
-    except data.DataError as exc:
-        raise SystemExit(f"train_torch.py: error: --eval-data: {exc}") from None
-    standing = conformance(args, eval_count)
-    last_step = args.max_steps
-    if args.max_samples_termination is not None:
-        last_step = min(last_step, -(-args.max_samples_termination // args.global_batch))
-
-    if state is None:
-        mllog.open_run(args, platform=f"{launch.world}x{name}", eval_size=eval_count,
-                       accumulation=args.accumulation, division=standing.division)
-    else:
-        mllog.event(mlc.INIT_CHECKPOINT_STEP, start_step)
-    run_start = time.time()
-
-    if args.data_format == "ernie":
-        train = ExampleStream(data.load_split(args.data_dir, "train"), args.global_batch, args.seed,
-                              pin=launch.device.type == "cuda")
-    else:
-        train = ShardedExamples(formats.open_source(args.data_dir, args.data_format, seq_len=args.seq_len),
-                                global_batch=args.global_batch, micro_batch=args.micro_batch,
-                                accumulation=args.accumulation, rank=launch.rank, world=launch.world, seed=args.seed)
-    try:
-        eval_arrays = formats.read_examples(eval_source, limit=eval_count)
-        formats.check_vocab(eval_arrays, vocab_size=preset.vocab_size, cls_id=data.CLS_ID,
-                            where=str(args.eval_data or args.data_dir))
-    except data.DataError as exc:
-        raise SystemExit(f"train_torch.py: error: --eval-data: {exc}") from None
+    eval_set = common.open_eval(args, PROG)
+    timeline = common.Timeline(mllog, args, start_step)
+    timeline.open(resumed=resumed, platform=f"{launch.world}x{name}", eval_size=eval_set.count,
+                  accumulation=args.accumulation, division=eval_set.standing.division)
+    examples = open_train(args, launch)
+    eval_arrays = common.read_eval(args, eval_set, preset.vocab_size, PROG)
     eval_data = {k: torch.from_numpy(v) for k, v in eval_arrays.items()}
-
     if launch.is_main:
-        print(
-            f"bert-torch: preset {preset.name} ({params / 1e6:.1f}M params), {launch.world} process(es) on "
-            f"{launch.hosts} host(s), {name}, {precision}\n"
-            f"  global batch {args.global_batch} = {launch.world} x micro-batch {args.micro_batch} x "
-            f"{args.accumulation} accumulation step(s); seq {args.seq_len}, {args.max_predictions} predictions\n"
-            f"  {args.optimizer} lr {args.lr} warm-up {args.warmup_steps}, steps {start_step}..{args.max_steps}, "
-            f"{train.size if train.size is not None else 'streamed'} train ({args.data_format}) / {eval_count} eval "
-            f"examples, compile {args.compile}\n  MLPerf {standing.division} division"
-            + "".join(f"\n    open: {why}" for why in standing.differences)
-            + (f"\n  resuming from {resume_from}" if resume_from else ""),
-            flush=True,
-        )
+        print(config_block(args, launch, preset=preset, params=params, name=name, precision=precision,
+                           start_step=start_step, train_size=examples.size, eval_set=eval_set,
+                           resume_from=resume_from), flush=True)
 
-    # ---- the training loop
-    step_times: list[float] = []
-    accuracy: float | None = None
-    time_to_target: float | None = None
-    step = start_step
-    if state is None and args.init_checkpoint is not None:  # the checkpoint's own accuracy (about 0.34 for MLPerf's)
-        mllog.start(mlc.EVAL_START, metadata={"epoch_num": 0})
-        accuracy = evaluate(model, eval_data, launch, args.micro_batch, autocast)
-        mllog.event(mlc.EVAL_ACCURACY, accuracy, metadata={"epoch_num": 0})
-        mllog.end(mlc.EVAL_STOP, metadata={"epoch_num": 0})
-    mllog.start(mlc.BLOCK_START, metadata={"samples_count": step * args.global_batch})
-    while step < last_step:
-        t0 = time.perf_counter()
-        step_loss = train_step(training, train, step)
-        step += 1
-        step_times.append(time.perf_counter() - t0)
-
-        if step % args.log_every == 0 or step == last_step:
-            if launch.world > 1:
-                dist.all_reduce(step_loss)
-            recent = step_times[-args.log_every :]
-            mllog.tracked_stats(
-                step,
-                loss=round(float(step_loss), 6),
-                lr=scheduler.get_last_lr()[0],
-                samples_per_s=round(len(recent) * args.global_batch / sum(recent), 2),
-            )
-        if args.eval_every_samples:
-            due = recipe.eval_due((step - 1) * args.global_batch, step * args.global_batch, args.eval_every_samples)
-        else:
-            due = step % args.eval_every == 0
-        if due or step == last_step:
-            samples = step * args.global_batch
-            mllog.end(mlc.BLOCK_STOP, metadata={"samples_count": samples})
-            mllog.start(mlc.EVAL_START, metadata={"epoch_num": samples})
-            accuracy = evaluate(model, eval_data, launch, args.micro_batch, autocast)
-            mllog.event(mlc.EVAL_ACCURACY, accuracy, metadata={"epoch_num": samples})
-            mllog.end(mlc.EVAL_STOP, metadata={"epoch_num": samples})
-            if accuracy >= args.target_accuracy:
-                time_to_target = time.time() - run_start
-                break
-            if step < last_step:
-                mllog.start(mlc.BLOCK_START, metadata={"samples_count": samples})
-        if launch.is_main and (step % args.checkpoint_every == 0 or step == last_step):
-            save_checkpoint(args.out, step, training)
-
-    reached = time_to_target is not None
-    if reached and launch.is_main:
-        save_checkpoint(args.out, step, training)
-    mllog.samples(train=step * args.global_batch)  # the samples to converge (or trained, if it did not)
-    mllog.end(mlc.RUN_STOP, metadata={"status": mlc.SUCCESS if reached else mlc.ABORTED})
-    train_time = time.time() - run_start
-
+    train(args, training, timeline, examples, eval_data, initial_eval=not resumed and args.init_checkpoint is not None)
     if launch.is_main:
-        throughput = summarize_steps(
-            step_times, warmup_steps=min(args.timing_warmup, len(step_times) - 1),
-            global_batch_size=args.global_batch, seq_len=args.seq_len,
-        )
-        import transformers  # only for its version
-
-        result = write_result(
-            args.out / "result.json",
-            workload=WORKLOAD, framework="pytorch", framework_version=torch.__version__.split("+")[0],
-            preset=preset, params=params,
-            accelerator="gpu" if launch.device.type == "cuda" else "cpu", device_name=name,
-            chips=launch.world, hosts=launch.hosts,
-            global_batch_size=args.global_batch, seq_len=args.seq_len, max_predictions=args.max_predictions,
-            precision=precision, steps=step, throughput=throughput,
-            settings=run_settings(
-                processes=launch.world, intra_op_threads=torch.get_num_threads(),
-                inter_op_threads=torch.get_num_interop_threads(), micro_batch=args.micro_batch,
-                compile_mode="torch.compile" if args.compile else "eager", data_dir=args.data_dir),
-            peak_flops_per_device=peak_flops_for(name) if launch.device.type == "cuda" else None,
-            eval_value=accuracy, eval_target=args.target_accuracy, time_to_target_s=time_to_target,
-            train_time_s=train_time,
-            versions={"torch": torch.__version__, "transformers": transformers.__version__,
-                      "cuda": torch.version.cuda, "nccl": _nccl_version() if launch.device.type == "cuda" else None,
-                      "driver": _driver_version() if launch.device.type == "cuda" else None},
-            command=shlex.join([Path(sys.executable).name, *sys.argv]),
-            mlperf={"division": standing.division, "differences": list(standing.differences),
-                    "ruleset": recipe.RULESET},
-        )
-        print(
-            f"bert-torch: {step} steps in {train_time:.1f}s, {result['samples_per_s']} samples/s "
-            f"(p50 {result['step_time_ms_p50']} ms/step), eval accuracy {accuracy:.4f}, mfu {result['mfu']}",
-            flush=True,
-        )
+        write_outputs(args, training, timeline, eval_set.standing, preset=preset, params=params, name=name,
+                      precision=precision)
     mllog.close()
     if launch.world > 1:
         dist.barrier()  # leave together: rank 0 is still writing while the others would tear the group down
