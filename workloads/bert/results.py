@@ -136,20 +136,11 @@ def write_result(
     `mlperf`: for BERT, how the run stands against MLPerf's closed division ({"division", "differences",
     "ruleset"}); the key is present only when given.
     """
-    flops_per_sample = flops_per_sequence(preset, seq_len, max_predictions)
     result = {
         "workload": workload,
         "framework": framework,
         "framework_version": framework_version,
-        "model": {
-            "preset": preset.name,
-            "hidden": preset.hidden,
-            "layers": preset.layers,
-            "heads": preset.heads,
-            "intermediate": preset.intermediate,
-            "vocab": preset.vocab_size,
-            "params": params,
-        },
+        "model": _model(preset, params),
         "accelerator": accelerator,
         "device_name": device_name,
         "chips": chips,
@@ -159,6 +150,29 @@ def write_result(
         "max_predictions": max_predictions,
         "precision": precision,
         "steps": steps,
+        **_speed(throughput, flops_per_sequence(preset, seq_len, max_predictions), peak_flops_per_device, chips),
+        "eval": {"metric": EVAL_METRIC, "value": eval_value, "target": eval_target,
+                 "reached": eval_value is not None and eval_value >= eval_target},
+        "time_to_target_s": time_to_target_s,
+        "train_time_s": round(train_time_s, 3),
+        "settings": settings,  # run_settings(); None from a trainer that does not record them
+        "versions": {"python": platform.python_version(), "image": None, "runtime": None, **versions},
+        "command": command,
+    }
+    if mlperf is not None:
+        result["mlperf"] = mlperf
+    _write_atomically(Path(path), json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _model(preset: Preset, params: int) -> dict:
+    return {"preset": preset.name, "hidden": preset.hidden, "layers": preset.layers, "heads": preset.heads,
+            "intermediate": preset.intermediate, "vocab": preset.vocab_size, "params": params}
+
+
+def _speed(throughput: Throughput, flops_per_sample: float, peak_flops_per_device: float | None, chips: int) -> dict:
+    """result.json's throughput fields, in their documented order."""
+    return {
         "timed_steps": throughput.timed_steps,
         "samples_per_s": round(throughput.samples_per_s, 3),
         "tokens_per_s": round(throughput.tokens_per_s, 1),
@@ -168,23 +182,12 @@ def write_result(
         "flops_per_sample": flops_per_sample,
         "peak_flops_per_device": peak_flops_per_device,
         "mfu": mfu(throughput.samples_per_s, flops_per_sample, peak_flops_per_device, chips),
-        "eval": {
-            "metric": EVAL_METRIC,
-            "value": eval_value,
-            "target": eval_target,
-            "reached": eval_value is not None and eval_value >= eval_target,
-        },
-        "time_to_target_s": time_to_target_s,
-        "train_time_s": round(train_time_s, 3),
-        "settings": settings,  # run_settings(); None from a trainer that does not record them
-        "versions": {"python": platform.python_version(), "image": None, "runtime": None, **versions},
-        "command": command,
     }
-    if mlperf is not None:
-        result["mlperf"] = mlperf
-    path = Path(path)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the whole new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
-    return result
