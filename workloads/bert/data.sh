@@ -49,6 +49,22 @@ export_threads() {
     fi
 }
 
+# data_flags TRAINER_ARGS...: sets $data_flags, the --data-dir to put before the trainer's flags: none when
+# they name their own --data-dir (data already on the host, such as MLPerf's shards: nothing is prepared),
+# else ensure_data's.
+# shellcheck disable=SC2034  # data_flags is the caller's to read
+data_flags() {
+    local arg
+    for arg in "$@"; do
+        if [[ "$arg" == --data-dir || "$arg" == --data-dir=* ]]; then
+            data_flags=()
+            return
+        fi
+    done
+    ensure_data
+    data_flags=(--data-dir "$data_dir")
+}
+
 # ensure_data: sets $data_dir, preparing it first when this host lacks it (meta.json is written last).
 ensure_data() {
     local data_root=${ERNIE_BERT_DATA:-data}  # prepared data stays on the host between runs

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bert-torch workload's command (torch.workload.toml): prepare the data when this host lacks it
-# (data.sh), then train under torchrun on every local GPU (one process on a CPU host), across hosts when
-# ernie says so.
+# (data.sh; nothing is prepared when the trainer's flags name a --data-dir), then train under torchrun on
+# every local GPU (one process on a CPU host), across hosts when ernie says so.
 #
 #   bash run_torch.sh --text stdlib|synthetic|FILE|DIR --seq-len 128 --max-predictions 20 -- [train_torch.py flags]
 set -euo pipefail
@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 source ./data.sh
 parse_data_options run_torch.sh "$@"
 shift "$consumed"
-ensure_data
+data_flags "$@"
 
 nproc=$("$python" -c 'import torch; print(torch.cuda.device_count() or 1)')
 if [[ "${ERNIE_NUM_WORKERS:-1}" -gt 1 ]]; then
@@ -19,4 +19,4 @@ else
     launch=(--standalone)
 fi
 exec "$python" -m torch.distributed.run "${launch[@]}" --nproc-per-node "$nproc" \
-    train_torch.py --data-dir "$data_dir" "$@"
+    train_torch.py "${data_flags[@]}" "$@"
