@@ -30,6 +30,7 @@ from pathlib import Path
 from ernie.inventory import Bootstrap, ContainerOptions, RegistryLogin, Runner
 from ernie.remote.connect import RemoteError, Session
 from ernie.remote.layout import Layout
+from ernie.rundir import EXIT_CODE, STDERR_LOG, STDOUT_LOG
 
 SETUP_TIMEOUT_S = 3600.0  # a pip install or an image pull on a fresh host can take a while
 STOP_GRACE_S = 10
@@ -256,9 +257,9 @@ def render_run_script(spec: RunSpec, layout: Layout, worker: int) -> str:
                else f"bash -c {shlex.quote(spec.command)}")
     out = shlex.quote(layout.output)
     lines += [
-        f"{command} </dev/null >{out}/stdout.log 2>{out}/stderr.log",
+        f"{command} </dev/null >{out}/{STDOUT_LOG} 2>{out}/{STDERR_LOG}",
         "code=$?",
-        f"echo $code > {out}/exit_code.tmp && mv {out}/exit_code.tmp {out}/exit_code",
+        f"echo $code > {out}/{EXIT_CODE}.tmp && mv {out}/{EXIT_CODE}.tmp {out}/{EXIT_CODE}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -267,7 +268,7 @@ def start(s: Session, layout: Layout, spec: RunSpec) -> Started:
     """Write the wrapper and start it detached; return once its pid file names the process group."""
     run_dir, pid_file = shlex.quote(layout.run_dir), shlex.quote(layout.pid_file)
     script = render_run_script(spec, layout, s.host.worker)
-    stale = f"{pid_file} {shlex.quote(layout.output + '/exit_code')}"  # a restarted run's earlier ones
+    stale = f"{pid_file} {shlex.quote(f'{layout.output}/{EXIT_CODE}')}"  # a restarted run's earlier ones
     s.pipe_in(f"mkdir -p {shlex.quote(layout.output)} && rm -f {stale} && cat > {run_dir}/run.sh", script.encode())
     # --fork: setsid returns at once; the redirections leave no descriptor of the SSH channel open.
     s.check(f"cd {run_dir} && setsid --fork sh run.sh </dev/null >/dev/null 2>&1", "starting the workload")
@@ -289,8 +290,8 @@ def probe(s: Session, layout: Layout, timeout: float | None = None) -> Probe:
     result = s.check(
         f"pg=$(cat {shlex.quote(layout.pid_file)} 2>/dev/null); "
         f'if [ -n "$pg" ] && kill -0 -- "-$pg" 2>/dev/null; then echo running; else echo ended; fi; '
-        f"cat {out}/exit_code 2>/dev/null || echo none; "
-        f"stat -c %s {out}/stdout.log 2>/dev/null || echo 0; stat -c %s {out}/stderr.log 2>/dev/null || echo 0",
+        f"cat {out}/{EXIT_CODE} 2>/dev/null || echo none; "
+        f"stat -c %s {out}/{STDOUT_LOG} 2>/dev/null || echo 0; stat -c %s {out}/{STDERR_LOG} 2>/dev/null || echo 0",
         "probing the workload", timeout=timeout)
     state, code, out_size, err_size = (result.split() + ["", "", "0", "0"])[:4]
     return Probe(host=s.host.name, running=state == "running",

@@ -25,12 +25,13 @@ from ernie.inventory import Host
 from ernie.remote.connect import Connector, Session, fan_out
 from ernie.remote.layout import Layout
 from ernie.remote.runners import probe
+from ernie.rundir import STDERR_LOG, STDOUT_LOG
 from ernie.terminal import remote
 
 MLLOG_PREFIX = ":::MLLOG "
 _ERROR_LINE = re.compile(r"error|traceback|exception|killed", re.IGNORECASE)
 _READ_LIMIT = 4 << 20  # at most this many new bytes per log per poll
-LOGS = ("stdout.log", "stderr.log")
+LOGS = (STDOUT_LOG, STDERR_LOG)
 
 
 def utf8_decoder() -> codecs.IncrementalDecoder:
@@ -60,8 +61,8 @@ class HostFollow:
 
     host: Host
     session: Session | None
-    offsets: dict[str, int] = field(default_factory=lambda: {"stdout.log": 0, "stderr.log": 0})
-    partial: dict[str, str] = field(default_factory=lambda: {"stdout.log": "", "stderr.log": ""})
+    offsets: dict[str, int] = field(default_factory=lambda: {STDOUT_LOG: 0, STDERR_LOG: 0})
+    partial: dict[str, str] = field(default_factory=lambda: {STDOUT_LOG: "", STDERR_LOG: ""})
     decoders: dict[str, codecs.IncrementalDecoder] = field(default_factory=lambda: {log: utf8_decoder()
                                                                                      for log in LOGS})
     running: bool = True
@@ -126,13 +127,13 @@ class Follower:
         if follow.session is None:
             follow.session = self.connector.open(follow.host)
             self.console.print(remote(f"{follow.host.name}: reconnected; resuming its logs at byte "
-                                      f"{follow.offsets['stdout.log']}", "green"))
+                                      f"{follow.offsets[STDOUT_LOG]}", "green"))
         s, layout = follow.session, self.layouts[follow.host.name]
         out = shlex.quote(layout.output)
         state = probe(s, layout, timeout=s.timeouts.poll)
         behind = False  # a worker that has ended is followed until its logs are read to the end
-        for log, size in (("stdout.log", state.stdout_bytes), ("stderr.log", state.stderr_bytes)):
-            if log == "stdout.log" and follow.host.worker != 0:
+        for log, size in ((STDOUT_LOG, state.stdout_bytes), (STDERR_LOG, state.stderr_bytes)):
+            if log == STDOUT_LOG and follow.host.worker != 0:
                 continue
             start = follow.offsets[log]
             if size > start:
@@ -147,14 +148,14 @@ class Follower:
         follow.exit_code, follow.running = state.exit_code, state.running or behind
 
     def _print(self, follow: HostFollow, bar: Progress, task: int) -> None:
-        for log in ("stdout.log", "stderr.log"):
+        for log in (STDOUT_LOG, STDERR_LOG):
             lines = follow.partial[log].split("\n")
             follow.partial[log] = lines.pop()  # an unfinished last line waits for the next poll
-            if log == "stdout.log" and follow.host.worker == 0 and lines:
+            if log == STDOUT_LOG and follow.host.worker == 0 and lines:
                 with self.stream_copy.open("a", encoding="utf-8") as f:
                     f.write("\n".join(lines) + "\n")
             for line in lines:
-                if log == "stdout.log":
+                if log == STDOUT_LOG:
                     step = progress_step(line, self.regex)
                     if step is not None:
                         bar.update(task, completed=step)
@@ -162,10 +163,10 @@ class Follower:
                     # The host's own words: escapes and markup in them must not reach the terminal.
                     self.console.print(Text.assemble(remote(f"{follow.host.name}: ", "red"), remote(line)))
         if not follow.running:
-            if follow.host.worker == 0 and follow.partial["stdout.log"]:
+            if follow.host.worker == 0 and follow.partial[STDOUT_LOG]:
                 with self.stream_copy.open("a", encoding="utf-8") as f:
-                    f.write(follow.partial["stdout.log"])
-                follow.partial["stdout.log"] = ""
+                    f.write(follow.partial[STDOUT_LOG])
+                follow.partial[STDOUT_LOG] = ""
             status = "exit code 0" if follow.exit_code == 0 else (
                 f"exit code {follow.exit_code}" if follow.exit_code is not None else "ended without an exit code")
             style = "green" if follow.exit_code == 0 else "red"
