@@ -32,14 +32,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import machine  # noqa: E402  (benchmarks/, the script's directory)
-from lambda_layers import harness  # noqa: E402
-from lambda_layers.build import build_function  # noqa: E402
-from lambda_layers.spec import load_functions  # noqa: E402
-from lambda_layers.target import Target  # noqa: E402
+import machine  # benchmarks/, the script's directory
+from ernie.serving.gateway import to_event
+from lambda_layers import harness
+from lambda_layers.build import build_function
+from lambda_layers.spec import load_functions
+from lambda_layers.target import Target
 
 MODULES = ("argparse", "calendar", "csv", "datetime", "decimal", "json", "logging", "pathlib", "pickle",
            "random", "shutil", "socket", "subprocess", "tempfile", "textwrap", "threading")
@@ -113,9 +111,7 @@ def sentences() -> list[str]:
 
 def embed_event(body: dict) -> dict:
     """A payload 2.0 POST /embed event, as the HTTP API hands it to the function."""
-    return {"version": "2.0", "rawPath": "/embed", "requestContext": {"http": {"method": "POST", "path": "/embed"},
-                                                                       "requestId": "bench"},
-            "body": json.dumps(body), "isBase64Encoded": False}
+    return to_event("POST", "/embed", {"content-type": "application/json"}, json.dumps(body).encode(), "127.0.0.1")
 
 
 class Worker:

@@ -27,15 +27,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import machine  # noqa: E402  (benchmarks/, the script's directory)
-from catalog.lambda_runtime import UNZIPPED_LIMIT  # noqa: E402
-from lambda_layers import harness  # noqa: E402
-from lambda_layers.build import build_function, run_build_script  # noqa: E402
-from lambda_layers.spec import FunctionSpec, load_functions  # noqa: E402
-from lambda_layers.target import Target  # noqa: E402
+import machine  # benchmarks/, the script's directory
+from catalog.lambda_runtime import UNZIPPED_LIMIT
+from ernie.serving.gateway import to_event
+from lambda_layers import harness
+from lambda_layers.build import build_function, run_build_script
+from lambda_layers.spec import FunctionSpec, load_functions
+from lambda_layers.target import Target
 
 COLD_START = """
 import json, time
@@ -48,9 +46,8 @@ print((time.process_time() - cpu) * 1000, (time.perf_counter() - wall) * 1000)
 """
 INSTANCE = {"age": 50, "sex": 2, "bmi": 25.3, "bp": 94.0, "s1": 180, "s2": 100.2, "s3": 48.0, "s4": 4.0, "s5": 4.6,
             "s6": 91}
-EVENT = {"version": "2.0", "rawPath": "/predict", "requestContext": {"http": {"method": "POST", "path": "/predict"},
-                                                                      "requestId": "bench"},
-         "body": json.dumps({"instances": [INSTANCE]}), "isBase64Encoded": False}
+EVENT = to_event("POST", "/predict", {"content-type": "application/json"},
+                 json.dumps({"instances": [INSTANCE]}).encode(), "127.0.0.1")
 
 
 def parse_args() -> argparse.Namespace:

@@ -207,7 +207,7 @@ def check(
 # --- end offline plan ---
 
 
-# --- serving (ernie/serve.py): layers build, serve, invoke ---
+# --- serving (ernie/serving/): layers build, serve, invoke ---
 layers_app = typer.Typer(help="The serving stack's Lambda layers.", no_args_is_help=True)
 app.add_typer(layers_app, name="layers")
 
@@ -220,7 +220,7 @@ def layers_build(
     functions: list[str] = typer.Option([], "--function", help="Only this function's layers (repeatable)."),
 ) -> None:
     """Build the serving layers for a Lambda runtime: each layer's size, and the total against the 250 MB limit."""
-    from ernie.serve import build_layers
+    from ernie.serving.build import build_layers
 
     build_layers(functions or None, python_version, arch, out, Console())
 
@@ -236,7 +236,7 @@ def serve(
     if not local:
         raise ErnieError("serve runs only --local; the deployed endpoint comes from `pulumi up -s aws` with "
                          "ernie:serving true, and `ernie invoke -s aws` calls it")
-    from ernie.serve import serve_local
+    from ernie.serving.gateway import serve_local
 
     serve_local(function, host, port, Console())
 
@@ -250,8 +250,8 @@ def invoke(
     url: str = typer.Option(None, "--url", help="This endpoint instead (e.g. `ernie serve --local`'s)."),
 ) -> None:
     """Call the serving endpoint; exit 0 on a 2xx answer, 1 otherwise."""
-    from ernie.serve import invoke as call
-    from ernie.serve import print_answer, read_data, serving_url
+    from ernie.serving.invoke import invoke as call
+    from ernie.serving.invoke import print_answer, read_data, serving_url
 
     body = read_data(data)
     status, answer = call(serving_url(stack, inventory, url), path or ("/predict" if body else "/health"), body)

@@ -163,8 +163,8 @@ def _serve(check: ServingCheck, console: Console) -> Outcome:
 
 
 def serving_check(console: Console) -> str:
-    """The serving handler, run from the built Lambda layers alone, answering requests (ernie/serve.py)."""
-    from ernie.serve import check_from_layers  # the layer builder loads only for this piece
+    """The serving handler, run from the built Lambda layers alone, answering requests (ernie/serving/demo_check.py)."""
+    from ernie.serving.demo_check import check_from_layers  # the layer builder loads only for this piece
 
     return check_from_layers(console)
 

@@ -93,7 +93,7 @@ class PulumiCli:
             return
         from rich.console import Console
 
-        from ernie.serve import build_layers
+        from ernie.serving.build import build_layers
 
         target = Target.lambda_runtime(serving.python_version, serving.architecture)
         for function in wanted(serving):

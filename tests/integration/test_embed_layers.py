@@ -26,6 +26,7 @@ import torch
 from testing.cpu_line import cpu_line
 from transformers import AutoModel, AutoTokenizer
 
+from ernie.serving.gateway import to_event
 from lambda_layers import harness
 from lambda_layers.build import build_function
 from lambda_layers.built import BuiltFunction
@@ -76,13 +77,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> BuiltFunction:
 
 
 def event(method: str, path: str, body: Any = None) -> dict[str, Any]:
-    return {
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
-                           "requestId": "req-1", "stage": "$default"},
-        "body": None if body is None else json.dumps(body), "isBase64Encoded": False,
-    }
+    """The payload 2.0 event for a JSON request, from `ernie serve --local`'s builder."""
+    data = b"" if body is None else json.dumps(body).encode()
+    return to_event(method, path, {"content-type": "application/json"}, data, "127.0.0.1")
 
 
 def serve(dirs: Unpacked, events: list[dict[str, Any]]) -> dict[str, Any]:

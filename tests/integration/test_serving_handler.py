@@ -21,6 +21,7 @@ import jsonschema
 import pandas as pd
 import pytest
 
+from ernie.serving.gateway import to_event
 from lambda_layers import harness, manifest
 from lambda_layers.build import build_function
 from lambda_layers.harness import Unpacked
@@ -49,16 +50,13 @@ def lambda_dirs(tmp_path_factory: pytest.TempPathFactory) -> Unpacked:
 
 
 def event(method: str, path: str, body: Any = None, *, raw: str | None = None, b64: bool = False) -> dict[str, Any]:
-    text = raw if raw is not None else (None if body is None else json.dumps(body))
-    if b64 and text is not None:
-        text = base64.b64encode(text.encode()).decode()
-    return {
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
-                           "requestId": "req-1", "stage": "$default"},
-        "body": text, "isBase64Encoded": b64,
-    }
+    """The payload 2.0 event for a JSON request (`ernie serve --local`'s builder); b64: its body base64-encoded,
+    as API Gateway sends a body it takes for binary."""
+    text = raw if raw is not None else ("" if body is None else json.dumps(body))
+    sent = to_event(method, path, {"content-type": "application/json"}, text.encode(), "127.0.0.1")
+    if b64 and text:
+        sent.update(body=base64.b64encode(text.encode()).decode(), isBase64Encoded=True)
+    return sent
 
 
 def serve(dirs: Unpacked, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -166,14 +164,16 @@ def test_a_fault_of_ours_is_a_bare_500(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(_: apigw.Request) -> tuple[int, Any]:
         raise RuntimeError("secret internals /opt/python/x.py")
 
-    response = apigw.dispatch({("GET", "/x"): broken}, event("GET", "/x"))
+    sent = event("GET", "/x")
+    response = apigw.dispatch({("GET", "/x"): broken}, sent)
     assert response["statusCode"] == 500
-    assert json.loads(response["body"]) == {"error": "internal error", "request_id": "req-1"}
+    request_id = sent["requestContext"]["requestId"]
+    assert json.loads(response["body"]) == {"error": "internal error", "request_id": request_id}
 
 
 def test_local_gateway_round_trip() -> None:
     """`ernie serve --local` speaks payload 2.0 both ways: the event API Gateway sends, the answer it reads."""
-    from ernie.serve import from_response, to_event
+    from ernie.serving.gateway import from_response
 
     event = to_event("POST", "/predict?debug=1", {"Content-Type": "application/json", "Host": "h"}, b'{"a": 1}',
                      "127.0.0.1")
@@ -194,7 +194,7 @@ def test_local_gateway_refuses_a_bad_content_length_with_400(declared: str) -> N
     import socket
     import threading
 
-    from ernie.serve import make_server
+    from ernie.serving.gateway import make_server
 
     server = make_server(lambda event, context: {"ok": True}, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -286,7 +286,7 @@ def test_layers_build_prints_sizes_against_the_limit(ernie_cmd: list[str], tmp_p
 def test_demo_check_serves_from_the_unpacked_layers() -> None:
     from rich.console import Console
 
-    from ernie.serve import check_from_layers
+    from ernie.serving.demo_check import check_from_layers
 
     note = check_from_layers(Console(quiet=True))
     assert re.fullmatch(r"2 predictions \([\d.]+, [\d.]+\) and a 400 for an unknown category from layers of "

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ernie.serve import make_server
+from ernie.serving.gateway import make_server, to_event
 from lambda_layers.spec import SERVING_DIR
 
 sys.path.insert(0, str(SERVING_DIR))
@@ -42,9 +42,7 @@ def _schema(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def event(method: str, path: str, body: str = "") -> dict[str, Any]:
-    return {"version": "2.0", "rawPath": path, "headers": {"content-type": "application/json"},
-            "requestContext": {"http": {"method": method, "path": path}, "requestId": "req-1"},
-            "body": body, "isBase64Encoded": False}
+    return to_event(method, path, {"content-type": "application/json"}, body.encode(), "127.0.0.1")
 
 
 def answer(function: Any, path: str, body: str, method: str = "POST") -> tuple[int, str, str]:

@@ -16,9 +16,9 @@ import yaml
 from rich.console import Console
 
 from catalog.lambda_runtime import UNZIPPED_LIMIT
-from ernie import serve
 from ernie.check import plan, render
 from ernie.pulumi_cli import PulumiCli
+from ernie.serving import build as layers_build
 from infra import serving_layers
 from infra.config import ConfigError, parse
 from lambda_layers import manifest
@@ -153,9 +153,9 @@ def test_infra_loads_no_build_step_of_lambda_layers() -> None:
 
 
 def test_layers_build_writes_the_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serve, "build_function", lambda spec, target, out, log: stand_in_function(
+    monkeypatch.setattr(layers_build, "build_function", lambda spec, target, out, log: stand_in_function(
         out / target.name / spec.name, spec, target))
-    serve.build_layers(["embed"], "3.13", "arm64", tmp_path, Console(record=True))
+    layers_build.build_layers(["embed"], "3.13", "arm64", tmp_path, Console(record=True))
     built = manifest.load("embed", Target.lambda_runtime("3.13", "arm64"), tmp_path / "manifest.json")
     assert [layer.name for layer in built.layers] == ["onnxruntime", "tokenizers", "embed-model"]
 
@@ -165,7 +165,7 @@ def test_pulumi_up_builds_only_the_layers_the_manifest_lacks(tmp_path: Path, mon
     path = use_manifest(monkeypatch, write_stand_in_manifest(tmp_path / "layers"))
     edit_entry(path, "embed/python3.12-x86_64", lambda e: e.update(spec_digest="stale"))
     calls = []
-    monkeypatch.setattr(serve, "build_layers", lambda *args: calls.append(args[:4]))
+    monkeypatch.setattr(layers_build, "build_layers", lambda *args: calls.append(args[:4]))
     pulumi = PulumiCli(config_file=aws_stack_file(tmp_path, **{"ernie:servingEmbed": True}))
     pulumi.build_layers("aws")
     assert calls == [(["embed"], "3.12", "x86_64", path.parent)]

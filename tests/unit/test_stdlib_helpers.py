@@ -58,7 +58,7 @@ def test_sha256_file_matches_hashlib(tmp_path):
 def test_local_api_gateway_decodes_the_query_string():
     """ernie serve --local's event carries queryStringParameters as API Gateway's payload 2.0 does: values
     percent-decoded, a repeated key's values joined with commas, a bare key blank, `+` a space (aws/aws-cdk#19827); rawQueryString untouched."""
-    from ernie.serve import to_event
+    from ernie.serving.gateway import to_event
 
     raw = "text=caf%C3%A9%20au%20lait&tag=a&tag=b%2Cc&flag&empty=&q=a+b"
     event = to_event("GET", f"/predict?{raw}", {}, b"", "127.0.0.1")

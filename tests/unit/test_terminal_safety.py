@@ -151,7 +151,7 @@ def test_report_tables_in_the_terminal_print_cells_as_text() -> None:
 
 
 def test_invoke_prints_the_endpoints_answer_as_text() -> None:
-    from ernie.serve import print_answer
+    from ernie.serving.invoke import print_answer
 
     console, buf = terminal(SafeConsole)
     assert print_answer(502, HOSTILE, console) == 1
