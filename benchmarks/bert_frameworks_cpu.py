@@ -34,7 +34,7 @@ import machine  # benchmarks/machine.py: the CPU line before the ratio
 import numpy as np
 
 BERT_DIR = Path(__file__).resolve().parents[1] / "workloads" / "bert"
-sys.path.insert(0, str(BERT_DIR))
+sys.path.insert(0, str(BERT_DIR))  # workloads/bert ships alone, not a package: its modules import by bare name
 
 import data  # noqa: E402
 from presets import PRESETS  # noqa: E402

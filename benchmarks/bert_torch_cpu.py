@@ -129,7 +129,7 @@ def main() -> None:
 
     machine.cap_isa(None if args.isa == "native" else args.isa)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sys.path.insert(0, str(BERT_DIR))
+    sys.path.insert(0, str(BERT_DIR))  # workloads/bert ships alone, not a package: its modules import by bare name
     import torch
     from transformers import TrainerCallback
 

@@ -27,7 +27,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # testing/, the SSH hosts the tests use too, is not an installed package
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from push import make_bundle  # noqa: E402
 from testing.sshhosts import SshHosts, ssh_hosts_up  # noqa: E402

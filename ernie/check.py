@@ -14,32 +14,26 @@ import atexit
 import contextvars
 import json
 import runpy
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import yaml
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ernie import mocks
 from ernie.errors import ErnieError
+from infra import serving_layers
+from infra.config import ConfigError, parse
+from policy.rules import RULES, STACK_RULES, Finding, Limits, evaluate
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 """The Pulumi project: Pulumi.yaml, the stack files, infra/ and policy/."""
-if str(PROJECT_DIR) not in sys.path:
-    sys.path.insert(0, str(PROJECT_DIR))
-
-import pulumi  # noqa: E402
-from pulumi.runtime.stack import run_pulumi_func  # noqa: E402
-from pulumi.runtime.sync_await import _sync_await  # noqa: E402
-
-from ernie import mocks  # noqa: E402
-from infra import serving_layers  # noqa: E402
-from infra.config import ConfigError, parse  # noqa: E402
-from policy.rules import RULES, STACK_RULES, Finding, Limits, evaluate  # noqa: E402
-
 PROGRAM_DIR = PROJECT_DIR / "infra"
 ACKNOWLEDGED_BY_OPT_IN = "ssh-open-to-world"
 """The rule whose findings `ernie:allowSshFromAnywhere: true` turns into warnings: the user chose it."""

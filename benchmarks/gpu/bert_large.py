@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+# workloads/bert ships alone, not a package: its modules import by bare name
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workloads" / "bert"))
 from flops import flops_per_sequence, peak_flops_for  # noqa: E402
 from presets import get_preset  # noqa: E402

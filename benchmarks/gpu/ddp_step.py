@@ -26,6 +26,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
+# workloads/bert ships alone, not a package: its modules import by bare name
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workloads" / "bert"))
 from presets import get_preset  # noqa: E402
 from torch_model import BertPretraining, bert_config, pretraining_loss  # noqa: E402
