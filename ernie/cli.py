@@ -216,7 +216,8 @@ app.add_typer(layers_app, name="layers")
 def layers_build(
     python_version: str = typer.Option("3.12", "--python-version", help="The Lambda runtime's Python: 3.12, 3.13."),
     arch: str = typer.Option("x86_64", "--arch", help="The Lambda architecture: x86_64 or arm64."),
-    out: Path = typer.Option(None, "--out", help="Where the zips go [default: infra/build/layers]."),
+    out: Path = typer.Option(None, "--out", help="Where the zips and their manifest.json go (default "
+                             "infra/build/layers); the Pulumi program reads only the default's manifest."),
     functions: list[str] = typer.Option([], "--function", help="Only this function's layers (repeatable)."),
 ) -> None:
     """Build the serving layers for a Lambda runtime: each layer's size, and the total against the 250 MB limit."""

@@ -121,7 +121,7 @@ def remote_files(s: Session, layout: Layout) -> tuple[dict[str, RemoteFile], dic
 
 
 def sha256_file(path: Path) -> str:
-    """The driver's one file digest (workloads and infra/layers.py, which may not import ernie, call
+    """The driver's one file digest (workloads and lambda_layers/, which may not import ernie, call
     hashlib.file_digest themselves)."""
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
