@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from catalog.inventory import (  # noqa: F401 - the inventory's types, re-exported for the driver
-    CLOUDS, RUNNERS, Bootstrap, Cloud, ContainerOptions, Host, Inventory, RegistryLogin, Runner)
+from catalog.inventory import (  # noqa: F401 - the inventory's types the driver imports from here
+    Bootstrap, ContainerOptions, Host, Inventory, RegistryLogin, Runner)
 from catalog.schema import SchemaError, read
 from ernie.errors import ErnieError
 
