@@ -10,11 +10,14 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from pydantic import AfterValidator, Field, model_validator
 
 from catalog.lambda_runtime import MAX_LAYERS
+from catalog.schema import Problem, Schema, SchemaError, read
 from lambda_layers.archive import sha256_file
 from lambda_layers.errors import LayerError
 
@@ -61,52 +64,85 @@ class FunctionSpec:
     layers: tuple[LayerSpec, ...]
 
 
+def _layer_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+        raise ValueError(f"layer name {name!r} must be lower-case letters, digits and dashes")
+    return name
+
+
+class _LayerTable(Schema):
+    """A `[[NAME.layers]]` table as written; LayerSpec is what it resolves to."""
+
+    name: Annotated[str, AfterValidator(_layer_name)] = Field(description="lower-case letters, digits and dashes")
+    requirements: str | None = None
+    build: str | None = None
+    inputs: tuple[str, ...] = ()
+    omit: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _LayerTable:
+        if (self.requirements is None) == (self.build is None):
+            raise ValueError(f"layer {self.name!r} needs exactly one of `requirements` or `build`")
+        if self.build is not None and (self.omit or self.drop):
+            raise ValueError(f"layer {self.name!r} has a build script; `omit` and `drop` apply to requirements")
+        if self.requirements is not None and self.inputs:
+            raise Problem("inputs", f"layer {self.name!r} has requirements; `inputs` apply to a build script")
+        return self
+
+
+class _FunctionTable(Schema):
+    """A `[NAME]` table as written; FunctionSpec is what it resolves to."""
+
+    description: str = ""
+    handler: str = Field(description="the Lambda handler, module.function")
+    code: tuple[str, ...] = Field(min_length=1, description="the files of the function's own zip")
+    layers: tuple[_LayerTable, ...] = Field(description=f"1 to {MAX_LAYERS} [[NAME.layers]] tables")
+
+    @model_validator(mode="after")
+    def _layer_count(self) -> _FunctionTable:
+        names = [layer.name for layer in self.layers]
+        if len(set(names)) != len(names):
+            raise Problem("layers", f"layer names must be unique, got {names}")
+        if not 1 <= len(names) <= MAX_LAYERS:
+            raise Problem("layers", f"has {len(names)} layers; Lambda takes 1 to {MAX_LAYERS} per function")
+        return self
+
+
 def load_functions(path: Path = FUNCTIONS_FILE) -> dict[str, FunctionSpec]:
-    """Every function in a layers.toml, validated: files exist, names unique, at most 5 layers each."""
+    """Every function in a layers.toml, validated: keys known, files exist, names unique, at most 5 layers each."""
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise LayerError(f"cannot read the function specs in {path}: {exc}") from None
-    return {name: _function_spec(name, table, path.parent) for name, table in data.items()}
+    return {name: _function_spec(name, table, path) for name, table in data.items()}
 
 
-def _function_spec(name: str, table: dict, base: Path) -> FunctionSpec:
-    where = f"[{name}] in {base / FUNCTIONS_FILE.name}"
-    for key in ("handler", "code", "layers"):
-        if key not in table:
-            raise LayerError(f"{where} needs `{key}`")
-    code = tuple(base / f for f in table["code"])
-    layers = tuple(_layer_spec(layer, base, where) for layer in table["layers"])
-    names = [layer.name for layer in layers]
-    if len(set(names)) != len(names):
-        raise LayerError(f"{where}: layer names must be unique, got {names}")
-    if not 1 <= len(layers) <= MAX_LAYERS:
-        raise LayerError(f"{where} has {len(layers)} layers; Lambda takes 1 to {MAX_LAYERS} per function")
-    for path in code:
-        if not path.is_file():
-            raise LayerError(f"{where}: code file {path} does not exist")
-    return FunctionSpec(name, table.get("description", ""), table["handler"], code, layers)
+def _function_spec(name: str, table: object, path: Path) -> FunctionSpec:
+    where, base = f"[{name}] in {path}", path.parent
+    try:
+        function = read(_FunctionTable, table)
+    except SchemaError as exc:
+        raise LayerError(f"{where}: {exc}") from None
+    for file in function.code:
+        _exists(base / file, where, "code file")
+    return FunctionSpec(name, function.description, function.handler, tuple(base / f for f in function.code),
+                        tuple(_layer_spec(layer, base, where) for layer in function.layers))
 
 
-def _layer_spec(table: dict, base: Path, where: str) -> LayerSpec:
-    name = table.get("name", "")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
-        raise LayerError(f"{where}: layer name {name!r} must be lower-case letters, digits and dashes")
-    if ("requirements" in table) == ("build" in table):
-        raise LayerError(f"{where}: layer {name!r} needs exactly one of `requirements` or `build`")
-    if "build" in table:
-        script = base / table["build"]
-        if not script.is_file():
-            raise LayerError(f"{where}: layer {name!r} build script {script} does not exist")
-        if "omit" in table or "drop" in table:
-            raise LayerError(f"{where}: layer {name!r} has a build script; `omit` and `drop` apply to requirements")
-        inputs = tuple(base / i for i in table.get("inputs", ()))
-        for path in inputs:
-            if not path.exists():
-                raise LayerError(f"{where}: layer {name!r} input {path} does not exist")
-        return LayerSpec(name, build=script, inputs=inputs)
-    return LayerSpec(name, requirements=read_requirements(base / table["requirements"]),
-                     omit=tuple(canonicalize_name(n) for n in table.get("omit", ())), drop=tuple(table.get("drop", ())))
+def _layer_spec(layer: _LayerTable, base: Path, where: str) -> LayerSpec:
+    if layer.build is None:
+        return LayerSpec(layer.name, requirements=read_requirements(base / layer.requirements),
+                         omit=tuple(canonicalize_name(n) for n in layer.omit), drop=layer.drop)
+    script = _exists(base / layer.build, where, f"layer {layer.name!r} build script")
+    inputs = tuple(_exists(base / i, where, f"layer {layer.name!r} input", file=False) for i in layer.inputs)
+    return LayerSpec(layer.name, build=script, inputs=inputs)
+
+
+def _exists(path: Path, where: str, what: str, *, file: bool = True) -> Path:
+    if not (path.is_file() if file else path.exists()):
+        raise LayerError(f"{where}: {what} {path} does not exist")
+    return path
 
 
 def read_requirements(path: Path) -> tuple[str, ...]:
