@@ -46,9 +46,9 @@ def sweep(
     cloud: str = typer.Option(..., "--cloud", help="aws or gcp."),
     region: list[str] = typer.Option([], "--region", help="AWS region to sweep (repeatable)."),
     project: str = typer.Option(None, "--project", help="Google Cloud project to sweep."),
-    zone: list[str] = typer.Option([], "--zone", help="GCP zone (repeatable) [default: every TPU zone]."),
+    zone: list[str] = typer.Option([], "--zone", help="GCP zone (repeatable; default: every TPU zone)."),
     live_stack: list[str] = typer.Option([], "--live-stack", help="A stack that still exists (repeatable) "
-                                         "[default: ask the Pulumi CLI]."),
+                                         "(default: ask the Pulumi CLI)."),
     delete: bool = typer.Option(False, "--delete", help="Delete what was found, after confirmation."),
     yes: bool = typer.Option(False, "--yes", help="With --delete: do not ask."),
 ) -> None:
@@ -80,7 +80,7 @@ _SET = typer.Option([], "--set", help="Override a workload parameter: key=value 
 _WAIT_SSH = typer.Option(600.0, "--wait-ssh-seconds", help="How long to wait for SSH on every host.")
 _LOST_AFTER = typer.Option(300.0, "--lost-after-seconds", help="Give up on a host unreachable this long mid-run.")
 _TIMEOUT = typer.Option(1440.0, "--timeout-minutes", help="Stop the workers after this long and collect.")
-_RUN_ID = typer.Argument(None, help="The run [default: the latest under --results].")
+_RUN_ID = typer.Argument(None, help="The run (default: the latest under --results).")
 _WAIT_LATER = typer.Option(30.0, "--wait-ssh-seconds", help="How long to wait for SSH on every host.")
 # Paths and commands stay whole, ready to copy; what hosts say is printed without its escape sequences.
 out_console = SafeConsole(soft_wrap=True)
@@ -244,7 +244,7 @@ def serve(
 
 @app.command()
 def invoke(
-    path: str = typer.Argument(None, help="Route to call [default: /predict with --data, else /health]."),
+    path: str = typer.Argument(None, help="Route to call (default: /predict with --data, else /health)."),
     data: str = typer.Option(None, "--data", help="JSON body to POST, or @FILE."),
     stack: str = typer.Option(None, "-s", "--stack", help="The endpoint from this stack's inventory (serving_url)."),
     inventory: Path = typer.Option(None, "--inventory", help="The endpoint from an inventory file's serving_url."),

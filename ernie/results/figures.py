@@ -30,6 +30,7 @@ from typing import Any
 
 from ernie.results.pricing import hourly_price
 from ernie.results.rundir import MllogEvent, RunFiles
+from ernie.rundir import COMPLETE, FAILED
 
 #: The report's wall-time buckets and the timeline steps each one sums.
 WALL_SPLIT: dict[str, tuple[str, ...]] = {
@@ -264,11 +265,11 @@ def _provenance(s: RunSummary, result: dict[str, Any], inventory: dict[str, Any]
 
 def _status(run: RunFiles, s: RunSummary) -> str:
     """`complete` only when every worker was collected and verified, and the result and timings were read."""
-    if any(w.state == "failed" for w in run.workers) or any(st.get("ok") is False for st in run.steps or ()):
+    if any(w.state == FAILED for w in run.workers) or any(st.get("ok") is False for st in run.steps or ()):
         return "failed"
     complete = (
         bool(run.workers)
-        and all(w.state == "complete" for w in run.workers)
+        and all(w.state == COMPLETE for w in run.workers)  # the manifest's worker state
         and run.result is not None
         and s.time_to_train_s is not None
         and s.lifetime_s is not None

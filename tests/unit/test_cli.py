@@ -27,3 +27,20 @@ def test_user_error_is_one_line_and_exit_2(monkeypatch, capsys) -> None:
         raise AssertionError("main() must exit 2 on ErnieError")
     err = capsys.readouterr().err
     assert "ttlMinutes" in err and "Traceback" not in err
+
+
+def test_no_help_text_is_eaten_by_rich_markup() -> None:
+    """typer renders help through rich, which drops a `[default: ...]` as an unknown markup tag: every
+    command's and parameter's help must print as written."""
+    import typer.main
+    from rich.text import Text
+
+    def commands(group):
+        for name, command in group.commands.items():
+            yield name, command
+            yield from ((f"{name} {sub}", c) for sub, c in commands(command)) if hasattr(command, "commands") else ()
+
+    eaten = [(name, text) for name, command in commands(typer.main.get_command(cli.app))
+             for text in [command.help or "", *(p.help or "" for p in command.params if hasattr(p, "help"))]
+             if Text.from_markup(text).plain != text]
+    assert not eaten, f"rich markup would change these help texts (write (default: ...) instead): {eaten}"
