@@ -5,7 +5,8 @@ and read by `read()`. Pydantic reports every problem; the first is turned into o
 field as a user writes it (`hosts[0].name`, `setup.requirements`), the value, and what would be accepted:
 the field's `description` for a missing one, the known keys (and the closest) for an unknown one.
 A validator that needs its own words raises `ValueError("...")`, or `Problem(field, "...")` to name
-another field of its model.
+another field of its model. A field that says what it accepts (`json_schema_extra={"accepted": "..."}`) answers
+every other problem with `value; accepted: ...` (`show()` writes the value), under its alias where it has one.
 """
 
 from __future__ import annotations
@@ -69,14 +70,17 @@ def _not_json(value: Any) -> Any:
 def explain(exc: ValidationError, model: type[BaseModel]) -> SchemaError:
     """The first error of `exc` in a user's words."""
     err = exc.errors(include_url=False)[0]
-    loc, kind, value = list(err["loc"]), err["type"], err.get("input")
+    loc, kind, value = _aliased(model, list(err["loc"])), err["type"], err.get("input")
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, Problem):
         return SchemaError(_path([*loc, *cause.field.split(".")]), cause.problem)
     if kind == "value_error":
         return SchemaError(_path(loc), str(cause))
+    field = _field(model, loc)
+    accepted = field.json_schema_extra.get("accepted") if field and isinstance(field.json_schema_extra, dict) else None
+    if accepted:
+        return SchemaError(_path(loc), f"{show(None if kind == 'missing' else value)}; accepted: {accepted}")
     if kind == "missing":
-        field = _field(model, loc)
         what = field.description if field is not None and field.description else "see the documentation"
         return SchemaError(_path(loc), f"required: {what}")
     if kind == "extra_forbidden":
@@ -85,7 +89,6 @@ def explain(exc: ValidationError, model: type[BaseModel]) -> SchemaError:
         hint = f"did you mean {near[0]}? " if near else ""
         return SchemaError(_path(loc), f"unknown key; {hint}known: {', '.join(known)}")
     if kind == "literal_error":
-        field = _field(model, loc)
         choices = [c for c in typing.get_args(field.annotation) if c is not None] if field else []
         return SchemaError(_path(loc), f"{value!r} is not one of {', '.join(map(str, choices))}")
     if kind in ("greater_than_equal", "greater_than"):
@@ -99,6 +102,11 @@ def explain(exc: ValidationError, model: type[BaseModel]) -> SchemaError:
     return SchemaError(_path(loc), err["msg"])
 
 
+def show(value: Any) -> str:
+    """A value as an error names it: a string quoted, anything else as JSON, None as missing."""
+    return "missing" if value is None else repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+
+
 def _path(loc: list[Any]) -> str:
     """('hosts', 0, 'name') -> hosts[0].name; a part written '[]' (a Problem's 'hosts[].worker') joins as is."""
     out = ""
@@ -106,6 +114,12 @@ def _path(loc: list[Any]) -> str:
         part = f"[{part}]" if isinstance(part, int) else str(part)
         out += part if not out or part.startswith("[") else f".{part}"
     return out
+
+
+def _aliased(model: type[BaseModel], loc: list[Any]) -> list[Any]:
+    """`loc` with each field as the document spells it: pydantic names a field by its name when it used the default."""
+    return [field.alias if (field := _field(model, loc[:i + 1])) is not None and field.alias else part
+            for i, part in enumerate(loc)]
 
 
 def _kind_of(model: type[BaseModel], loc: list[Any]) -> str:
@@ -122,9 +136,10 @@ def _owner(model: type[BaseModel], loc: list[Any]) -> type[BaseModel]:
     """The model that holds the field at `loc` (its parent's path)."""
     owner = model
     for part in loc:
-        if isinstance(part, int) or part not in owner.model_fields:
+        field = _named(owner, part)
+        if field is None:
             continue
-        sub = [t for t in _types(owner.model_fields[part].annotation)
+        sub = [t for t in _types(field.annotation)
                if isinstance(t, type) and issubclass(t, BaseModel)]
         if sub:
             owner = sub[0]
@@ -132,5 +147,12 @@ def _owner(model: type[BaseModel], loc: list[Any]) -> type[BaseModel]:
 
 
 def _field(model: type[BaseModel], loc: list[Any]):
-    fields = _owner(model, loc[:-1]).model_fields
-    return fields.get(loc[-1]) if loc and isinstance(loc[-1], str) else None
+    return _named(_owner(model, loc[:-1]), loc[-1]) if loc else None
+
+
+def _named(model: type[BaseModel], part: Any):
+    """The field of `model` a location names: by its name, or by its alias (as the document spells it)."""
+    if not isinstance(part, str):
+        return None
+    fields = model.model_fields
+    return fields.get(part) or next((f for f in fields.values() if f.alias == part), None)

@@ -1,9 +1,10 @@
-"""Every configuration value the program reads, validated into frozen dataclasses before any resource exists.
+"""Every configuration value the program reads, validated into frozen models before any resource exists.
 
 `load()` reads the stack's whole configuration (Pulumi.<stack>.yaml under `pulumi up`, or what `ernie check`
 sets under mocks); `parse()` is the pure part, over a mapping of full keys ("ernie:tpuType") to raw strings.
-Each error names the key, the value and what is accepted. Adding a key: read it in the section that owns it
-and list it in that section's `*_KEYS`, or it is refused as unknown.
+Each section is a catalog/schema.py model whose fields are aliased by their full keys, so its one error formatter
+names the key, the value and what is accepted. Adding a key: declare it in the section that owns it; an ernie key
+no section declares is refused as unknown.
 """
 
 from __future__ import annotations
@@ -11,43 +12,25 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, get_args
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, get_args
 
 import pulumi
 from pulumi.runtime import config as runtime_config
+from pydantic import BeforeValidator, ConfigDict, Field, InstanceOf, ValidationError, ValidationInfo, \
+    field_validator, model_validator
 
-from catalog.gpu_catalog import (
-    DLC_TAGS,
-    INSTANCE_TYPES,
-    RETIRED_FAMILIES,
-    GpuInstanceType,
-    dlc_image,
-    dlc_regions,
-    lookup_instance,
-)
+from catalog.gpu_catalog import DLC_TAGS, INSTANCE_TYPES, RETIRED_FAMILIES, GpuInstanceType, dlc_image, \
+    dlc_regions, lookup_instance
 from catalog.lambda_runtime import ARCHES, SERVING_PYTHONS
-from catalog.limits import (
-    MAX_TTL_MINUTES,
-    SERVING_MAX_RESERVED_CONCURRENCY,
-    SERVING_MAX_TIMEOUT_SECONDS,
-)
+from catalog.limits import MAX_TTL_MINUTES, SERVING_MAX_RESERVED_CONCURRENCY, SERVING_MAX_TIMEOUT_SECONDS
 from catalog.reach import world_ranges
-from catalog.tpu_catalog import (TPU_FRAMEWORKS, TpuType, accelerator_types, framework_problem, lookup_tpu,
-                               runtime_examples, runtime_problem)
+from catalog.schema import Problem, Schema, explain, show
+from catalog.tpu_catalog import TPU_FRAMEWORKS, TpuType, accelerator_types, framework_problem, lookup_tpu, \
+    runtime_examples, runtime_problem
 
-NAMESPACE = "ernie"
 Cloud = Literal["gcp", "aws"]
-
-COMMON_KEYS = frozenset({"cloud", "ttlMinutes", "maxUsdPerHour", "spot", "sshAllowedCidrs",
-                         "allowSshFromAnywhere", "sshPublicKey", "sshKeyPath"})
-GCP_KEYS = frozenset({"tpuType", "runtimeVersion", "framework"})
-AWS_KEYS = frozenset({"instanceType", "instanceCount", "availabilityZone", "framework", "dlcTag", "serving"})
-SERVING_KEYS = frozenset({"servingPython", "servingArchitecture", "servingMemoryMb", "servingTimeoutSeconds",
-                          "servingLogRetentionDays", "servingThrottleRate", "servingThrottleBurst",
-                          "servingReservedConcurrency", "servingEmbed", "servingEmbedMemoryMb"})
 # Reserved by default: bounded (catalog/limits.py), and leaving the account room for other functions.
 SERVING_DEFAULT_RESERVED_CONCURRENCY = 10
 # Lambda's CPU grows with memory (one vCPU at 1,769 MB); the encoder is CPU-bound.
@@ -55,91 +38,309 @@ SERVING_EMBED_DEFAULT_MEMORY_MB = 2048
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
                       2922, 3288, 3653)
+_CIDRS = "CIDRs of your own addresses, e.g. [\"203.0.113.7/32\"] or [\"10.0.0.0/8\"]"
 
 
 class ConfigError(pulumi.RunError):
     """A configuration value that cannot work. Pulumi prints a RunError without a stack trace."""
 
 
-@dataclass(frozen=True)
-class AccessConfig:
+def _key(full: str, accepted: str, default: Any = ..., **bounds: Any) -> Any:
+    """A field read from the full key `full`; `accepted` is its documentation and every generic error's answer."""
+    return Field(default, alias=full, description=accepted, json_schema_extra={"accepted": accepted}, **bounds)
+
+
+def _bounded(full: str, low: int, high: int, default: int | None, unit: str) -> Any:
+    return _key(full, f"a whole number of {unit} from {low} to {high}", default, ge=low, le=high)
+
+
+def _choices(values: Any) -> str:
+    return ", ".join(map(str, values))
+
+
+# Pulumi hands every value as a string: a well-formed one is read here, anything else is refused by the (strict)
+# type with the field's accepted text. A whole number is read before its bounds are checked, so they name 0, not '0'.
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, str) and re.fullmatch(r"-?\d+", value) else value
+
+
+def _flag(value: Any) -> Any:
+    return {"true": True, "false": False}.get(value.lower(), value) if isinstance(value, str) else value
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+
+
+def _switch(values: Mapping[str, Any], full: str) -> bool:
+    """A flag that decides which fields are read at all, checked before them."""
+    value = _flag(values.get(full, False))
+    if not isinstance(value, bool):
+        raise Problem(full, f"{show(value)}; accepted: true or false")
+    return value
+
+
+class _Section(Schema):
+    """Reads its own keys from the whole flat mapping; Pulumi's strings are parsed by the field types above."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class AccessConfig(_Section):
     """Who may reach the hosts over SSH, and with which key."""
 
-    ssh_allowed_cidrs: tuple[str, ...]
+    ssh_allowed_cidrs: tuple[str, ...] = _key("ernie:sshAllowedCidrs", _CIDRS)
     """Source ranges admitted to port 22; never the whole internet unless opted in."""
-    ssh_from_anywhere: bool
+    ssh_from_anywhere: Flag = _key("ernie:allowSshFromAnywhere", "true or false", False)
     """ernie:allowSshFromAnywhere: the user accepted SSH open to the internet (`ernie check` then warns only)."""
-    ssh_public_key: str | None
+    ssh_public_key: str | None = _key("ernie:sshPublicKey", "an OpenSSH public key line", None)
     """The user's OpenSSH public key; None: the stack makes a key pair and keeps the private half secret."""
-    ssh_key_path: str | None
+    ssh_key_path: str | None = _key("ernie:sshKeyPath", "a path", None)
     """Where the private half of `ssh_public_key` lives on the user's machine (for the inventory)."""
 
+    @field_validator("ssh_allowed_cidrs", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        try:
+            cidrs = json.loads(value)
+        except (TypeError, json.JSONDecodeError):
+            cidrs = None
+        if not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs):
+            raise ValueError(f"{show(value)}; accepted: a list: {_CIDRS}")
+        if not cidrs:
+            raise ValueError(f"[]; accepted: {_CIDRS}")
+        networks = []
+        for cidr in cidrs:
+            try:
+                networks.append(str(ipaddress.ip_network(cidr, strict=True)))
+            except ValueError as exc:
+                raise ValueError(f"{show(cidr)}; accepted: {_CIDRS} ({exc})") from None
+        return tuple(networks)
 
-@dataclass(frozen=True)
-class TpuConfig:
+    @field_validator("ssh_public_key")
+    @classmethod
+    def _openssh(cls, key: str | None) -> str | None:
+        if key is not None and not key.startswith(("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-")):
+            raise ValueError(f"{show(key[:24] + '...')}; accepted: an OpenSSH public key line (ssh-ed25519 AAAA...)")
+        return key
+
+    @model_validator(mode="after")
+    def _together(self) -> AccessConfig:
+        world = world_ranges(list(self.ssh_allowed_cidrs))
+        if world and not self.ssh_from_anywhere:
+            raise Problem("ernie:sshAllowedCidrs", f"{show(list(self.ssh_allowed_cidrs))}; accepted: {_CIDRS}; "
+                          f"{', '.join(world)} opens SSH to the internet (ranges broader than a /8 of IPv4 or a /32 "
+                          "of IPv6, alone or together) and needs the explicit opt-in "
+                          "`ernie:allowSshFromAnywhere: true`")
+        if (self.ssh_public_key is None) != (self.ssh_key_path is None):
+            raise Problem("ernie:sshKeyPath" if self.ssh_key_path is None else "ernie:sshPublicKey",
+                          "missing; accepted: sshPublicKey and sshKeyPath together (your key and where its private "
+                          "half is), or neither (the stack makes a key pair and keeps it as a secret)")
+        return self
+
+
+class TpuConfig(_Section):
     """A TPU VM or pod slice on Google Cloud."""
 
-    project: str
-    zone: str
-    region: str
-    tpu: TpuType
-    runtime_version: str
-    framework: str | None = None
+    project: str = _key("gcp:project", "your Google Cloud project id")
+    tpu: Annotated[InstanceOf[TpuType], BeforeValidator(lambda name: lookup_tpu(name) or name)] = \
+        _key("ernie:tpuType", _choices(accelerator_types()))
+    # Checked against the TPU type, which also says what is accepted when they are missing.
+    zone: str = _key("gcp:zone", "a zone offering the TPU type", None, validate_default=True)
+    runtime_version: str = _key("ernie:runtimeVersion", "a runtime image for the TPU type", None,
+                                validate_default=True)
+    framework: Literal[TPU_FRAMEWORKS] | None = \
+        _key("ernie:framework", f"a framework TPU VMs run: {_choices(TPU_FRAMEWORKS)}", None)
     """ernie:framework (jax, pytorch, tensorflow): what the workloads run, checked against the runtime image."""
 
+    @property
+    def region(self) -> str:
+        return self.zone.rsplit("-", 1)[0]
 
-@dataclass(frozen=True)
-class GpuConfig:
+    @field_validator("zone", mode="before")
+    @classmethod
+    def _offered(cls, zone: str | None, info: ValidationInfo) -> str | None:
+        tpu = info.data.get("tpu")
+        if tpu is not None and (zone is None or not tpu.offered_in(zone)):
+            raise ValueError(f"{show(zone)}; accepted: a zone offering {tpu.name}: {', '.join(tpu.zones())}")
+        return zone
+
+    @field_validator("runtime_version", mode="before")
+    @classmethod
+    def _runtime(cls, runtime: str | None, info: ValidationInfo) -> str | None:
+        if "tpu" in info.data and runtime is None:
+            raise ValueError(f"missing; accepted: {runtime_examples(info.data['tpu'])}")
+        problem = "tpu" in info.data and runtime_problem(info.data["tpu"], runtime)
+        if problem:
+            raise ValueError(f"{show(runtime)}; {problem}")
+        return runtime
+
+    @field_validator("framework")
+    @classmethod
+    def _framework(cls, framework: str | None, info: ValidationInfo) -> str | None:
+        problem = framework and "runtime_version" in info.data and \
+            framework_problem(info.data["tpu"], info.data["runtime_version"], framework)
+        if problem:
+            raise ValueError(f"{show(framework)}; {problem}")
+        return framework
+
+
+_INSTANCES = _choices(t.name for t in INSTANCE_TYPES)
+
+
+def _instance(name: Any) -> Any:
+    instance = lookup_instance(name) if isinstance(name, str) else name
+    if instance is None:
+        retired = RETIRED_FAMILIES.get(name.split(".", 1)[0])
+        raise ValueError(f"{show(name)}; not offered: {retired}" if retired else
+                         f"{show(name)}; not a GPU instance type in ernie's catalog; accepted: {_INSTANCES}")
+    return instance
+
+
+class GpuConfig(_Section):
     """A fleet of GPU instances on AWS running a Deep Learning Container image."""
 
-    region: str
-    availability_zone: str
-    instance: GpuInstanceType
-    instance_count: int
-    framework: str
-    dlc_tag: str
-    image: str
-    """The full DLC image URI, derived from region, framework and tag."""
+    region: Literal[tuple(dlc_regions())] = _key("aws:region", _choices(dlc_regions()))
+    availability_zone: str = _key("ernie:availabilityZone", "a zone of the region, e.g. us-east-1a", None,
+                                  validate_default=True)
+    instance: Annotated[InstanceOf[GpuInstanceType], BeforeValidator(_instance)] = \
+        _key("ernie:instanceType", f"a GPU instance type: {_INSTANCES}")
+    instance_count: Whole = _key("ernie:instanceCount", "a whole number of instances, 1 or more", 1, ge=1)
+    framework: Literal[tuple(DLC_TAGS)] = _key(
+        "ernie:framework", f"a framework with an AWS Deep Learning Container training image: {_choices(DLC_TAGS)}")
+    dlc_tag: str = _key("ernie:dlcTag", "a published training image tag of the framework", None,
+                        validate_default=True)
+
+    @property
+    def image(self) -> str:
+        """The full DLC image URI, derived from region, framework and tag."""
+        return dlc_image(self.region, self.framework, self.dlc_tag)
+
+    @field_validator("availability_zone", mode="before")
+    @classmethod
+    def _in_region(cls, zone: str | None, info: ValidationInfo) -> str | None:
+        region = info.data.get("region")
+        if region is None:
+            return zone
+        if zone is not None and not (zone.startswith(region) and len(zone) == len(region) + 1 and zone[-1].isalpha()):
+            raise ValueError(f"{show(zone)}; accepted: a zone of {region}, e.g. {region}a")
+        return zone or f"{region}a"
+
+    @field_validator("dlc_tag", mode="before")
+    @classmethod
+    def _published(cls, tag: str | None, info: ValidationInfo) -> str | None:
+        framework = info.data.get("framework")
+        if framework and tag not in DLC_TAGS[framework]:
+            raise ValueError(f"{show(tag)}; accepted: a published {framework} training image tag: "
+                             f"{_choices(DLC_TAGS[framework])}")
+        return tag
 
 
-@dataclass(frozen=True)
-class ServingConfig:
+class ServingConfig(_Section):
     """The Lambda serving stack (infra/aws_serving.py): runtime, size and limits of its function and API."""
 
-    python_version: str
+    python_version: Literal[SERVING_PYTHONS] = _key("ernie:servingPython", _choices(SERVING_PYTHONS),
+                                                   SERVING_PYTHONS[0])
     """Lambda runtime pythonX.Y the layers are built for."""
-    architecture: str
-    memory_mb: int
+    architecture: Literal[ARCHES] = _key("ernie:servingArchitecture", _choices(ARCHES), ARCHES[0])
+    memory_mb: Whole = _bounded("ernie:servingMemoryMb", 128, 10240, 1024, "MB (Lambda's range)")
     """Memory, and with it CPU: more makes the cold start's imports faster."""
-    timeout_seconds: int
-    log_retention_days: int
-    throttle_rate: int
+    timeout_seconds: Whole = _bounded("ernie:servingTimeoutSeconds", 1, SERVING_MAX_TIMEOUT_SECONDS, 30,
+                                      "seconds (the HTTP API gives up after 30)")
+    log_retention_days: Annotated[Literal[LOG_RETENTION_DAYS], BeforeValidator(_whole)] = \
+        _key("ernie:servingLogRetentionDays", f"a CloudWatch retention period: {_choices(LOG_RETENTION_DAYS)}", 14)
+    throttle_rate: Whole = _bounded("ernie:servingThrottleRate", 1, 10000, 50, "requests per second")
     """Steady requests per second the HTTP API lets through."""
-    throttle_burst: int
-    reserved_concurrency: int
+    throttle_burst: Whole = _bounded("ernie:servingThrottleBurst", 1, 5000, 100, "requests")
+    reserved_concurrency: Whole = _bounded("ernie:servingReservedConcurrency", 1, SERVING_MAX_RESERVED_CONCURRENCY,
+                                           SERVING_DEFAULT_RESERVED_CONCURRENCY, "instances running at once")
     """Instances of the function that may run at once (and that no other function of the account may take)."""
-    embed_memory_mb: int | None
+    embed: Flag = _key("ernie:servingEmbed", "true or false", False)
+    # The encoder's activations for a full batch of long texts come on top of ONNX Runtime and the model.
+    embed_memory_mb: Annotated[int | None, BeforeValidator(_whole)] = _bounded(
+        "ernie:servingEmbedMemoryMb", 512, 10240, None, "MB (the embedding model needs 512; Lambda allows up to 10240)")
     """Memory of the second function, sentence embeddings (workloads/serving/embed.py, `ernie:servingEmbed`),
     which shares the settings above; None when it is not built."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _embed_memory(cls, values: dict[str, Any]) -> dict[str, Any]:
+        memory = values.get("ernie:servingEmbedMemoryMb")
+        if not _switch(values, "ernie:servingEmbed"):
+            if memory is not None:
+                raise Problem("ernie:servingEmbedMemoryMb", f"{show(memory)}; set it only with "
+                              "`ernie:servingEmbed: true`, which builds the embedding function")
+            return values
+        return {"ernie:servingEmbedMemoryMb": str(SERVING_EMBED_DEFAULT_MEMORY_MB), **values}
 
-@dataclass(frozen=True)
-class StackConfig:
+
+class StackConfig(_Section):
     """The whole validated configuration of one stack."""
 
-    cloud: Cloud
+    cloud: Cloud = _key("ernie:cloud", _choices(get_args(Cloud)))
     stack: str
-    ttl_minutes: int
-    max_usd_per_hour: float
+    ttl_minutes: Whole = _key("ernie:ttlMinutes", f"minutes from 1 to {MAX_TTL_MINUTES} (one day) after which the "
+                              "hosts are deleted, so a forgotten slice stops billing", ge=1, le=MAX_TTL_MINUTES)
+    max_usd_per_hour: float = _key("ernie:maxUsdPerHour", "the most the stack's hosts and disks may cost, in USD per "
+                                   "hour on demand (catalog/prices.csv), a number above 0, e.g. 60",
+                                   gt=0, allow_inf_nan=False, strict=False)
     """The most the stack's hosts and disks may cost per hour on demand; the cost-ceiling guardrail checks it."""
-    spot: bool
+    spot: Flag = _key("ernie:spot", "true or false", False)
     access: AccessConfig
-    tpu: TpuConfig | None
+    tpu: TpuConfig | None = None
     """Set when cloud is gcp."""
-    gpu: GpuConfig | None
+    gpu: GpuConfig | None = None
     """Set when cloud is aws."""
-    serving: ServingConfig | None
+    serving: ServingConfig | None = Field(None, alias="ernie:serving")
     """Set when the aws stack also builds the Lambda serving stack (`ernie:serving: true`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Each section reads its keys from the same mapping; a valid cloud picks its sections and keys."""
+        cloud = values.get("ernie:cloud")
+        if cloud not in get_args(Cloud):
+            return values
+        _refuse_unknown(values, cloud, KEYS[cloud], KEYS["aws" if cloud == "gcp" else "gcp"])
+        serving = cloud == "aws" and _switch(values, "ernie:serving")
+        return {**values, "access": values, "tpu": values if cloud == "gcp" else None,
+                "gpu": values if cloud == "aws" else None, "ernie:serving": values if serving else None}
+
+    @model_validator(mode="after")
+    def _spot(self) -> StackConfig:
+        if self.spot and self.tpu and not self.tpu.tpu.generation.spot:
+            raise Problem("ernie:spot", f"true; accepted: false for TPU {self.tpu.tpu.generation.name}: Spot VMs are "
+                                        "offered only for v4 and later")
+        if self.spot and self.gpu and not self.gpu.instance.spot:
+            raise Problem("ernie:spot", f"true; accepted: false for {self.gpu.instance.name}, which is not offered "
+                          f"as Spot; Spot is offered for {_choices(t.name for t in INSTANCE_TYPES if t.spot)}")
+        return self
+
+
+def _keys(cloud: str) -> set[str]:
+    """The ernie keys a cloud's stack reads: the common ones, its own sections', and ernie:serving on aws."""
+    sections = (StackConfig, AccessConfig, *((TpuConfig,) if cloud == "gcp" else (GpuConfig, ServingConfig)))
+    keys = {f.alias.partition(":")[2] for s in sections for f in s.model_fields.values()
+            if f.alias and f.alias.startswith("ernie:")}
+    return keys if cloud == "aws" else keys - {"serving"}
+
+
+KEYS = {cloud: frozenset(_keys(cloud)) for cloud in get_args(Cloud)}
+"""The ernie keys (without the namespace) each cloud's stack reads; any other ernie key is refused."""
+
+
+def _refuse_unknown(values: Mapping[str, Any], cloud: str, own: frozenset[str], other: frozenset[str]) -> None:
+    """Only the ernie namespace is closed: other providers' keys (aws:profile, default tags) pass through."""
+    for full in sorted(values):
+        namespace, _, key = full.partition(":")
+        if namespace != "ernie" or key in own:
+            continue
+        if key in other:
+            raise Problem(full, f"{show(values[full])}; it applies to the other cloud, not {cloud}; remove it")
+        near = difflib.get_close_matches(key, sorted(own | other), n=1)
+        hint = f"did you mean ernie:{near[0]}? " if near else ""
+        raise Problem(full, f"unknown key {show(values[full])}; {hint}the ernie keys for {cloud} are "
+                            f"{', '.join(sorted(own))}")
 
 
 def load() -> StackConfig:
@@ -150,234 +351,12 @@ def load() -> StackConfig:
 
 
 def parse(raw: Mapping[str, str], stack: str) -> StackConfig:
-    """Validate raw config values (full keys, string values as Pulumi stores them)."""
-    values = _Values(raw)
-    cloud = values.choice("cloud", get_args(Cloud))
-    aws_keys = AWS_KEYS | SERVING_KEYS
-    own, other = (GCP_KEYS, aws_keys) if cloud == "gcp" else (aws_keys, GCP_KEYS)
-    values.refuse_unknown(COMMON_KEYS | own, other, cloud)
-    return StackConfig(
-        cloud=cloud,
-        stack=stack,
-        ttl_minutes=_ttl(values),
-        max_usd_per_hour=_max_usd_per_hour(values),
-        spot=values.flag("spot", default=False),
-        access=_access(values),
-        tpu=_tpu(values) if cloud == "gcp" else None,
-        gpu=_gpu(values) if cloud == "aws" else None,
-        serving=_serving(values) if cloud == "aws" and values.flag("serving", default=False) else None,
-    )
-
-
-def _ttl(values: _Values) -> int:
-    accepted = (f"minutes from 1 to {MAX_TTL_MINUTES} (one day) after which the hosts are deleted, "
-                "so a forgotten slice stops billing")
-    ttl = values.integer("ttlMinutes", accepted)
-    if not 1 <= ttl <= MAX_TTL_MINUTES:
-        raise values.error("ttlMinutes", ttl, accepted)
-    return ttl
-
-
-def _max_usd_per_hour(values: _Values) -> float:
-    accepted = ("the most the stack's hosts and disks may cost, in USD per hour on demand (catalog/prices.csv), "
-                "a number above 0, e.g. 60")
-    text = values.text("maxUsdPerHour", accepted, required=True)
+    """Validate raw config values (full keys, string values as Pulumi stores them); an empty value is unset."""
     try:
-        ceiling = float(text)
-    except ValueError:
-        raise values.error("maxUsdPerHour", text, accepted) from None
-    if not (math.isfinite(ceiling) and ceiling > 0):
-        raise values.error("maxUsdPerHour", text, accepted)
-    return ceiling
-
-
-def _access(values: _Values) -> AccessConfig:
-    accepted = "CIDRs of your own addresses, e.g. [\"203.0.113.7/32\"] or [\"10.0.0.0/8\"]"
-    cidrs = values.text_list("sshAllowedCidrs", accepted)
-    if not cidrs:
-        raise values.error("sshAllowedCidrs", [], accepted)
-    networks = []
-    for cidr in cidrs:
-        try:
-            networks.append(ipaddress.ip_network(cidr, strict=True))
-        except ValueError as exc:
-            raise values.error("sshAllowedCidrs", cidr, f"{accepted} ({exc})") from None
-    world = world_ranges(cidrs)
-    from_anywhere = values.flag("allowSshFromAnywhere", default=False)
-    if world and not from_anywhere:
-        raise values.error("sshAllowedCidrs", cidrs, f"{accepted}; {', '.join(world)} opens SSH to the internet "
-                                                     "(ranges broader than a /8 of IPv4 or a /32 of IPv6, alone or "
-                                                     "together) and needs the explicit opt-in "
-                                                     "`ernie:allowSshFromAnywhere: true`")
-    public_key = values.text("sshPublicKey", "an OpenSSH public key line")
-    if public_key is not None and not public_key.startswith(("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-")):
-        raise values.error("sshPublicKey", public_key[:24] + "...", "an OpenSSH public key line (ssh-ed25519 AAAA...)")
-    key_path = values.text("sshKeyPath", "a path")
-    if (public_key is None) != (key_path is None):
-        raise values.error("sshKeyPath" if key_path is None else "sshPublicKey", None,
-                           "sshPublicKey and sshKeyPath together (your key and where its private half is), "
-                           "or neither (the stack makes a key pair and keeps it as a secret)")
-    return AccessConfig(tuple(str(n) for n in networks), from_anywhere, public_key, key_path)
-
-
-def _serving(values: _Values) -> ServingConfig:
-    def one_of(key: str, accepted: Sequence[str]) -> str:
-        value = values.text(key, ", ".join(accepted)) or accepted[0]
-        if value not in accepted:
-            raise values.error(key, value, ", ".join(accepted))
-        return value
-
-    def bounded(key: str, low: int, high: int, default: int, unit: str) -> int:
-        accepted = f"a whole number of {unit} from {low} to {high}"
-        value = values.integer(key, accepted, default=default)
-        if not low <= value <= high:
-            raise values.error(key, value, accepted)
-        return value
-
-    embed = values.flag("servingEmbed", default=False)
-    stray = None if embed else values.text("servingEmbedMemoryMb", "")
-    if stray is not None:
-        raise values.error("servingEmbedMemoryMb", stray, "set it only with `ernie:servingEmbed: true`, which "
-                           "builds the embedding function", accepts=False)
-    retention = values.integer("servingLogRetentionDays", "days", default=14)
-    if retention not in LOG_RETENTION_DAYS:
-        raise values.error("servingLogRetentionDays", retention,
-                           f"a CloudWatch retention period: {', '.join(map(str, LOG_RETENTION_DAYS))}")
-    return ServingConfig(
-        python_version=one_of("servingPython", SERVING_PYTHONS),
-        architecture=one_of("servingArchitecture", ARCHES),
-        memory_mb=bounded("servingMemoryMb", 128, 10240, 1024, "MB (Lambda's range)"),
-        timeout_seconds=bounded("servingTimeoutSeconds", 1, SERVING_MAX_TIMEOUT_SECONDS, 30,
-                                "seconds (the HTTP API gives up after 30)"),
-        log_retention_days=retention,
-        throttle_rate=bounded("servingThrottleRate", 1, 10000, 50, "requests per second"),
-        throttle_burst=bounded("servingThrottleBurst", 1, 5000, 100, "requests"),
-        reserved_concurrency=bounded("servingReservedConcurrency", 1, SERVING_MAX_RESERVED_CONCURRENCY,
-                                     SERVING_DEFAULT_RESERVED_CONCURRENCY, "instances running at once"),
-        # The encoder's activations for a full batch of long texts come on top of ONNX Runtime and the model.
-        embed_memory_mb=bounded("servingEmbedMemoryMb", 512, 10240, SERVING_EMBED_DEFAULT_MEMORY_MB,
-                                "MB (the embedding model needs 512; Lambda allows up to 10240)") if embed else None,
-    )
-
-
-def _tpu(values: _Values) -> TpuConfig:
-    project = values.text("project", "your Google Cloud project id", namespace="gcp", required=True)
-    name = values.choice("tpuType", accelerator_types())
-    tpu = lookup_tpu(name)
-    zone = values.text("zone", f"a zone offering {tpu.name}: {', '.join(tpu.zones())}", namespace="gcp",
-                       required=True)
-    if not tpu.offered_in(zone):
-        raise values.error("zone", zone, f"a zone offering {tpu.name}: {', '.join(tpu.zones())}", namespace="gcp")
-    runtime = values.text("runtimeVersion", runtime_examples(tpu), required=True)
-    problem = runtime_problem(tpu, runtime)
-    if problem:
-        raise values.error("runtimeVersion", runtime, problem, accepts=False)
-    framework = values.text("framework", f"the framework the slice runs: {', '.join(TPU_FRAMEWORKS)}")
-    if framework is not None:
-        if framework not in TPU_FRAMEWORKS:
-            raise values.error("framework", framework, f"a framework TPU VMs run: {', '.join(TPU_FRAMEWORKS)}")
-        problem = framework_problem(tpu, runtime, framework)
-        if problem:
-            raise values.error("framework", framework, problem, accepts=False)
-    if values.flag("spot", default=False) and not tpu.generation.spot:
-        raise values.error("spot", True, f"false for TPU {tpu.generation.name}: Spot VMs are offered only for "
-                                          "v4 and later")
-    return TpuConfig(project, zone, zone.rsplit("-", 1)[0], tpu, runtime, framework)
-
-
-def _gpu(values: _Values) -> GpuConfig:
-    region = values.choice("region", dlc_regions(), namespace="aws")
-    zone = values.text("availabilityZone", f"a zone of {region}, e.g. {region}a") or f"{region}a"
-    if not (zone.startswith(region) and len(zone) == len(region) + 1 and zone[-1].isalpha()):
-        raise values.error("availabilityZone", zone, f"a zone of {region}, e.g. {region}a")
-    known = ", ".join(t.name for t in INSTANCE_TYPES)
-    name = values.text("instanceType", f"a GPU instance type: {known}", required=True)
-    instance = lookup_instance(name)
-    retired = RETIRED_FAMILIES.get(name.split(".", 1)[0])
-    if instance is None and retired:
-        raise values.error("instanceType", name, f"not offered: {retired}", accepts=False)
-    if instance is None:
-        raise values.error("instanceType", name, f"not a GPU instance type in ernie's catalog; accepted: {known}",
-                           accepts=False)
-    count = values.integer("instanceCount", "a whole number of instances, 1 or more", default=1)
-    if count < 1:
-        raise values.error("instanceCount", count, "a whole number of instances, 1 or more")
-    if values.flag("spot", default=False) and not instance.spot:
-        spot_types = ", ".join(t.name for t in INSTANCE_TYPES if t.spot)
-        raise values.error("spot", True, f"false for {instance.name}, which is not offered as Spot; "
-                                          f"Spot is offered for {spot_types}")
-    framework = values.choice("framework", list(DLC_TAGS),
-                              why="a framework with an AWS Deep Learning Container training image:")
-    tag = values.choice("dlcTag", DLC_TAGS[framework], why=f"a published {framework} training image tag:")
-    return GpuConfig(region, zone, instance, count, framework, tag, dlc_image(region, framework, tag))
-
-
-class _Values:
-    """Raw values, typed reads whose errors name the key and what is accepted, and the unknown-key check."""
-
-    def __init__(self, raw: Mapping[str, str]) -> None:
-        self._raw = raw
-
-    def refuse_unknown(self, allowed: frozenset[str], other_cloud: frozenset[str], cloud: str) -> None:
-        for full in sorted(self._raw):
-            namespace, _, key = full.partition(":")
-            if namespace != NAMESPACE or key in allowed:
-                continue
-            if key in other_cloud:
-                raise self.error(key, self._raw[full], f"it applies to the other cloud, not {cloud}; remove it",
-                                 accepts=False)
-            near = difflib.get_close_matches(key, sorted(allowed | other_cloud), n=1)
-            hint = f"did you mean ernie:{near[0]}? " if near else ""
-            raise self.error(key, self._raw[full], f"{hint}the ernie keys for {cloud} are "
-                                                   f"{', '.join(sorted(allowed))}", accepts=False, what="unknown key")
-
-    @staticmethod
-    def error(key: str, value: object, accepted: str, *, namespace: str = NAMESPACE,
-              accepts: bool = True, what: str = "") -> ConfigError:
-        shown = "missing" if value is None else repr(value) if isinstance(value, str) else json.dumps(value)
-        lead = f"{what} " if what else ""
-        verb = "accepted: " if accepts else ""
-        return ConfigError(f"{namespace}:{key}: {lead}{shown}; {verb}{accepted}")
-
-    def text(self, key: str, accepted: str, *, namespace: str = NAMESPACE, required: bool = False) -> str | None:
-        value = self._raw.get(f"{namespace}:{key}")
-        if value in (None, ""):
-            if required:
-                raise self.error(key, None, f"{accepted} (`pulumi config set {namespace}:{key} VALUE`; "
-                                            "Pulumi.gcp.yaml and Pulumi.aws.yaml show examples)", namespace=namespace)
-            return None
-        return value
-
-    def choice(self, key: str, accepted: Sequence[str], *, namespace: str = NAMESPACE, why: str = "") -> str:
-        listed = f"{why} {', '.join(accepted)}" if why else ", ".join(accepted)
-        value = self.text(key, listed, namespace=namespace, required=True)
-        if value not in accepted:
-            raise self.error(key, value, listed, namespace=namespace)
-        return value
-
-    def integer(self, key: str, accepted: str, *, default: int | None = None) -> int:
-        value = self.text(key, accepted, required=default is None)
-        if value is None:
-            return default
-        try:
-            return int(value)
-        except ValueError:
-            raise self.error(key, value, accepted) from None
-
-    def flag(self, key: str, *, default: bool) -> bool:
-        value = self.text(key, "true or false")
-        if value is None:
-            return default
-        if value.lower() not in ("true", "false"):
-            raise self.error(key, value, "true or false")
-        return value.lower() == "true"
-
-    def text_list(self, key: str, accepted: str) -> list[str]:
-        value = self.text(key, accepted, required=True)
-        try:
-            items = json.loads(value)
-        except json.JSONDecodeError:
-            items = None
-        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise self.error(key, value, f"a list: {accepted}")
-        return items
+        return StackConfig.model_validate({**{k: v for k, v in raw.items() if v != ""}, "stack": stack})
+    except ValidationError as exc:
+        error = explain(exc, StackConfig)
+    key = error.field.rpartition(".")[2]  # a key is named in full, without the section that read it
+    hint = (f" (`pulumi config set {key} VALUE`; Pulumi.gcp.yaml and Pulumi.aws.yaml show examples)"
+            if error.problem.startswith("missing;") else "")
+    raise ConfigError(f"{key}: {error.problem}{hint}")

@@ -238,10 +238,10 @@ def test_over_budget_refuses_before_any_pulumi_call(ernie_cmd: list[str], tmp_pa
 
 
 def test_every_stack_override_is_a_key_the_stack_config_reads() -> None:
-    from infra.config import AWS_KEYS, COMMON_KEYS, GCP_KEYS
+    from infra.config import KEYS
 
     ernie_keys = {k.split(":", 1)[1] for k in STACK_OVERRIDES if k.startswith("ernie:")}
-    assert ernie_keys <= COMMON_KEYS | GCP_KEYS | AWS_KEYS
+    assert ernie_keys <= KEYS["gcp"] | KEYS["aws"]
 
 
 def test_the_cell_stack_file_keeps_the_stacks_own_settings_never_the_bases(tmp_path: Path) -> None:

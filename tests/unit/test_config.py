@@ -184,3 +184,40 @@ def test_load_reads_the_whole_namespace(pulumi_mocks) -> None:
     pulumi.runtime.set_all_config(_with("gcp", ernie__runtimeVerison="tpu-ubuntu2204-base"))
     with pytest.raises(ConfigError, match="did you mean ernie:runtimeVersion"):
         config.load()
+
+
+@pytest.mark.parametrize(("stack", "changes", "message"), [
+    # Read by the field types: the value as Pulumi gave it, or the whole number it reads as.
+    ("gcp", {"ernie:cloud": "azure"}, "ernie:cloud: 'azure'; accepted: gcp, aws"),
+    ("aws", {"ernie:ttlMinutes": "0"}, "ernie:ttlMinutes: 0; accepted: minutes from 1 to 1440"),
+    ("aws", {"ernie:instanceCount": "two"}, "ernie:instanceCount: 'two'; accepted: a whole number of instances"),
+    ("gcp", {"ernie:spot": "yes"}, "ernie:spot: 'yes'; accepted: true or false"),
+    ("aws", {"ernie:serving": "true", "ernie:servingLogRetentionDays": "10"},
+     "ernie:servingLogRetentionDays: 10; accepted: a CloudWatch retention period: 1, 3, 5, 7, 14, 30"),
+    ("aws", {"ernie:serving": "true", "ernie:servingEmbed": "true", "ernie:servingEmbedMemoryMb": "256"},
+     "ernie:servingEmbedMemoryMb: 256; accepted: a whole number of MB .* from 512 to 10240"),
+    # Checked against another key or the catalog; a missing key is told what its neighbours accept.
+    ("gcp", {"gcp:zone": None}, r"gcp:zone: missing; accepted: a zone offering v4-32: us-central2-b \(`pulumi config "
+                                r"set gcp:zone VALUE`"),
+    ("aws", {"ernie:dlcTag": None}, "ernie:dlcTag: missing; accepted: a published pytorch training image tag: 2.9.0"),
+    ("aws", {"ernie:instanceType": "p3.2xlarge"}, "ernie:instanceType: 'p3.2xlarge'; not offered: "),
+    ("aws", {"ernie:serving": "yes"}, "ernie:serving: 'yes'; accepted: true or false"),
+    ("aws", {"ernie:serving": "true", "ernie:servingEmbedMemoryMb": "2048"},
+     "ernie:servingEmbedMemoryMb: '2048'; set it only with `ernie:servingEmbed: true`"),
+    ("gcp", {"ernie:serving": "true"}, "ernie:serving: 'true'; it applies to the other cloud, not gcp"),
+    ("aws", {"ernie:tpuType": "v4-8"}, "ernie:tpuType: 'v4-8'; it applies to the other cloud, not aws"),
+    ("aws", {"ernie:servingMemory": "2048"}, "ernie:servingMemory: unknown key '2048'; did you mean "
+                                             "ernie:servingMemoryMb\\? the ernie keys for aws are allowSshFromAnywhere"),
+])
+def test_each_error_names_the_key_the_value_and_what_is_accepted(stack, changes, message) -> None:
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        parse(_with(stack, **{k.replace(":", "__"): v for k, v in changes.items()}), stack)
+
+
+def test_serving_defaults_and_the_embedding_function() -> None:
+    serving = parse(_with("aws", ernie__serving="true"), "aws").serving
+    assert (serving.python_version, serving.architecture, serving.memory_mb, serving.log_retention_days,
+            serving.reserved_concurrency, serving.embed_memory_mb) == ("3.12", "x86_64", 1024, 14, 10, None)
+    embed = parse(_with("aws", ernie__serving="true", ernie__servingEmbed="TRUE"), "aws").serving
+    assert embed.embed_memory_mb == config.SERVING_EMBED_DEFAULT_MEMORY_MB
+    assert parse(_with("aws"), "aws").serving is None
