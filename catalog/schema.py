@@ -113,7 +113,7 @@ def _path(loc: list[Any]) -> str:
     for part in loc:
         part = f"[{part}]" if isinstance(part, int) else str(part)
         out += part if not out or part.startswith("[") else f".{part}"
-    return out
+    return out or "document"  # the whole document is wrong (not a table, say)
 
 
 def _aliased(model: type[BaseModel], loc: list[Any]) -> list[Any]:
