@@ -165,12 +165,14 @@ def prepare(s: Session, bundle: Bundle, dest: str) -> Delta:
     q = shlex.quote(dest)
     names = "\0".join(sorted(bundle.files)).encode() + b"\0"
     # comm needs both lists in one collation: sorted on the host, bytewise.
-    new, old = f"{PUSHED_LIST}.new", f"{PUSHED_LIST}.old"
+    # The stale names go through a file, not a pipe: a comm that fails (one without -z) must fail the command
+    # before the new list replaces the old, or the stale files would be forgotten with nothing deleting them.
+    new, old, stale = f"{PUSHED_LIST}.new", f"{PUSHED_LIST}.old", f"{PUSHED_LIST}.stale"
     command = (f"mkdir -p {q} && cd {q} && cat > {new} && if [ -f {PUSHED_LIST} ]; then "
                f"xargs -0 -r sha256sum -- < {PUSHED_LIST} 2>/dev/null; "
                f"LC_ALL=C sort -z -o {old} {PUSHED_LIST} && LC_ALL=C sort -z -o {new} {new} && "
-               f"LC_ALL=C comm -z -23 {old} {new} | xargs -0 -r rm -f -- && rm -f {old}; fi && "
-               f"mv {new} {PUSHED_LIST}")
+               f"LC_ALL=C comm -z -23 {old} {new} > {stale} && xargs -0 -r rm -f -- < {stale} && "
+               f"rm -f {old} {stale}; fi && mv {new} {PUSHED_LIST}")
     have = {}
     for line in s.pipe_in(command, names).decode(errors="surrogateescape").splitlines():
         digest, _, name = line.partition("  ")
