@@ -178,7 +178,7 @@ class TpuConfig(_Section):
     @field_validator("framework")
     @classmethod
     def _framework(cls, framework: str | None, info: ValidationInfo) -> str | None:
-        problem = framework and "runtime_version" in info.data and \
+        problem = framework and "tpu" in info.data and "runtime_version" in info.data and \
             framework_problem(info.data["tpu"], info.data["runtime_version"], framework)
         if problem:
             raise ValueError(f"{show(framework)}; {problem}")
@@ -296,15 +296,17 @@ class StackConfig(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _sections(cls, values: dict[str, Any]) -> dict[str, Any]:
+    def _sections(cls, values: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """Each section reads its keys from the same mapping; a valid cloud picks its sections and keys."""
         cloud = values.get("ernie:cloud")
         if cloud not in get_args(Cloud):
             return values
-        _refuse_unknown(values, cloud, KEYS[cloud], KEYS["aws" if cloud == "gcp" else "gcp"])
-        serving = cloud == "aws" and _switch(values, "ernie:serving")
-        return {**values, "access": values, "tpu": values if cloud == "gcp" else None,
-                "gpu": values if cloud == "aws" else None, "ernie:serving": values if serving else None}
+        # Every key the user set counts here, an empty one too: a misspelt key is refused even when blank.
+        _refuse_unknown((info.context or {}).get("raw", values), cloud)
+        sections = {name: values for name in SECTIONS[cloud]}
+        if "ernie:serving" in sections and not _switch(values, "ernie:serving"):
+            sections["ernie:serving"] = None
+        return {**values, "access": values, "tpu": None, "gpu": None, "ernie:serving": None, **sections}
 
     @model_validator(mode="after")
     def _spot(self) -> StackConfig:
@@ -317,20 +319,26 @@ class StackConfig(_Section):
         return self
 
 
-def _keys(cloud: str) -> set[str]:
-    """The ernie keys a cloud's stack reads: the common ones, its own sections', and ernie:serving on aws."""
-    sections = (StackConfig, AccessConfig, *((TpuConfig,) if cloud == "gcp" else (GpuConfig, ServingConfig)))
-    keys = {f.alias.partition(":")[2] for s in sections for f in s.model_fields.values()
-            if f.alias and f.alias.startswith("ernie:")}
-    return keys if cloud == "aws" else keys - {"serving"}
+SECTIONS = {"gcp": {"tpu": TpuConfig}, "aws": {"gpu": GpuConfig, "ernie:serving": ServingConfig}}
+"""Each cloud's sections of StackConfig, by the field (or, for the optional serving stack, the key) that holds
+them; every cloud also reads StackConfig's own keys and AccessConfig."""
 
 
-KEYS = {cloud: frozenset(_keys(cloud)) for cloud in get_args(Cloud)}
+def _keys(cloud: str) -> frozenset[str]:
+    """The ernie keys a cloud's stack reads (without the namespace): its sections', and no other cloud's."""
+    others = {key for c, sections in SECTIONS.items() if c != cloud for key in sections}
+    fields = [f for model in (StackConfig, AccessConfig, *SECTIONS[cloud].values()) for f in model.model_fields.values()]
+    return frozenset(f.alias.partition(":")[2] for f in fields
+                     if f.alias and f.alias.startswith("ernie:") and f.alias not in others)
+
+
+KEYS = {cloud: _keys(cloud) for cloud in get_args(Cloud)}
 """The ernie keys (without the namespace) each cloud's stack reads; any other ernie key is refused."""
 
 
-def _refuse_unknown(values: Mapping[str, Any], cloud: str, own: frozenset[str], other: frozenset[str]) -> None:
+def _refuse_unknown(values: Mapping[str, Any], cloud: str) -> None:
     """Only the ernie namespace is closed: other providers' keys (aws:profile, default tags) pass through."""
+    own, other = KEYS[cloud], frozenset().union(*(keys for c, keys in KEYS.items() if c != cloud))
     for full in sorted(values):
         namespace, _, key = full.partition(":")
         if namespace != "ernie" or key in own:
@@ -353,7 +361,8 @@ def load() -> StackConfig:
 def parse(raw: Mapping[str, str], stack: str) -> StackConfig:
     """Validate raw config values (full keys, string values as Pulumi stores them); an empty value is unset."""
     try:
-        return StackConfig.model_validate({**{k: v for k, v in raw.items() if v != ""}, "stack": stack})
+        return StackConfig.model_validate({**{k: v for k, v in raw.items() if v != ""}, "stack": stack},
+                                          context={"raw": raw})
     except ValidationError as exc:
         error = explain(exc, StackConfig)
     key = error.field.rpartition(".")[2]  # a key is named in full, without the section that read it

@@ -206,6 +206,12 @@ def test_load_reads_the_whole_namespace(pulumi_mocks) -> None:
      "ernie:servingEmbedMemoryMb: '2048'; set it only with `ernie:servingEmbed: true`"),
     ("gcp", {"ernie:serving": "true"}, "ernie:serving: 'true'; it applies to the other cloud, not gcp"),
     ("aws", {"ernie:tpuType": "v4-8"}, "ernie:tpuType: 'v4-8'; it applies to the other cloud, not aws"),
+    # A framework is checked against the runtime only once the TPU type is known (it raised KeyError before).
+    ("gcp", {"ernie:tpuType": "v9-8", "ernie:framework": "jax"}, "ernie:tpuType: 'v9-8'; accepted: v2-8, "),
+    ("gcp", {"ernie:tpuType": None, "ernie:framework": "jax"}, "ernie:tpuType: missing; accepted: v2-8, "),
+    # A blank value is unset, but its key is still read: a misspelt or other cloud's key is refused even when empty.
+    ("gcp", {"ernie:tpuTyp": ""}, "ernie:tpuTyp: unknown key ''; did you mean ernie:tpuType\\?"),
+    ("gcp", {"ernie:instanceType": ""}, "ernie:instanceType: ''; it applies to the other cloud, not gcp"),
     ("aws", {"ernie:servingMemory": "2048"}, "ernie:servingMemory: unknown key '2048'; did you mean "
                                              "ernie:servingMemoryMb\\? the ernie keys for aws are allowSshFromAnywhere"),
 ])
