@@ -130,7 +130,9 @@ class Inventory(Schema):
     model_config = ConfigDict(extra="ignore")  # docs/inventory.md: unknown top-level fields are ignored
 
     cloud: Cloud = "local"
-    stack: str = Field(default_factory=lambda data: data.get("cloud", "local"))  # default: the cloud
+    # default: the cloud, also when blank or null (a stack output left unset)
+    stack: Annotated[str, BeforeValidator(lambda value: "" if value is None else value)] = \
+        Field(default_factory=lambda data: data.get("cloud", "local"))
     runner: Runner = Field(description=f"how runs start on the hosts: {', '.join(RUNNERS)}")
     hosts: tuple[Host, ...] = Field(min_length=1, description="a non-empty list of {name, address, worker, ...}")
     ssh_user: OptionalText = None

@@ -73,6 +73,15 @@ def test_malformed_file_is_a_clear_error(tmp_path: Path) -> None:
         load_inventory_file(tmp_path / "missing.json")
 
 
+def test_an_unset_stack_name_defaults_to_the_cloud() -> None:
+    """A stack output may leave `stack` blank or null, as a hand-written file may omit it."""
+    for value in ("", None):
+        assert parse_inventory(good(stack=value), source="stack gcp").stack == "gcp"
+    unset = good()
+    del unset["stack"]
+    assert parse_inventory(unset, source="--inventory f").stack == "gcp"
+
+
 def test_local_inventory_is_this_machine_alone() -> None:
     inv = local_inventory()
     assert inv.runner == "local" and [h.name for h in inv.hosts] == ["local"]
