@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lambda_layers.archive import Archive
+from lambda_layers.archive import Archive, sha256_file
 from lambda_layers.built import BuiltFunction, BuiltLayer, Distribution
 from lambda_layers.checks import check_budget, check_complete
 from lambda_layers.errors import ManifestError
@@ -99,6 +99,10 @@ def load(function: str, target: Target, path: Path = DEFAULT_MANIFEST) -> BuiltF
     for archive in [built.code, *(layer.archive for layer in built.layers)]:
         if not archive.path.is_file():
             raise ManifestError(f"{archive.path}, named by {path}, is missing; run `{fix}`")
+        # Its sha256 is the deploy's source_code_hash and S3 key: a zip changed since the build must not pass for
+        # the one recorded (hashing the serving zips takes about a tenth of a second).
+        if sha256_file(archive.path) != archive.sha256:
+            raise ManifestError(f"{archive.path} is not the zip {path} records (its sha256 differs); run `{fix}`")
     check_complete(built)
     check_budget(built)
     return built

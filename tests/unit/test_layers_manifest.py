@@ -97,6 +97,16 @@ def test_a_missing_manifest_or_zip_is_refused_with_the_fix(tmp_path: Path, monke
         serving_layers.read(tabular(), serving_config())
 
 
+def test_a_zip_changed_since_the_build_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorded sha256 becomes the deploy's source_code_hash: a zip rewritten by hand must not pass for it."""
+    path = use_manifest(monkeypatch, write_stand_in_manifest(tmp_path))
+    with (path.parent / X86.name / "tabular" / "pandas.zip").open("ab") as zipped:
+        zipped.write(b"\0")
+    with pytest.raises(ConfigError, match=r"pandas.zip is not the zip .*manifest.json records \(its sha256 "
+                                          r"differs\); run `ernie layers build --function tabular"):
+        serving_layers.read(tabular(), serving_config())
+
+
 def test_the_budget_is_checked_on_the_manifest_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = use_manifest(monkeypatch, write_stand_in_manifest(tmp_path))
     edit_entry(path, "tabular/python3.12-x86_64", lambda e: e["layers"][1].update(unzipped_bytes=UNZIPPED_LIMIT))
