@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from catalog.inventory import HOST_NAME  # noqa: F401 - a host's name, re-exported: the inventory's schema checks it
+
 # A workload's name becomes a directory on every host and part of the run id.
 WORKLOAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-from catalog.inventory import HOST_NAME  # noqa: E402,F401 - a host's name: the inventory's schema checks it
-# `YYYYmmdd-HHMMSS-<workload>-<4 hex>`, as ernie.run.new_run_id makes it.
+# `YYYYmmdd-HHMMSS-<workload>-<4 hex>`, as ernie.rundir.new_run_id makes it.
 RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-(?P<workload>[A-Za-z0-9][A-Za-z0-9._-]{0,63})-[0-9a-f]{4}")
 
 
