@@ -23,7 +23,8 @@ M = TypeVar("M", bound="Schema")
 # What a user wrote wrong, by pydantic's error type: the kind of value the field takes.
 _KINDS = {
     "string_type": "a string", "int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
-    "list_type": "a list", "tuple_type": "a list", "dict_type": "an object", "model_type": "an object",
+    "list_type": "a list", "tuple_type": "a list", "dict_type": "a table (an object in JSON)",
+    "model_type": "a table (an object in JSON)",
     "int_from_float": "a whole number",
 }
 
@@ -52,19 +53,25 @@ class SchemaError(Exception):
 
 def read(model: type[M], data: Any, **context: Any) -> M:
     """`data` (parsed JSON or TOML) as `model`; raises SchemaError. Validated as JSON is: a list is a tuple."""
+    if (found := _not_json(data)) is not None:
+        loc, value = found
+        raise SchemaError(_path(loc), f"{value!r} (a {type(value).__name__}) is not accepted; write it as a "
+                                      "quoted string")
     try:
-        text = json.dumps(data, default=_not_json)
-    except TypeError as exc:
-        raise SchemaError("document", str(exc)) from None
-    try:
-        return model.model_validate_json(text, context=context or None)
+        return model.model_validate_json(json.dumps(data), context=context or None)
     except ValidationError as exc:
         raise explain(exc, model) from None
 
 
-def _not_json(value: Any) -> Any:
-    """What TOML has and JSON has not (dates and times) is refused by its value, not by a traceback."""
-    raise TypeError(f"{value!r} (a {type(value).__name__}) is not accepted; write it as a quoted string")
+def _not_json(data: Any, loc: tuple[Any, ...] = ()) -> tuple[list[Any], Any] | None:
+    """Where the first value JSON has not (TOML's dates and times) is, and the value: refused by its field."""
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, (list, tuple)):
+        items = enumerate(data)
+    else:
+        return None if data is None or isinstance(data, (str, int, float, bool)) else (list(loc), data)
+    return next((found for key, value in items if (found := _not_json(value, (*loc, key))) is not None), None)
 
 
 def explain(exc: ValidationError, model: type[BaseModel]) -> SchemaError:
@@ -96,7 +103,8 @@ def explain(exc: ValidationError, model: type[BaseModel]) -> SchemaError:
         sign = ">=" if kind == "greater_than_equal" else ">"
         return SchemaError(_path(loc), f"expected {_kind_of(model, loc)} {sign} {bound}, got {value!r}")
     if kind == "too_short":
-        return SchemaError(_path(loc), f"expected a non-empty list, got {value!r}")
+        what = field.description if field is not None and field.description else "a non-empty list"
+        return SchemaError(_path(loc), f"expected {what}, got {show(value)}")
     if kind in _KINDS:
         return SchemaError(_path(loc), f"expected {_KINDS[kind]}, got {value!r}")
     return SchemaError(_path(loc), err["msg"])

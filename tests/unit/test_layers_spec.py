@@ -45,7 +45,7 @@ def test_the_committed_specs_load() -> None:
     (HEAD + '[[f.layers]]\nname = "x"\nbuild = "gone.py"\n', r"layer 'x' build script .*gone.py does not exist"),
     (HEAD + '[[f.layers]]\nname = "x"\nrequirements = "req.txt"\ninputs = ["h.py"]\n',
      r"layers\[0\].inputs: layer 'x' has requirements; `inputs` apply to a build script"),
-    ('f = 3\n', r"\[f\] in .*layers.toml: document: expected an object, got 3"),
+    ('f = 3\n', r"\[f\] in .*layers.toml: document: expected a table \(an object in JSON\), got 3"),
 ])
 def test_a_bad_spec_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(LayerError, match=message):

@@ -56,7 +56,11 @@ def test_only_name_and_command_are_required_and_defaults_are_sensible(tmp_path: 
     ('name = "x"\ncommand = "run {steps}"\n', r"command: \{steps\} has no default in \[params\]"),
     ('name = "x"\ncommand = "x"\n[setup]\nrequirements = "nope.txt"\n', "setup.requirements: nope.txt is not a file"),
     ('name = "x"\ncommand = "x"\n[progress]\nregex = "step \\\\d+"\n', "progress.regex: needs a group"),
-    ('name = "x"\ncommand = "x"\n[collect]\npaths = []\n', "collect.paths: expected a non-empty list"),
+    ('name = "x"\ncommand = "x"\n[collect]\npaths = []\n',
+     r"collect.paths: expected a non-empty list of globs under \$ERNIE_OUTPUT_DIR, got \[\]"),
+    ('name = "x"\ncommand = "x"\nsetup = 3\n', r"setup: expected a table \(an object in JSON\), got 3"),
+    ('name = "x"\ncommand = "x"\n[params]\nd = 2024-01-01\n',
+     r"params.d: datetime.date\(2024, 1, 1\) \(a date\) is not accepted; write it as a quoted string"),
     ('name = "x"\ncommand = "x\n', "not valid TOML"),
 ])
 def test_bad_specs_name_the_field(tmp_path: Path, text: str, message: str) -> None:
