@@ -14,5 +14,6 @@ for a Lambda runtime, checked against Lambda's limits, and a manifest of what wa
     manifest   manifest.json beside the zips: written by a build, read by the Pulumi program
     harness    the zips unpacked as Lambda unpacks them, a handler run under `python -I -S`
 
-It imports neither infra nor ernie (catalog only: the error type, Lambda's runtimes and limits).
+It imports neither infra nor ernie (of ours, catalog only: the error type, Lambda's runtimes and limits, and the
+schema library layers.toml is read through).
 """

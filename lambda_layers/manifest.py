@@ -92,10 +92,15 @@ def load(function: str, target: Target, path: Path = DEFAULT_MANIFEST) -> BuiltF
     if entry is None:
         raise ManifestError(f"{path} has no {function} layers for {target.runtime} {target.arch} (it has "
                             f"{', '.join(sorted(entries)) or 'none'}); run `{fix}`")
-    if entry["spec_digest"] != spec_digest(spec):
+    try:
+        stale = entry["spec_digest"] != spec_digest(spec)
+        built = _function(entry, spec, path.parent)
+    except (KeyError, TypeError, ValueError) as exc:  # edited by hand, or written by another builder version
+        raise ManifestError(f"the {function} entry of {path} is malformed ({type(exc).__name__}: {exc}); "
+                            f"run `{fix}`") from None
+    if stale:
         raise ManifestError(f"the {function} layers in {path} are stale: {FUNCTIONS_FILE.name}, a requirements "
                             f"file, the function's code or the builder changed since they were built; run `{fix}`")
-    built = _function(entry, spec, path.parent)
     for archive in [built.code, *(layer.archive for layer in built.layers)]:
         if not archive.path.is_file():
             raise ManifestError(f"{archive.path}, named by {path}, is missing; run `{fix}`")

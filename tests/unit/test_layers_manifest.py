@@ -107,6 +107,14 @@ def test_a_zip_changed_since_the_build_is_refused(tmp_path: Path, monkeypatch: p
         serving_layers.read(tabular(), serving_config())
 
 
+def test_a_malformed_entry_is_refused_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = use_manifest(monkeypatch, write_stand_in_manifest(tmp_path))
+    edit_entry(path, "tabular/python3.12-x86_64", lambda e: e["layers"][0].pop("sha256"))
+    with pytest.raises(ConfigError, match=r"the tabular entry of .*manifest.json is malformed \(KeyError: 'sha256'\); "
+                                          r"run `ernie layers build --function tabular"):
+        serving_layers.read(tabular(), serving_config())
+
+
 def test_the_budget_is_checked_on_the_manifest_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = use_manifest(monkeypatch, write_stand_in_manifest(tmp_path))
     edit_entry(path, "tabular/python3.12-x86_64", lambda e: e["layers"][1].update(unzipped_bytes=UNZIPPED_LIMIT))
