@@ -215,6 +215,10 @@ def test_killed_run_resumes_at_the_right_step_with_the_same_data(real_data, tmp_
     log = _mllog((out / "mlperf.log").read_text())
     assert [r["key"] for r in log].count("run_start") == 1 and log[-1]["key"] == "run_stop", "one run, appended"
     assert json.loads((out / "result.json").read_text())["steps"] == 10
+    # Resuming a finished run is refused before any work, rather than timing no step and failing in the summary.
+    again = _train(out, real_data, *flags, "--resume", check=False)
+    assert again.returncode != 0 and "train_torch.py: error: --resume: " in again.stderr
+    assert "step-00000010.pt already holds all 10 steps" in again.stderr
 
 
 # ---------------------------------------------------------------------------------------------- bad input

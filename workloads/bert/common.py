@@ -53,6 +53,12 @@ def last_step(args: argparse.Namespace) -> int:
     return min(args.max_steps, -(-args.max_samples_termination // args.global_batch))
 
 
+def resume_problem(args: argparse.Namespace, checkpoint: object, step: int) -> str | None:
+    """Why a checkpoint at `step` leaves this run nothing to do (it would time no step), or None."""
+    last = last_step(args)
+    return f"--resume: {checkpoint} already holds all {last} steps" if step >= last else None
+
+
 # ---------------------------------------------------------------------------------------------- the eval set
 
 

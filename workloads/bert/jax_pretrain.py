@@ -160,13 +160,12 @@ def resume_state(args: argparse.Namespace, placement: jax_placement.Placement, s
             step, arrays = read_checkpoint(path, state, fingerprint)
         except TrainingError as exc:
             problem = str(exc.code)
-        if not problem and step >= args.max_steps:
-            problem = f"train_tf.py --backend jax: error: --resume: {path} already holds all {args.max_steps} steps"
+        if not problem and (done := common.resume_problem(args, path, step)):
+            problem = f"{PROG}: error: {done}"
     if jax.process_count() > 1:  # worker 0's verdict and state to all, so no worker trains alone
         verdict = multihost_utils.broadcast_one_to_all(np.int64(step if not problem else -1))
         if int(verdict) < 0:
-            raise SystemExit(problem or "train_tf.py --backend jax: error: worker 0 refused its checkpoint "
-                                        "(its log says why)")
+            raise SystemExit(problem or f"{PROG}: error: worker 0 refused its checkpoint (its log says why)")
         if int(verdict) == 0:
             return 0, None, state
         step, arrays = int(verdict), multihost_utils.broadcast_one_to_all(arrays)

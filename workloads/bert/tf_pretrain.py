@@ -140,8 +140,8 @@ def restore(args: argparse.Namespace, run: Run, resume_from: str | None) -> int:
                               f"{recipe_fingerprint(args)}; use another --out or the same settings")
         run.checkpoint.restore(resume_from).assert_existing_objects_matched()
         start_step = int(run.step_var.numpy())
-        if start_step >= args.max_steps:
-            common.fail(PROG, f"--resume: {resume_from} already holds all {args.max_steps} steps")
+        if problem := common.resume_problem(args, resume_from, start_step):
+            common.fail(PROG, problem)
     if run.plan.kind == "multi_worker":  # every worker resumed from its own copy: they must agree on the step
         strategy = run.strategy
         reported = tf.function(lambda: strategy.run(lambda: tf.constant(float(start_step))))()

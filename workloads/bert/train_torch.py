@@ -370,6 +370,8 @@ def restore(args: argparse.Namespace, t: Training, preset: Preset) -> tuple[int,
     if state["fingerprint"] != recipe_fingerprint(args):
         common.fail(PROG, f"--resume: {resume_from} was written with {state['fingerprint']}, "
                           f"this run has {recipe_fingerprint(args)}; use another --out or the same settings")
+    if problem := common.resume_problem(args, resume_from, state["step"]):
+        common.fail(PROG, problem)
     t.load_model_state(state["model"])
     t.optimizer.load_state_dict(state["optimizer"])
     t.scheduler.load_state_dict(state["scheduler"])
