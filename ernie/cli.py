@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from catalog.lambda_runtime import ARCHES, SERVING_PYTHONS
 from ernie.errors import ErnieError
 from ernie.terminal import SafeConsole, clean, remote
 
@@ -214,8 +215,9 @@ app.add_typer(layers_app, name="layers")
 
 @layers_app.command("build")
 def layers_build(
-    python_version: str = typer.Option("3.12", "--python-version", help="The Lambda runtime's Python: 3.12, 3.13."),
-    arch: str = typer.Option("x86_64", "--arch", help="The Lambda architecture: x86_64 or arm64."),
+    python_version: str = typer.Option(SERVING_PYTHONS[0], "--python-version",
+                                       help=f"The Lambda runtime's Python: {', '.join(SERVING_PYTHONS)}."),
+    arch: str = typer.Option(ARCHES[0], "--arch", help=f"The Lambda architecture: {' or '.join(ARCHES)}."),
     out: Path = typer.Option(None, "--out", help="Where the zips and their manifest.json go (default "
                              "infra/build/layers); the Pulumi program reads only the default's manifest."),
     functions: list[str] = typer.Option([], "--function", help="Only this function's layers (repeatable)."),
