@@ -92,13 +92,12 @@ def load(function: str, target: Target, path: Path = DEFAULT_MANIFEST) -> BuiltF
     if entry is None:
         raise ManifestError(f"{path} has no {function} layers for {target.runtime} {target.arch} (it has "
                             f"{', '.join(sorted(entries)) or 'none'}); run `{fix}`")
-    try:
-        stale = entry["spec_digest"] != spec_digest(spec)
-        built = _function(entry, spec, path.parent)
+    try:  # only the entry's reading: a bug of ours elsewhere must not pass for a malformed manifest
+        recorded, built = entry["spec_digest"], _function(entry, spec, path.parent)
     except (KeyError, TypeError, ValueError) as exc:  # edited by hand, or written by another builder version
         raise ManifestError(f"the {function} entry of {path} is malformed ({type(exc).__name__}: {exc}); "
                             f"run `{fix}`") from None
-    if stale:
+    if recorded != spec_digest(spec):
         raise ManifestError(f"the {function} layers in {path} are stale: {FUNCTIONS_FILE.name}, a requirements "
                             f"file, the function's code or the builder changed since they were built; run `{fix}`")
     for archive in [built.code, *(layer.archive for layer in built.layers)]:
