@@ -124,9 +124,8 @@ def _function_spec(name: str, table: object, path: Path) -> FunctionSpec:
         function = read(_FunctionTable, table)
     except SchemaError as exc:
         raise LayerError(f"{where}: {exc}") from None
-    for file in function.code:
-        _exists(base / file, where, "code file")
-    return FunctionSpec(name, function.description, function.handler, tuple(base / f for f in function.code),
+    code = tuple(_exists(base / file, where, "code file") for file in function.code)
+    return FunctionSpec(name, function.description, function.handler, code,
                         tuple(_layer_spec(layer, base, where) for layer in function.layers))
 
 
