@@ -8,7 +8,8 @@
 #   4. DDP over NCCL for a few steps (ddp_step.py: two ranks on the one GPU where NCCL allows it, else one)
 #   5. fairseq's Transformer on the synthetic recipe, words/s
 #
-# Each part runs under its own deadline and is recorded whether it passes or fails; the rest go on. Everything
+# Each part runs under its own deadline, cut to what is left of the run's budget (RUN_ALL_BUDGET_S: 480 s on the
+# GPU), and is recorded whether it passes or fails; the rest go on. Everything
 # lands under $OUT (default: results/gpu-DATE) as at most eight files, flat (the device tool's limits):
 # summary.txt (one line per part, then its figures; bert-tf says "skipped" where TensorFlow is missing),
 # versions.json, bert_large.json, ddp.json, logs.tar.gz, results.tar.gz, report.tar.gz. The exit code is the number
@@ -57,11 +58,20 @@ else
     large_args=() translation_sets=(--set max_update=300 --set synthetic_pairs=20000 --set log_interval=50)
 fi
 
+# The whole run's seconds, from the script's start: each part's deadline is cut to what is left, so the figures
+# and logs are packed before the device call's own limit (its timeout_s, 540 in README.md) kills everything.
+budget=${RUN_ALL_BUDGET_S:-$( ((dry_run)) && echo 1700 || echo 480)}
 failed=0
 # part NAME SECONDS CMD...: run CMD under a deadline, its output in logs/NAME.log; one line in the summary.
 part() {
     local name=$1 limit=$2; shift 2
-    local log=$work/logs/$name.log start=$SECONDS code
+    local log=$work/logs/$name.log start=$SECONDS code left=$((budget - SECONDS))
+    if ((left < 30)); then
+        echo "$name: FAILED (not started: ${left} s of the run's ${budget} s were left)" >> "$summary"
+        failed=$((failed + 1))
+        return 124
+    fi
+    ((limit > left)) && limit=$left
     echo "== $name: $*" | tee -a "$work/logs/all.log"
     timeout --signal=TERM --kill-after=20 "$limit" "$@" > "$log" 2>&1
     code=$?

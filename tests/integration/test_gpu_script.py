@@ -65,3 +65,16 @@ def test_the_dry_run_runs_every_part_on_the_gpu_machine_s_packages_and_brings_ba
         assert {"report/report.md", "report/report.html"} <= set(tar.getnames())
     # The summary closes with each run's figures, read back from its result.json.
     assert "bert_large: " in summary and "ddp: gloo world 2, weights identical True" in summary
+
+
+def test_a_spent_budget_starts_no_part_yet_brings_back_the_summary_and_logs(tmp_path: Path) -> None:
+    """The lent machine's call is killed at its timeout with whatever is under $OUT: each part's deadline is cut
+    to the run's budget, and a part with too little left is not started, so the packing always happens."""
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(GPU / "run_all.sh"), "--dry-run"], capture_output=True, text=True, timeout=300,
+                          env={**the_gpu_machine_s_imports(), "OUT": str(out), "RUN_ALL_BUDGET_S": "20"})
+    summary = (out / "summary.txt").read_text()
+    assert proc.returncode == len(PARTS), summary  # each part that did not run is counted as failed
+    for name in PARTS:
+        assert f"{name}: FAILED (not started: " in summary, (name, summary)
+    assert (out / "logs.tar.gz").is_file()
