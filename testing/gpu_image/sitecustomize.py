@@ -6,35 +6,26 @@ own code makes it, or a package we carry as a wheel does (its needs travel with 
 image's own packages import what they like: the image is consistent with itself, at versions that may differ
 from this machine's, so their imports here say nothing about there.
 
-    ERNIE_GPU_IMAGE_ALLOW    files listing the allowed distributions, ':'-separated (pip requirement lines;
-                             '#' comments): the image's list, the carried wheels, and anything else allowed
-    ERNIE_GPU_IMAGE_CARRIED  the carried wheels' list, whose packages' own imports are held to the same lists
+    ERNIE_GPU_IMAGE_ALLOW    the allowed distributions' canonical names, ','-separated: the image's and the
+                             carried wheels' (testing/gpu_packages.py reads the lists)
+    ERNIE_GPU_IMAGE_CARRIED  the carried wheels' names, whose packages' own imports are held to the same names
 """
 
 import importlib.abc
 import importlib.metadata
 import os
-import re
 import sys
 
+from packaging.utils import canonicalize_name
+
 OURS = "ernie"  # this project, installed here, travels there as the working tree
-
-
-def _names(path: str) -> set[str]:
-    with open(path) as f:
-        lines = (line.split("#", 1)[0].strip() for line in f)
-        return {_canonical(re.split(r"[=<>!~\[; ]", line, maxsplit=1)[0]) for line in lines if line}
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 class _ImageImports(importlib.abc.MetaPathFinder):
     def __init__(self, allowed: set[str], carried: set[str]) -> None:
         self.allowed = allowed
         self.owners = importlib.metadata.packages_distributions()  # top-level module -> distributions
-        self.carried_modules = {m for m, ds in self.owners.items() if any(_canonical(d) in carried for d in ds)}
+        self.carried_modules = {m for m, ds in self.owners.items() if any(canonicalize_name(d) in carried for d in ds)}
 
     def _held(self, importer: str) -> bool:
         """Whether the module at `importer` (a file name) is held to the image: ours, or a carried package."""
@@ -47,7 +38,7 @@ class _ImageImports(importlib.abc.MetaPathFinder):
 
     def find_spec(self, name, path=None, target=None):
         owners = self.owners.get(name) if "." not in name else None
-        if not owners or any(_canonical(d) in self.allowed or d == OURS for d in owners):
+        if not owners or any(canonicalize_name(d) in self.allowed or d == OURS for d in owners):
             return None
         frame = sys._getframe(1)
         while frame and frame.f_code.co_filename.startswith(("<frozen", os.path.dirname(importlib.__file__))):
@@ -59,6 +50,5 @@ class _ImageImports(importlib.abc.MetaPathFinder):
 
 
 if os.environ.get("ERNIE_GPU_IMAGE_ALLOW"):
-    sys.meta_path.insert(0, _ImageImports(
-        set().union(*(_names(p) for p in os.environ["ERNIE_GPU_IMAGE_ALLOW"].split(":"))),
-        _names(os.environ["ERNIE_GPU_IMAGE_CARRIED"]) if os.environ.get("ERNIE_GPU_IMAGE_CARRIED") else set()))
+    sys.meta_path.insert(0, _ImageImports(set(os.environ["ERNIE_GPU_IMAGE_ALLOW"].split(",")),
+                                          set(filter(None, os.environ.get("ERNIE_GPU_IMAGE_CARRIED", "").split(",")))))

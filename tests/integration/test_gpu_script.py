@@ -8,23 +8,14 @@ travel, through testing/gpu_image/), so a package missing there fails here: its 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-GPU = REPO / "benchmarks" / "gpu"
+from testing.gpu_packages import GPU, REPO, the_gpu_machine_s_imports
+
 PARTS = ("versions", "bert_large", "bert-torch", "bert-jax", "ddp", "translation", "report")
-
-
-def the_gpu_machine_s_imports() -> dict[str, str]:
-    """The environment that holds our imports to that machine's packages (testing/gpu_image/sitecustomize.py)."""
-    path = [str(REPO / "testing" / "gpu_image"), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(path),
-            "ERNIE_GPU_IMAGE_ALLOW": f"{GPU / 'image-packages.txt'}:{GPU / 'h200-wheels.txt'}",
-            "ERNIE_GPU_IMAGE_CARRIED": str(GPU / "h200-wheels.txt")}
 
 
 def test_the_gpu_machine_s_imports_refuse_what_that_machine_lacks_and_allow_what_it_has() -> None:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-from pathlib import Path
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO = Path(__file__).resolve().parents[2]
-GPU = REPO / "benchmarks" / "gpu"
+from testing.gpu_packages import CARRIED, IMAGE, REPO, listed
+
 # That machine's Python (the image's python3 is 3.12.3 on x86-64 Linux), for the wheels' environment markers.
 DEVICE_PYTHON = {**default_environment(), "python_version": "3.12", "python_full_version": "3.12.3",
                  "implementation_name": "cpython", "platform_python_implementation": "CPython",
@@ -26,14 +25,6 @@ UNMET = {
 }
 
 
-def listed(path: Path) -> dict[str, str]:
-    """name -> the requirement line, from a list of requirement lines with '#' comments."""
-    lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
-    names = [canonicalize_name(re.split(r"[=<>!~\[; ]", line, maxsplit=1)[0]) for line in lines if line]
-    assert len(names) == len(set(names)), f"{path.name} names a package twice: pip stops the whole install"
-    return dict(zip(names, (line for line in lines if line)))
-
-
 def locked() -> dict[str, str]:
     pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ \\\n]+)", (REPO / "requirements.lock").read_text(), re.M)
     return {canonicalize_name(name): version for name, version in pins}
@@ -41,16 +32,17 @@ def locked() -> dict[str, str]:
 
 def test_every_carried_wheel_is_pinned_at_the_lock_s_version() -> None:
     lock = locked()
-    for name, line in listed(GPU / "h200-wheels.txt").items():
-        assert "==" in line, f"h200-wheels.txt: {line}: pin it (name==version), as the lock does"
+    for name, requirement in listed(CARRIED).items():
+        pins = [spec.version for spec in requirement.specifier if spec.operator == "=="]
+        assert len(pins) == 1, f"h200-wheels.txt: {requirement}: pin it (name==version), as the lock does"
         assert name in lock, f"h200-wheels.txt: {name} is not in requirements.lock: lock it first, then carry it"
-        assert line.split("==", 1)[1] == lock[name], \
-            f"h200-wheels.txt: {line}, but requirements.lock has {name}=={lock[name]}: carry the locked version"
+        assert pins[0] == lock[name], \
+            f"h200-wheels.txt: {requirement}, but requirements.lock has {name}=={lock[name]}: carry the locked version"
 
 
 def test_what_each_carried_wheel_needs_travels_with_it_or_is_in_the_image() -> None:
-    carried = listed(GPU / "h200-wheels.txt")
-    there = set(carried) | set(listed(GPU / "image-packages.txt"))
+    carried = listed(CARRIED)
+    there = set(carried) | set(listed(IMAGE))
     unmet = []
     for name in carried:
         for text in importlib.metadata.requires(name) or []:  # installed here at the same (locked) version
